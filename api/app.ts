@@ -1,0 +1,65 @@
+// The express application: JSON in, JSON or problem+json out. Routes live in their own modules; this
+// file wires parsing, auth, the error handler and the small read-only routes.
+import express, { type NextFunction, type Request, type Response } from 'express';
+import { timingSafeEqual, createHash } from 'node:crypto';
+import { experimentsRouter, type ApiDeps } from './experiments.ts';
+import { HttpProblem, sendProblem } from './problem.ts';
+import { BUILTIN_PROFILES, SYSCTL_KEYS } from '../src/profile.ts';
+import { PRESETS } from '../src/preset.ts';
+import { openApiDocument } from './openapi.ts';
+
+export function createApp(deps: ApiDeps): express.Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('query parser', 'simple');
+  app.use((_req, res, next) => {
+    res.set({ 'x-content-type-options': 'nosniff', 'referrer-policy': 'no-referrer', 'x-frame-options': 'DENY' });
+    next();
+  });
+
+  app.get('/healthz', (_req, res) => void res.json({ status: 'ok' }));
+  app.get('/readyz', async (_req, res) => {
+    const ok = await deps.store.redis.ping().then(() => true, () => false);
+    if (!ok) throw new HttpProblem(503, 'Not ready', 'Redis is not reachable');
+    res.json({ status: 'ready' });
+  });
+  app.get('/openapi.json', (_req, res) => void res.json(openApiDocument()));
+
+  app.use('/v1', bearerAuth(deps.config.apiTokens));
+  app.use('/v1', express.json({ limit: '1mb', strict: false, type: ['application/json', 'application/*+json'] }));
+  app.use('/v1/experiments', experimentsRouter(deps));
+  app.get('/v1/profiles', (_req, res) => void res.json({ items: Object.values(BUILTIN_PROFILES), allowedKeys: SYSCTL_KEYS }));
+  app.get('/v1/presets', (_req, res) => void res.json({ items: Object.entries(PRESETS).map(([name, p]) => ({ name, ...p })) }));
+
+  app.use((req, _res, next) => next(new HttpProblem(404, 'Not found', `no route for ${req.method} ${req.path}`)));
+  app.use(errorHandler);
+  return app;
+}
+
+function bearerAuth(tokens: string[]) {
+  // Hash both sides so the comparison takes the same time whatever the lengths.
+  const digests = tokens.map((t) => createHash('sha256').update(t).digest());
+  return (req: Request, _res: Response, next: NextFunction) => {
+    if (!digests.length) return next();
+    const m = /^Bearer (.+)$/.exec(req.get('authorization') ?? '');
+    const given = createHash('sha256').update(m?.[1] ?? '').digest();
+    const ok = m !== null && digests.some((d) => timingSafeEqual(d, given));
+    next(ok ? undefined : new HttpProblem(401, 'Unauthorized', 'send Authorization: Bearer <token>'));
+  };
+}
+
+function errorHandler(err: unknown, req: Request, res: Response, _next: NextFunction): void {
+  if (res.headersSent) {
+    res.end();
+    return;
+  }
+  if (err instanceof HttpProblem) return sendProblem(res, err, req.originalUrl);
+  const e = err as { type?: string; status?: number; message?: string; body?: string };
+  // body-parser's own errors carry a status and a type; turn each into a clear 4xx.
+  if (e.type === 'entity.parse.failed') return sendProblem(res, new HttpProblem(400, 'Malformed JSON', e.message), req.originalUrl);
+  if (e.type === 'entity.too.large') return sendProblem(res, new HttpProblem(413, 'Body too large', 'the limit is 1 MiB'), req.originalUrl);
+  if (e.type === 'charset.unsupported' || e.type === 'encoding.unsupported') return sendProblem(res, new HttpProblem(415, 'Unsupported encoding', e.message), req.originalUrl);
+  if (typeof e.status === 'number' && e.status >= 400 && e.status < 500) return sendProblem(res, new HttpProblem(e.status, 'Bad request', e.message), req.originalUrl);
+  console.error(`api: ${req.method} ${req.originalUrl}:`, err);
+  sendProblem(res, new HttpProblem(500, 'Internal error', 'the error is logged on the server'), req.originalUrl);
+}

@@ -1,0 +1,176 @@
+// /v1/experiments: submit, list, read, results, live events, cancel.
+import { Router, type Request, type Response } from 'express';
+import { z } from '../src/zod.ts';
+import { SpecInputSchema, normalizeSpec, type Spec } from '../src/spec.ts';
+import { Store, STATUSES, FINAL, type ExperimentRecord } from '../src/store.ts';
+import type { Queues } from '../src/queue.ts';
+import { buildResults, toCsv, toMarkdown } from '../src/report.ts';
+import { IMPLEMENTED_DRIVERS } from '../src/drivers.ts';
+import { expandCells } from '../src/cell.ts';
+import { HttpProblem, validationProblem, type ProblemItem } from './problem.ts';
+import type { Config } from '../src/config.ts';
+
+export const ListQuery = z.strictObject({
+  status: z.enum(STATUSES as [string, ...string[]]).optional(),
+  limit: z.coerce.number().int().min(1).max(500).default(50),
+  offset: z.coerce.number().int().min(0).max(1_000_000).default(0),
+});
+export const ResultsQuery = z.strictObject({ format: z.enum(['json', 'csv', 'markdown']).default('json') });
+
+export interface ApiDeps {
+  store: Store;
+  queues: Queues;
+  config: Config;
+}
+
+/** What a GET shows of a record: never the webhook secret. */
+export function view(rec: ExperimentRecord) {
+  const base = `/v1/experiments/${rec.id}`;
+  const { spec, ...rest } = rec;
+  return {
+    ...rest,
+    spec: redact(spec),
+    links: { self: base, results: `${base}/results`, events: `${base}/events`, deliveries: `${base}/deliveries` },
+  };
+}
+
+function redact(spec: Spec): Spec {
+  return spec.webhook ? { ...spec, webhook: { url: spec.webhook.url, ...(spec.webhook.secret ? { secret: '(set)' } : {}) } } : spec;
+}
+
+/** Checks that need more than the shape of the spec: what this build and this deployment allow. */
+export function admissionProblems(spec: Spec, config: Config): ProblemItem[] {
+  const out: ProblemItem[] = [];
+  spec.scenarios.forEach((s, i) => {
+    if (s.guests > 0 && !IMPLEMENTED_DRIVERS.has(spec.driver)) {
+      out.push({ pointer: `/scenarios/${i}`, detail: `scenario "${s.id}" boots ${s.guests} guest(s), but the ${spec.driver} driver is not available in this build; only the host baseline (guests: 0) can run` });
+    }
+  });
+  if (spec.driver === 'docker') {
+    spec.profiles.forEach((p, i) => {
+      if (p.target !== 'host' && Object.keys(p.sysctl).length && spec.scenarios.some((s) => s.guests > 0)) {
+        out.push({ pointer: `/profiles/${i}`, detail: `profile "${p.name}" targets guests, but vm.* sysctls are host-wide for containers; use target "host" or the qemu driver` });
+      }
+    });
+  }
+  spec.workloads.forEach((w, i) => {
+    if (w.kind === 'command' && !config.allowCommands) {
+      out.push({ pointer: `/workloads/${i}`, detail: 'command workloads are off on this deployment (the operator can set KVMQ_ALLOW_COMMANDS=1)' });
+    }
+  });
+  const cells = expandCells(spec).length;
+  if (cells > 100_000) out.push({ pointer: '/repetitions', detail: `the matrix has ${cells} cells; the limit is 100000` });
+  return out;
+}
+
+export function experimentsRouter(deps: ApiDeps): Router {
+  const { store, queues, config } = deps;
+  const r = Router();
+
+  const load = async (req: Request): Promise<ExperimentRecord> => {
+    const rec = await store.get(String(req.params.id));
+    if (!rec) throw new HttpProblem(404, 'Experiment not found', `no experiment with id "${req.params.id}"`);
+    return rec;
+  };
+
+  r.post('/', async (req, res) => {
+    if (!req.is('application/json')) throw new HttpProblem(415, 'Unsupported media type', 'send the spec as application/json');
+    const parsed = SpecInputSchema.safeParse(req.body);
+    if (!parsed.success) throw validationProblem(parsed.error, 'experiment spec');
+    const spec = normalizeSpec(parsed.data);
+    const problems = admissionProblems(spec, config);
+    if (problems.length) throw new HttpProblem(400, 'Experiment cannot run here', problems.map((p) => `${p.pointer}: ${p.detail}`).join('; '), problems);
+
+    const now = new Date();
+    const later = spec.schedule?.notBefore && Date.parse(spec.schedule.notBefore) > now.getTime();
+    const rec: ExperimentRecord = {
+      id: Store.newId(),
+      name: spec.name,
+      status: later ? 'scheduled' : 'queued',
+      pool: spec.pool,
+      spec,
+      progress: { done: 0, total: expandCells(spec).length },
+      createdAt: now.toISOString(),
+    };
+    await store.create(rec);
+    try {
+      await queues.add(rec);
+    } catch (err) {
+      // Nothing half-made stays behind: without its job the record would wait forever.
+      await store.remove(rec.id).catch(() => {});
+      throw err;
+    }
+    const v = view(rec);
+    res.status(202).location(v.links.self).json({ id: rec.id, status: rec.status, links: v.links });
+  });
+
+  r.get('/', async (req, res) => {
+    const q = ListQuery.safeParse(req.query);
+    if (!q.success) throw validationProblem(q.error, 'query', '/query');
+    const { items, total } = await store.list(q.data as { status?: ExperimentRecord['status']; limit: number; offset: number });
+    res.json({ items: items.map(view), total, limit: q.data.limit, offset: q.data.offset });
+  });
+
+  r.get('/:id', async (req, res) => {
+    res.json(view(await load(req)));
+  });
+
+  r.get('/:id/results', async (req, res) => {
+    const q = ResultsQuery.safeParse(req.query);
+    if (!q.success) throw validationProblem(q.error, 'query', '/query');
+    const rec = await load(req);
+    const results = await buildResults(store, rec);
+    if (q.data.format === 'csv') res.type('text/csv').send(toCsv(results));
+    else if (q.data.format === 'markdown') res.type('text/markdown').send(toMarkdown(results, rec.spec));
+    else res.json(results);
+  });
+
+  r.get('/:id/events', async (req, res) => {
+    const rec = await load(req);
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+    const send = (event: string, data: unknown) => res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+    send('status', { id: rec.id, status: rec.status, progress: rec.progress });
+    if (FINAL.includes(rec.status)) return void res.end();
+    const sub = store.redis.duplicate();
+    const heartbeat = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
+    const close = () => {
+      clearInterval(heartbeat);
+      sub.quit().catch(() => {});
+      res.end();
+    };
+    req.on('close', close);
+    sub.on('message', (_ch, msg: string) => {
+      const ev = JSON.parse(msg) as { type: string; status?: string };
+      send(ev.type, ev);
+      if (ev.type === 'status' && FINAL.includes(ev.status as ExperimentRecord['status'])) close();
+    });
+    await sub.subscribe(store.channel(rec.id));
+    // A status change between the first read and the subscription would be missed; read again.
+    const now = await store.get(rec.id);
+    if (now && now.status !== rec.status) {
+      send('status', { id: now.id, status: now.status, progress: now.progress });
+      if (FINAL.includes(now.status)) close();
+    }
+  });
+
+  r.delete('/:id', async (req, res) => {
+    const rec = await load(req);
+    if (FINAL.includes(rec.status)) throw new HttpProblem(409, 'Experiment already finished', `experiment ${rec.id} is ${rec.status}`);
+    const job = await queues.get(rec.pool).getJob(rec.id);
+    const state = job ? await job.getState() : 'unknown';
+    if (state !== 'active') {
+      // Waiting, delayed or prioritized: take it out of the queue; if a worker grabbed it meanwhile,
+      // remove() refuses and the worker is asked instead.
+      const removed = job ? await job.remove().then(() => true, () => false) : true;
+      if (removed) {
+        await store.transition(rec.id, ['queued', 'scheduled'], { status: 'cancelled', finishedAt: new Date().toISOString(), error: { reason: 'cancelled by request' } });
+        const now = await store.get(rec.id);
+        if (now?.status === 'cancelled') return void res.status(200).json(view(now));
+      }
+    }
+    await store.redis.publish(store.key('cancel'), rec.id);
+    res.status(202).json({ ...view(rec), status: rec.status, cancelling: true });
+  });
+
+  return r;
+}

@@ -1,0 +1,74 @@
+// The OpenAPI 3.1 document, generated from the same zod schemas that validate requests.
+import { OpenAPIRegistry, OpenApiGeneratorV31 } from '@asteasolutions/zod-to-openapi';
+import { z } from '../src/zod.ts';
+import { SpecInputSchema } from '../src/spec.ts';
+import { ListQuery, ResultsQuery } from './experiments.ts';
+
+let cached: object | undefined;
+
+export function openApiDocument(): object {
+  if (cached) return cached;
+  const reg = new OpenAPIRegistry();
+  const bearer = reg.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer' });
+  const Problem = reg.register(
+    'Problem',
+    z.object({
+      type: z.string(), title: z.string(), status: z.number().int(), detail: z.string().optional(), instance: z.string().optional(),
+      errors: z.array(z.object({ pointer: z.string(), detail: z.string() })).optional(),
+    }),
+  );
+  const problem = (description: string) => ({ description, content: { 'application/problem+json': { schema: Problem } } });
+  const Links = z.object({ self: z.string(), results: z.string(), events: z.string(), deliveries: z.string() });
+  const Accepted = reg.register('Accepted', z.object({ id: z.string(), status: z.string(), links: Links }));
+  const Experiment = reg.register(
+    'Experiment',
+    z.object({
+      id: z.string(), name: z.string(), status: z.enum(['queued', 'scheduled', 'running', 'completed', 'failed', 'cancelled']), pool: z.string(),
+      progress: z.object({ done: z.number().int(), total: z.number().int(), current: z.record(z.string(), z.unknown()).optional() }),
+      host: z.string().optional(), createdAt: z.string(), startedAt: z.string().optional(), finishedAt: z.string().optional(),
+      error: z.object({ reason: z.string() }).optional(), spec: z.record(z.string(), z.unknown()), links: Links,
+    }),
+  );
+  const id = z.object({ id: z.string() });
+  const sec = [{ [bearer.name]: [] }];
+  reg.registerPath({
+    method: 'post', path: '/v1/experiments', summary: 'Submit an experiment', security: sec,
+    request: { body: { content: { 'application/json': { schema: SpecInputSchema } } } },
+    responses: { 202: { description: 'Accepted', content: { 'application/json': { schema: Accepted } } }, 400: problem('Invalid spec'), 401: problem('Unauthorized'), 415: problem('Not JSON') },
+  });
+  reg.registerPath({
+    method: 'get', path: '/v1/experiments', summary: 'List experiments, newest first', security: sec, request: { query: ListQuery },
+    responses: { 200: { description: 'A page', content: { 'application/json': { schema: z.object({ items: z.array(Experiment), total: z.number().int(), limit: z.number().int(), offset: z.number().int() }) } } }, 400: problem('Bad query'), 401: problem('Unauthorized') },
+  });
+  reg.registerPath({
+    method: 'get', path: '/v1/experiments/{id}', summary: 'One experiment', security: sec, request: { params: id },
+    responses: { 200: { description: 'The record', content: { 'application/json': { schema: Experiment } } }, 401: problem('Unauthorized'), 404: problem('Unknown id') },
+  });
+  reg.registerPath({
+    method: 'get', path: '/v1/experiments/{id}/results', summary: 'Results as JSON, CSV or markdown', security: sec, request: { params: id, query: ResultsQuery },
+    responses: {
+      200: { description: 'Results', content: { 'application/json': { schema: z.record(z.string(), z.unknown()) }, 'text/csv': { schema: z.string() }, 'text/markdown': { schema: z.string() } } },
+      400: problem('Bad query'), 401: problem('Unauthorized'), 404: problem('Unknown id'),
+    },
+  });
+  reg.registerPath({
+    method: 'get', path: '/v1/experiments/{id}/events', summary: 'Server-sent events: status, progress, cells', security: sec, request: { params: id },
+    responses: { 200: { description: 'An event stream', content: { 'text/event-stream': { schema: z.string() } } }, 401: problem('Unauthorized'), 404: problem('Unknown id') },
+  });
+  reg.registerPath({
+    method: 'delete', path: '/v1/experiments/{id}', summary: 'Cancel an experiment', security: sec, request: { params: id },
+    responses: { 200: { description: 'Cancelled', content: { 'application/json': { schema: Experiment } } }, 202: { description: 'Cancel sent to the worker', content: { 'application/json': { schema: Experiment } } }, 401: problem('Unauthorized'), 404: problem('Unknown id'), 409: problem('Already finished') },
+  });
+  for (const p of ['/v1/profiles', '/v1/presets']) {
+    reg.registerPath({ method: 'get', path: p, summary: `Built-in ${p.slice(4)}`, security: sec, responses: { 200: { description: 'The list', content: { 'application/json': { schema: z.record(z.string(), z.unknown()) } } }, 401: problem('Unauthorized') } });
+  }
+  reg.registerPath({ method: 'get', path: '/healthz', summary: 'Liveness', security: [], responses: { 200: { description: 'Alive', content: { 'application/json': { schema: z.object({ status: z.string() }) } } } } });
+  reg.registerPath({ method: 'get', path: '/readyz', summary: 'Readiness (Redis reachable)', security: [], responses: { 200: { description: 'Ready', content: { 'application/json': { schema: z.object({ status: z.string() }) } } }, 503: problem('Not ready') } });
+  cached = new OpenApiGeneratorV31(reg.definitions).generateDocument({
+    openapi: '3.1.0',
+    info: { title: 'kvmq', version: '1.0.0', description: 'Server-consolidation experiments on KVM hosts, queued with BullMQ.', license: { name: 'MIT', identifier: 'MIT' } },
+    servers: [{ url: 'http://127.0.0.1:8080' }],
+    security: sec,
+  });
+  return cached;
+}

@@ -1,0 +1,6 @@
+#!/usr/bin/env node
+// The kvmq command line. TypeScript sources run through tsx's loader, so there is no build step
+// between a checkout and a working tool.
+import { register } from 'tsx/esm/api';
+register();
+await import('../src/cli.ts');

@@ -1,0 +1,212 @@
+// The kvmq command line: run the parts (dev, api, worker), talk to an API (submit, status, results,
+// cancel), and the demo that a new user runs first.
+import fs from 'node:fs/promises';
+import { parseArgs } from 'node:util';
+import { startStack } from './stack.ts';
+import { loadConfig } from './config.ts';
+import { PRESETS, type PresetName } from './preset.ts';
+import { IMPLEMENTED_DRIVERS } from './drivers.ts';
+import { systemInfo, capabilities } from './system.ts';
+import { runArgv } from './process.ts';
+
+const USAGE = `kvmq: server-consolidation experiments on KVM hosts
+
+  kvmq dev                 Redis (a child process unless REDIS_URL), API and worker in one process
+  kvmq api | kvmq worker   the parts alone (worker: --pool P --host-id H)
+  kvmq demo                start the stack, run the paper-quick preset, print the tables
+  kvmq submit FILE|--preset NAME [--driver D] [--name N] [--wait]
+  kvmq status ID [--watch]
+  kvmq results ID [--format markdown|csv|json]
+  kvmq cancel ID
+  kvmq doctor              what this host can run
+
+Client commands talk to KVMQ_URL (default http://127.0.0.1:8080) with KVMQ_TOKEN if set.`;
+
+const apiUrl = () => process.env.KVMQ_URL ?? `http://127.0.0.1:${process.env.PORT ?? 8080}`;
+
+async function api(method: string, path: string, body?: unknown): Promise<{ status: number; json: any; text: string }> {
+  const headers: Record<string, string> = {};
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  if (process.env.KVMQ_TOKEN) headers.authorization = `Bearer ${process.env.KVMQ_TOKEN}`;
+  let res: Response;
+  try {
+    res = await fetch(apiUrl() + path, { method, headers, ...(body !== undefined ? { body: JSON.stringify(body) } : {}) });
+  } catch (err) {
+    throw new Error(`cannot reach the kvmq API at ${apiUrl()} (${(err as Error & { cause?: Error }).cause?.message ?? (err as Error).message}); start it with "kvmq dev" or set KVMQ_URL`);
+  }
+  const text = await res.text();
+  let json: any;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = undefined;
+  }
+  if (res.status >= 400) {
+    const lines = [`${res.status} ${json?.title ?? res.statusText}${json?.detail && !json?.errors ? `: ${json.detail}` : ''}`];
+    for (const e of json?.errors ?? []) lines.push(`  ${e.pointer || '/'}: ${e.detail}`);
+    throw new Error(lines.join('\n'));
+  }
+  return { status: res.status, json, text };
+}
+
+function bar(done: number, total: number, width = 30): string {
+  const f = total ? Math.round((done / total) * width) : 0;
+  return `[${'#'.repeat(f)}${'-'.repeat(width - f)}] ${done}/${total}`;
+}
+
+/** Follow an experiment until it finishes, drawing a progress bar on stderr. */
+async function watch(id: string): Promise<any> {
+  const tty = process.stderr.isTTY;
+  let last = '';
+  for (;;) {
+    const { json: rec } = await api('GET', `/v1/experiments/${id}`);
+    const cur = rec.progress.current;
+    const line = `${rec.status.padEnd(9)} ${bar(rec.progress.done, rec.progress.total)}${cur ? `  ${cur.profile}/${cur.scenario}/${cur.workload}#${cur.repetition ?? ''}` : ''}`;
+    if (line !== last) {
+      process.stderr.write(tty ? `\r\x1b[K${line}` : `${line}\n`);
+      last = line;
+    }
+    if (['completed', 'failed', 'cancelled'].includes(rec.status)) {
+      if (tty) process.stderr.write('\n');
+      return rec;
+    }
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
+
+/** Keep a long-running command alive until Ctrl-C or SIGTERM, then stop every part cleanly. */
+function untilSignal(stop: () => Promise<void>): Promise<void> {
+  return new Promise((resolve) => {
+    let stopping = false;
+    const onSignal = (sig: string) => {
+      if (stopping) return;
+      stopping = true;
+      console.error(`kvmq: ${sig}, stopping (restoring the host first)`);
+      stop().then(resolve, (err) => {
+        console.error(err);
+        resolve();
+      });
+    };
+    process.on('SIGINT', () => onSignal('SIGINT'));
+    process.on('SIGTERM', () => onSignal('SIGTERM'));
+  });
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  const { values, positionals } = parseArgs({
+    args: rest,
+    allowPositionals: true,
+    options: {
+      preset: { type: 'string' }, driver: { type: 'string' }, name: { type: 'string' }, wait: { type: 'boolean' },
+      watch: { type: 'boolean' }, format: { type: 'string' }, pool: { type: 'string' }, 'host-id': { type: 'string' }, help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.pool) process.env.KVMQ_POOL = values.pool;
+  if (values['host-id']) process.env.KVMQ_HOST_ID = values['host-id'];
+
+  switch (cmd) {
+    case 'dev':
+    case 'api':
+    case 'worker': {
+      const stack = await startStack({ api: cmd !== 'worker', worker: cmd !== 'api' });
+      await untilSignal(stack.stop);
+      return 0;
+    }
+    case 'demo':
+      return demo();
+    case 'submit': {
+      let body: any;
+      if (positionals[0]) body = JSON.parse(await fs.readFile(positionals[0], 'utf8'));
+      else if (values.preset) body = { name: values.name ?? values.preset, preset: values.preset };
+      else throw new Error('give a spec file or --preset NAME');
+      if (values.driver) body.driver = values.driver;
+      if (values.name) body.name = values.name;
+      const { json } = await api('POST', '/v1/experiments', body);
+      console.log(json.id);
+      if (!values.wait) return 0;
+      const rec = await watch(json.id);
+      const { text } = await api('GET', `/v1/experiments/${json.id}/results?format=markdown`);
+      process.stdout.write(text);
+      return rec.status === 'completed' ? 0 : 1;
+    }
+    case 'status': {
+      if (!positionals[0]) throw new Error('usage: kvmq status ID [--watch]');
+      const rec = values.watch ? await watch(positionals[0]) : (await api('GET', `/v1/experiments/${positionals[0]}`)).json;
+      console.log(JSON.stringify(rec, null, 2));
+      return 0;
+    }
+    case 'results': {
+      if (!positionals[0]) throw new Error('usage: kvmq results ID [--format markdown|csv|json]');
+      const { text } = await api('GET', `/v1/experiments/${positionals[0]}/results?format=${values.format ?? 'markdown'}`);
+      process.stdout.write(text.endsWith('\n') ? text : text + '\n');
+      return 0;
+    }
+    case 'cancel': {
+      if (!positionals[0]) throw new Error('usage: kvmq cancel ID');
+      const { json } = await api('DELETE', `/v1/experiments/${positionals[0]}`);
+      console.log(json.cancelling ? `cancel sent to the worker running ${json.id}` : `${json.id} cancelled`);
+      return 0;
+    }
+    case 'doctor':
+      return doctor();
+    case undefined:
+    case 'help':
+      console.log(USAGE);
+      return 0;
+    default:
+      console.error(USAGE);
+      return 2;
+  }
+}
+
+async function doctor(): Promise<number> {
+  const sys = await systemInfo();
+  const caps = capabilities();
+  console.log(JSON.stringify({ system: sys, capabilities: caps, drivers: ['host', ...IMPLEMENTED_DRIVERS] }, null, 2));
+  let ok = true;
+  for (const bin of ['redis-server', 'sysbench', 'stress-ng', 'postmark', 'busybox']) {
+    const found = await runArgv(['sh', '-c', 'command -v "$1"', 'sh', bin]).then((r) => r.code === 0, () => false);
+    if (!found) ok = false;
+    console.log(`${found ? 'ok     ' : 'missing'} ${bin}`);
+  }
+  if (!caps.root) console.log('note: not root; profiles that write sysctls and seqread (drops caches) will fail');
+  return ok ? 0 : 1;
+}
+
+/** The first thing a new user runs: the whole stack in this process, the paper-quick matrix, the tables. */
+async function demo(): Promise<number> {
+  const config = loadConfig({ ...process.env, PORT: process.env.PORT ?? '0', KVMQ_STATE_DIR: process.env.KVMQ_STATE_DIR ?? `${process.cwd()}/.kvmq/state` });
+  const stack = await startStack({ api: true, worker: true, config, log: () => {} });
+  process.env.KVMQ_URL = stack.url;
+  let stopped = false;
+  const stop = async () => {
+    if (!stopped) await stack.stop();
+    stopped = true;
+  };
+  process.on('SIGINT', () => void stop().then(() => process.exit(130)));
+  try {
+    const preset = PRESETS['paper-quick'];
+    const driver = [...IMPLEMENTED_DRIVERS][0] ?? 'qemu';
+    const scenarios = preset.scenarios.filter((s) => s.guests === 0 || IMPLEMENTED_DRIVERS.has(driver));
+    const body = { name: 'demo: paper-quick', preset: 'paper-quick' as PresetName, driver, scenarios };
+    console.error(`kvmq demo: running the paper-quick preset (${scenarios.map((s) => s.id).join(', ')}; ${preset.profiles.join(' and ')}) on ${stack.url}`);
+    if (scenarios.length < preset.scenarios.length) console.error('kvmq demo: the guest columns need a guest driver; this build runs the host baseline');
+    const { json } = await api('POST', '/v1/experiments', body);
+    const rec = await watch(json.id);
+    const { text } = await api('GET', `/v1/experiments/${json.id}/results?format=markdown`);
+    process.stdout.write(text);
+    if (rec.status !== 'completed') console.error(`kvmq demo: ${rec.status}: ${rec.error?.reason ?? ''}`);
+    return rec.status === 'completed' ? 0 : 1;
+  } finally {
+    await stop();
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err) => {
+    console.error(`kvmq: ${err instanceof Error ? err.message : String(err)}`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,50 @@
+// Presets fill what a spec omits. `paper` is the paper's full scale (hours on one core); `paper-quick`
+// is the same matrix sized so that the whole table finishes in minutes.
+import type { Workload } from './workload.ts';
+
+export const PAPER_SCENARIOS = [
+  { id: 'host', guests: 0, loaded: 0 },
+  { id: 'guest1', guests: 1, loaded: 1 },
+  { id: 'guest2', guests: 2, loaded: 1 },
+  { id: 'guest3', guests: 2, loaded: 2 },
+  { id: 'guest4', guests: 3, loaded: 3 },
+];
+
+export interface Preset {
+  description: string;
+  scenarios: { id: string; guests: number; loaded: number }[];
+  workloads: Workload[];
+  profiles: string[];
+  repetitions: number;
+  guest: { memoryMiB: number; vcpus: number; cpuset: string };
+}
+
+export const PRESETS = {
+  paper: {
+    description: "The paper's Tables 3 and 4 at full scale: 6 GiB sequential read, Postmark 30000/30000.",
+    scenarios: PAPER_SCENARIOS,
+    workloads: [
+      { kind: 'integer', events: 20000, maxPrime: 20000 },
+      { kind: 'float', ops: 20000, method: 'double' },
+      { kind: 'seqread', sizeMiB: 6144, blockKiB: 1024 },
+      { kind: 'postmark', files: 30000, minSize: 1, maxSize: 100000, transactions: 30000, subdirectories: 0 },
+    ],
+    profiles: ['paper-default', 'paper-tuned'],
+    repetitions: 3,
+    guest: { memoryMiB: 512, vcpus: 1, cpuset: '0' },
+  },
+  'paper-quick': {
+    description: 'The same matrix sized to finish in minutes: each workload takes about a second on the host.',
+    scenarios: PAPER_SCENARIOS,
+    workloads: [
+      { kind: 'integer', events: 1500, maxPrime: 20000 },
+      { kind: 'float', ops: 1500, method: 'double' },
+      { kind: 'seqread', sizeMiB: 256, blockKiB: 1024 },
+      { kind: 'postmark', files: 2000, minSize: 1, maxSize: 100000, transactions: 2000, subdirectories: 0 },
+    ],
+    profiles: ['paper-default', 'paper-tuned'],
+    repetitions: 2,
+    guest: { memoryMiB: 256, vcpus: 1, cpuset: '0' },
+  },
+} satisfies Record<string, Preset>;
+export type PresetName = keyof typeof PRESETS;

@@ -1,0 +1,69 @@
+// Child processes, always by argument vector and never through a shell, with an abort signal that
+// kills the whole process group so nothing a workload started outlives it.
+import { spawn } from 'node:child_process';
+
+export interface RunResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  seconds: number;
+  output: string;
+}
+
+const TAIL = 8192;
+
+export function runArgv(
+  argv: string[],
+  opts: { cwd?: string; signal?: AbortSignal; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    if (opts.signal?.aborted) return reject(abortError(opts.signal));
+    const started = process.hrtime.bigint();
+    const child = spawn(argv[0]!, argv.slice(1), {
+      cwd: opts.cwd,
+      env: opts.env ?? process.env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
+    let output = '';
+    const keep = (b: Buffer) => {
+      output = (output + b.toString('utf8')).slice(-TAIL);
+    };
+    child.stdout.on('data', keep);
+    child.stderr.on('data', keep);
+    const kill = () => {
+      try {
+        if (child.pid) process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    };
+    const timer = opts.timeoutMs ? setTimeout(kill, opts.timeoutMs) : undefined;
+    opts.signal?.addEventListener('abort', kill, { once: true });
+    child.on('error', (err) => {
+      clearTimeout(timer);
+      opts.signal?.removeEventListener('abort', kill);
+      reject(err);
+    });
+    child.on('close', (code, sig) => {
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      clearTimeout(timer);
+      opts.signal?.removeEventListener('abort', kill);
+      if (opts.signal?.aborted) return reject(abortError(opts.signal));
+      resolve({ code, signal: sig, seconds, output });
+    });
+  });
+}
+
+export function abortError(signal: AbortSignal): Error {
+  const reason = signal.reason;
+  return reason instanceof Error ? reason : new Error(String(reason ?? 'aborted'));
+}
+
+/** Run and insist on exit status 0, with the output tail in the error. */
+export async function runChecked(argv: string[], opts: Parameters<typeof runArgv>[1] = {}): Promise<RunResult> {
+  const r = await runArgv(argv, opts);
+  if (r.code !== 0) {
+    throw new Error(`${argv.join(' ')} exited with ${r.code ?? r.signal}: ${r.output.trim().slice(-600)}`);
+  }
+  return r;
+}

@@ -1,0 +1,49 @@
+// BullMQ wiring: one queue per pool of hosts, one job per experiment (the job id is the experiment id,
+// so a double submit cannot queue it twice), Redis connections that BullMQ can block on.
+import { Queue, type JobsOptions } from 'bullmq';
+import { Redis } from 'ioredis';
+import type { ExperimentRecord } from './store.ts';
+
+export const queueName = (pool: string) => `experiments-${pool}`;
+
+/** A connection for BullMQ (workers need maxRetriesPerRequest null to block and to survive reconnects). */
+export function connect(url: string): Redis {
+  return new Redis(url, { maxRetriesPerRequest: null, enableReadyCheck: true, lazyConnect: false });
+}
+
+export function jobOptions(rec: ExperimentRecord, now = Date.now()): JobsOptions {
+  const notBefore = rec.spec.schedule?.notBefore ? Date.parse(rec.spec.schedule.notBefore) : 0;
+  return {
+    jobId: rec.id,
+    // A crash or a lost lock retries the job; stored cells are skipped, so a retry only does what is left.
+    attempts: 3,
+    backoff: { type: 'exponential', delay: 5000 },
+    ...(notBefore > now ? { delay: notBefore - now } : {}),
+    ...(rec.spec.schedule?.priority ? { priority: rec.spec.schedule.priority } : {}),
+    // Records and cells live in the store; the job itself is only the ticket, so finished ones can go.
+    removeOnComplete: { age: 7 * 24 * 3600, count: 10000 },
+    removeOnFail: { age: 30 * 24 * 3600, count: 10000 },
+  };
+}
+
+export class Queues {
+  private queues = new Map<string, Queue>();
+  constructor(private connection: Redis, private prefix: string) {}
+
+  get(pool: string): Queue {
+    let q = this.queues.get(pool);
+    if (!q) {
+      q = new Queue(queueName(pool), { connection: this.connection, prefix: this.prefix });
+      this.queues.set(pool, q);
+    }
+    return q;
+  }
+
+  async add(rec: ExperimentRecord): Promise<void> {
+    await this.get(rec.pool).add('experiment', { id: rec.id }, jobOptions(rec));
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.queues.values()].map((q) => q.close()));
+  }
+}

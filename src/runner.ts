@@ -1,0 +1,129 @@
+// The runner: one experiment from its first profile to its last cell. For each profile it saves and
+// applies the sysctl values; for each scenario it boots the guests once and runs every workload and
+// repetition behind the start barrier; it stores each cell the moment it is measured and skips cells
+// already stored, so a job retried after a crash continues where it stopped. Drivers, the store and
+// the sysctl state directory come in as parameters: the side effects stay at the edges.
+import type { Store, ProfileRecord, Progress } from './store.ts';
+import type { GuestDriver, BootedScenario } from './guest.ts';
+import { PermanentError } from './guest.ts';
+import { cellKey, expandCells, type Cell } from './cell.ts';
+import { planWorkload, workloadId } from './workload.ts';
+import { systemInfo } from './system.ts';
+import * as sysctl from './sysctl.ts';
+import { BUILTIN_PROFILES, type SysctlKey } from './profile.ts';
+
+export interface RunnerDeps {
+  store: Store;
+  drivers: Partial<Record<'host' | 'qemu' | 'docker', GuestDriver>>;
+  stateDir: string;
+  log: (msg: string) => void;
+  onProgress?: (p: Progress) => Promise<void> | void;
+}
+
+const RECORDED_KEYS = Object.keys(BUILTIN_PROFILES['paper-default']!.sysctl) as SysctlKey[];
+
+export async function runExperiment(deps: RunnerDeps, id: string, signal: AbortSignal): Promise<void> {
+  const { store, log } = deps;
+  const rec = await store.get(id);
+  if (!rec) throw new PermanentError(`experiment ${id} has no record`);
+  const spec = rec.spec;
+
+  const driverFor = (guests: number): GuestDriver => {
+    const d = guests === 0 ? deps.drivers.host : deps.drivers[spec.driver];
+    if (!d) throw new PermanentError(`the ${spec.driver} driver is not available on this worker`);
+    return d;
+  };
+  const needed = [...new Set(spec.scenarios.map((s) => driverFor(s.guests)))];
+  const versions: Record<string, string> = {};
+  for (const d of needed) {
+    const p = await d.probe();
+    if (!p.ok) throw new PermanentError(`${d.name} driver cannot run here: ${p.reason}`);
+    Object.assign(versions, p.versions);
+  }
+  const sys = await systemInfo();
+  await store.putSystem(id, { ...sys, driver: spec.driver, versions: { ...sys.versions, ...versions } });
+
+  const all = expandCells(spec);
+  const stored = await store.cells(id);
+  const progress: Progress = { done: stored.size, total: all.length };
+  await report(deps, id, progress);
+
+  for (const profile of spec.profiles) {
+    const pending = (scenario?: string) =>
+      all.some((c) => c.profile === profile.name && (!scenario || c.scenario === scenario) && !stored.has(cellKey(c)));
+    if (!pending()) continue;
+    const onHost = profile.target !== 'guest' && Object.keys(profile.sysctl).length > 0;
+    const record: ProfileRecord = { name: profile.name, target: profile.target, requested: { ...profile.sysctl }, applied: {}, readBack: {}, restored: false };
+    try {
+      if (onHost) {
+        await sysctl.preflight(profile.sysctl);
+        const a = await sysctl.applyProfile(deps.stateDir, { experimentId: id, profile: profile.name }, profile.sysctl);
+        Object.assign(record, { before: a.before, applied: a.applied, readBack: a.readBack, effective: a.effective });
+        log(`profile ${profile.name} applied: ${JSON.stringify(a.readBack)}`);
+      } else {
+        record.readBack = await sysctl.readAll(RECORDED_KEYS);
+      }
+      await store.putProfile(id, record);
+
+      for (const scenario of spec.scenarios) {
+        if (!pending(scenario.id)) continue;
+        const driver = driverFor(scenario.guests);
+        signal.throwIfAborted();
+        log(`booting ${scenario.guests} guest(s) for ${profile.name}/${scenario.id} with ${driver.name}`);
+        const booted: BootedScenario = await driver.boot({ experimentId: id, scenario, guest: spec.guest, workloads: spec.workloads, signal, log });
+        try {
+          if (profile.target !== 'host' && Object.keys(profile.sysctl).length > 0 && scenario.guests > 0) {
+            if (!booted.applySysctl) throw new PermanentError(`the ${driver.name} driver cannot apply a profile inside guests`);
+            record.guestReadBack = await booted.applySysctl(profile.sysctl);
+            await store.putProfile(id, record);
+          }
+          for (const workload of spec.workloads) {
+            const plan = planWorkload(workload);
+            for (let repetition = 1; repetition <= spec.repetitions; repetition++) {
+              const ref = { profile: profile.name, scenario: scenario.id, workload: workloadId(workload), repetition };
+              if (stored.has(cellKey(ref))) continue;
+              signal.throwIfAborted();
+              progress.current = ref;
+              await report(deps, id, progress);
+              const loaded = Math.max(1, scenario.loaded);
+              const guestSeconds = await booted.run(plan, loaded, signal);
+              const cell: Cell = {
+                ...ref,
+                guestSeconds,
+                seconds: guestSeconds.reduce((a, b) => a + b, 0) / guestSeconds.length,
+                command: plan.command,
+                ...(booted.bootSeconds.length ? { bootSeconds: booted.bootSeconds } : {}),
+                ...(booted.accel ? { accel: booted.accel } : {}),
+                finishedAt: new Date().toISOString(),
+              };
+              if (await store.storeCell(id, cell)) progress.done++;
+              stored.set(cellKey(ref), cell);
+              await report(deps, id, progress);
+            }
+          }
+          if (booted.accel) await store.putSystem(id, { ...sys, driver: spec.driver, accel: booted.accel, versions: { ...sys.versions, ...versions } });
+        } finally {
+          await booted.shutdown();
+        }
+      }
+    } finally {
+      if (onHost) {
+        const j = await sysctl.restoreHost(deps.stateDir);
+        record.restored = true;
+        await store.putProfile(id, record);
+        if (j) log(`profile ${profile.name} restored: ${JSON.stringify(j.original)}`);
+      } else {
+        record.restored = true;
+        await store.putProfile(id, record).catch(() => {});
+      }
+    }
+  }
+  delete progress.current;
+  await report(deps, id, progress);
+}
+
+async function report(deps: RunnerDeps, id: string, progress: Progress): Promise<void> {
+  await deps.store.update(id, { progress: { ...progress } });
+  await deps.store.publish({ type: 'progress', id, progress: { ...progress } });
+  await deps.onProgress?.({ ...progress });
+}

@@ -1,0 +1,129 @@
+// The experiment spec v1: the request body of POST /v1/experiments. These zod schemas are the single
+// source of request validation, of the TypeScript types and of the OpenAPI document.
+import { z } from './zod.ts';
+import { ProfileRefSchema, resolveProfile, type Profile } from './profile.ts';
+import { WorkloadSchema, workloadId, type Workload } from './workload.ts';
+import { PRESETS, type PresetName } from './preset.ts';
+
+export const ScenarioSchema = z
+  .strictObject({
+    id: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,31}$/, 'a scenario id is 1..32 characters of a-z, 0-9, "_" or "-"'),
+    guests: z.number().int().min(0).max(64).describe('guests booted; 0 runs the workload on the host itself'),
+    loaded: z.number().int().min(0).max(64).optional().describe('guests that run the workload at the same moment; defaults to guests'),
+  })
+  .superRefine((s, ctx) => {
+    if (s.loaded !== undefined && s.loaded > s.guests) {
+      ctx.addIssue({ code: 'custom', path: ['loaded'], message: `loaded (${s.loaded}) cannot exceed guests (${s.guests})` });
+    }
+    if (s.guests > 0 && s.loaded === 0) {
+      ctx.addIssue({ code: 'custom', path: ['loaded'], message: 'a scenario with guests needs at least one loaded guest' });
+    }
+  })
+  .openapi('Scenario');
+export type Scenario = { id: string; guests: number; loaded: number };
+
+export const GuestSchema = z
+  .strictObject({
+    memoryMiB: z.number().int().min(64).max(1_048_576).default(512),
+    vcpus: z.number().int().min(1).max(64).default(1),
+    cpuset: z.string().regex(/^\d+(-\d+)?(,\d+(-\d+)?)*$/, 'a cpuset is a CPU list such as "0" or "0-1,3"').default('0'),
+    accel: z.enum(['auto', 'kvm', 'tcg']).default('auto'),
+    diskCache: z.enum(['none', 'writeback', 'writethrough', 'directsync', 'unsafe']).default('none'),
+    scratchMiB: z.number().int().min(16).max(1_048_576).optional().describe('scratch disk per guest; sized from the workloads when omitted'),
+  })
+  .openapi('Guest');
+export type GuestConfig = z.output<typeof GuestSchema>;
+
+export const WebhookSchema = z
+  .strictObject({
+    url: z.url({ protocol: /^https?$/, error: 'a webhook url must be an http or https URL' }).max(2048),
+    secret: z.string().regex(/^whsec_[A-Za-z0-9+/]{32,}={0,2}$/, 'a secret is "whsec_" followed by base64 of 24 to 64 bytes').optional(),
+  })
+  .openapi('Webhook');
+
+export const ScheduleSchema = z
+  .strictObject({
+    notBefore: z.iso.datetime({ offset: true }).optional().describe('do not start before this instant'),
+    priority: z.number().int().min(1).max(2_097_151).optional().describe('1 is the highest'),
+  })
+  .openapi('Schedule');
+
+const Repetitions = z.number().int().min(1).max(1000);
+
+/** What a user may send. Everything a preset can fill is optional here. */
+export const SpecInputSchema = z
+  .strictObject({
+    name: z.string().min(1).max(100),
+    driver: z.enum(['qemu', 'docker']).default('qemu'),
+    preset: z.enum(Object.keys(PRESETS) as [PresetName, ...PresetName[]]).optional(),
+    scenarios: z.array(ScenarioSchema).min(1).max(32).optional(),
+    workloads: z.array(WorkloadSchema).min(1).max(32).optional(),
+    profiles: z.array(ProfileRefSchema).min(1).max(16).optional(),
+    repetitions: Repetitions.optional(),
+    guest: GuestSchema.partial().optional(),
+    webhook: WebhookSchema.optional(),
+    schedule: ScheduleSchema.optional(),
+    pool: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,31}$/, 'a pool is 1..32 characters of a-z, 0-9, "_" or "-"').default('default'),
+  })
+  .superRefine((s, ctx) => {
+    if (!s.preset) {
+      for (const key of ['scenarios', 'workloads'] as const) {
+        if (!s[key]) ctx.addIssue({ code: 'custom', path: [key], message: `${key} is required unless a preset is given` });
+      }
+    }
+    unique(ctx, s.scenarios?.map((x) => x.id), 'scenarios', 'id', 'scenario id');
+    unique(ctx, s.workloads?.map(workloadId), 'workloads', 'id', 'workload id (give an "id" to run a kind twice)');
+    unique(ctx, s.profiles?.map((p) => (typeof p === 'string' ? p : p.name)), 'profiles', null, 'profile name');
+  })
+  .openapi('ExperimentSpec');
+export type SpecInput = z.input<typeof SpecInputSchema>;
+
+function unique(ctx: z.RefinementCtx, values: string[] | undefined, list: string, field: string | null, what: string) {
+  const seen = new Set<string>();
+  values?.forEach((v, i) => {
+    if (seen.has(v)) ctx.addIssue({ code: 'custom', path: field ? [list, i, field] : [list, i], message: `duplicate ${what} "${v}"` });
+    seen.add(v);
+  });
+}
+
+/** A spec with the preset and defaults applied: what the worker runs and what a record stores. */
+export interface Spec {
+  version: 1;
+  name: string;
+  driver: 'qemu' | 'docker';
+  preset?: PresetName;
+  scenarios: Scenario[];
+  workloads: Workload[];
+  profiles: Profile[];
+  repetitions: number;
+  guest: GuestConfig;
+  webhook?: z.output<typeof WebhookSchema>;
+  schedule?: z.output<typeof ScheduleSchema>;
+  pool: string;
+}
+
+export function normalizeSpec(input: z.output<typeof SpecInputSchema>): Spec {
+  const preset = input.preset ? PRESETS[input.preset] : undefined;
+  const scenarios = (input.scenarios ?? preset!.scenarios).map((s) => ({ id: s.id, guests: s.guests, loaded: s.loaded ?? s.guests }));
+  const workloads = (input.workloads ?? preset!.workloads).map((w) => WorkloadSchema.parse(w));
+  const profiles = (input.profiles ?? preset?.profiles ?? ['unchanged']).map((p) => resolveProfile(p as string | Profile));
+  return {
+    version: 1,
+    name: input.name,
+    driver: input.driver,
+    ...(input.preset ? { preset: input.preset } : {}),
+    scenarios,
+    workloads,
+    profiles,
+    repetitions: input.repetitions ?? preset?.repetitions ?? 3,
+    guest: GuestSchema.parse({ ...(preset?.guest ?? {}), ...(input.guest ?? {}) }),
+    ...(input.webhook ? { webhook: input.webhook } : {}),
+    ...(input.schedule ? { schedule: input.schedule } : {}),
+    pool: input.pool,
+  };
+}
+
+/** Parse and normalise in one step (throws a ZodError on bad input). */
+export function parseSpec(body: unknown): Spec {
+  return normalizeSpec(SpecInputSchema.parse(body));
+}

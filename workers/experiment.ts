@@ -1,0 +1,141 @@
+// The experiment worker: one per KVM host. Before it takes work it restores a sysctl journal and reaps
+// guests left by a crashed run. It runs one experiment at a time on its host (a Redis lock holds even
+// when several worker processes share a host), and turns the runner's outcome into the record's status.
+import { Worker, DelayedError, UnrecoverableError, type Job } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { Store } from '../src/store.ts';
+import { queueName } from '../src/queue.ts';
+import { runExperiment } from '../src/runner.ts';
+import { PermanentError, type GuestDriver } from '../src/guest.ts';
+import { restoreHost } from '../src/sysctl.ts';
+import type { Config } from '../src/config.ts';
+
+export interface ExperimentWorkerOptions {
+  config: Config;
+  /** A dedicated connection: BullMQ blocks on it. */
+  connection: Redis;
+  store: Store;
+  drivers: Partial<Record<'host' | 'qemu' | 'docker', GuestDriver>>;
+  log: (msg: string) => void;
+  onFinished?: (id: string) => Promise<void> | void;
+}
+
+export const CANCEL_CHANNEL = 'cancel';
+const LOCK_MS = 60_000;
+
+export class CancelledError extends Error {
+  constructor() {
+    super('cancelled by request');
+  }
+}
+
+export async function recoverHost(opts: Pick<ExperimentWorkerOptions, 'config' | 'drivers' | 'log'>): Promise<void> {
+  const j = await restoreHost(opts.config.stateDir);
+  if (j) opts.log(`restored sysctl values left by experiment ${j.experimentId} (pid ${j.pid}): ${JSON.stringify(j.original)}`);
+  for (const d of Object.values(opts.drivers)) {
+    const reaped = await d.reapLeftovers();
+    if (reaped.length) opts.log(`${d.name}: reaped leftovers of a crashed run: ${reaped.join(', ')}`);
+  }
+}
+
+/** BullMQ may evict job keys under any policy but noeviction, and an evicted job is a lost experiment. */
+export async function checkEvictionPolicy(redis: Redis): Promise<void> {
+  const [, policy] = (await redis.config('GET', 'maxmemory-policy')) as [string, string];
+  if (policy !== 'noeviction') {
+    throw new Error(`Redis maxmemory-policy is ${policy}; kvmq needs noeviction (CONFIG SET maxmemory-policy noeviction)`);
+  }
+}
+
+export async function startExperimentWorker(opts: ExperimentWorkerOptions): Promise<{ worker: Worker; close: () => Promise<void> }> {
+  const { config, store, log } = opts;
+  await checkEvictionPolicy(store.redis);
+  await recoverHost(opts);
+
+  // Cancel requests arrive over pub/sub: only the process holding a job can abort it.
+  const running = new Map<string, AbortController>();
+  const sub = store.redis.duplicate();
+  await sub.subscribe(store.key(CANCEL_CHANNEL));
+  sub.on('message', (_ch, id: string) => running.get(id)?.abort(new CancelledError()));
+
+  const lockKey = store.key('hostlock', config.hostId);
+
+  const processor = async (job: Job<{ id: string }>, token?: string, signal?: AbortSignal) => {
+    const id = job.data.id;
+    const rec = await store.get(id);
+    if (!rec || rec.status === 'cancelled' || rec.status === 'completed') return;
+
+    // One experiment per host, even with several worker processes on it.
+    const got = await store.redis.set(lockKey, id, 'PX', LOCK_MS, 'NX');
+    if (!got && (await store.redis.get(lockKey)) !== id) {
+      await job.moveToDelayed(Date.now() + 2000, token);
+      throw new DelayedError();
+    }
+    const renew = setInterval(() => void store.redis.pexpire(lockKey, LOCK_MS).catch(() => {}), LOCK_MS / 3);
+
+    const ac = new AbortController();
+    running.set(id, ac);
+    signal?.addEventListener('abort', () => ac.abort(signal.reason), { once: true });
+    try {
+      const started = await store.transition(id, ['queued', 'scheduled', 'running'], {
+        status: 'running',
+        host: config.hostId,
+        attempts: job.attemptsMade + 1,
+        ...(rec.startedAt ? {} : { startedAt: new Date().toISOString() }),
+      });
+      if (!started) return; // cancelled between the queue and here
+      log(`experiment ${id} (${rec.name}) started on ${config.hostId}, attempt ${job.attemptsMade + 1}`);
+      await runExperiment(
+        { store, drivers: opts.drivers, stateDir: config.stateDir, log: (m) => log(`[${id}] ${m}`), onProgress: (p) => job.updateProgress(p) },
+        id,
+        ac.signal,
+      );
+      await store.transition(id, ['running'], { status: 'completed', finishedAt: new Date().toISOString() });
+      log(`experiment ${id} completed`);
+      await opts.onFinished?.(id);
+    } catch (err) {
+      if (err instanceof DelayedError) throw err;
+      const reason = err instanceof Error ? err.message : String(err);
+      if (ac.signal.aborted && ac.signal.reason instanceof CancelledError) {
+        await store.transition(id, ['running', 'queued', 'scheduled'], { status: 'cancelled', finishedAt: new Date().toISOString(), error: { reason: 'cancelled by request' } });
+        log(`experiment ${id} cancelled`);
+        await opts.onFinished?.(id);
+        return;
+      }
+      const last = err instanceof PermanentError || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+      if (last) {
+        await store.transition(id, ['running'], { status: 'failed', finishedAt: new Date().toISOString(), error: { reason } });
+        log(`experiment ${id} failed: ${reason}`);
+        await opts.onFinished?.(id);
+        throw new UnrecoverableError(reason);
+      }
+      await store.transition(id, ['running'], { status: 'queued', error: { reason: `attempt ${job.attemptsMade + 1} failed, will retry: ${reason}` } });
+      log(`experiment ${id} attempt ${job.attemptsMade + 1} failed, will retry: ${reason}`);
+      throw err;
+    } finally {
+      clearInterval(renew);
+      running.delete(id);
+      // Release the host lock only if it is still ours.
+      await store.redis.eval(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`, 1, lockKey, id).catch(() => {});
+    }
+  };
+
+  const worker = new Worker(queueName(config.pool), processor, {
+    connection: opts.connection,
+    prefix: config.prefix,
+    concurrency: 1,
+    lockDuration: 60_000,
+    maxStalledCount: 2,
+  });
+  worker.on('error', (err) => log(`worker error: ${err.message}`));
+  await worker.waitUntilReady();
+  log(`worker ${config.hostId} taking experiments from pool ${config.pool}`);
+
+  return {
+    worker,
+    close: async () => {
+      for (const ac of running.values()) ac.abort(new Error('worker shutting down'));
+      await worker.close();
+      await sub.quit().catch(() => {});
+    },
+  };
+}
