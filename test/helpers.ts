@@ -1,0 +1,90 @@
+// Shared test fixtures: a real redis-server per test file (on a unix socket in a temp dir), and the
+// whole stack (API + worker) started against it. Nothing here is a stand-in.
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { startRedisServer, type RedisChild } from '../src/redis-server.ts';
+import { startStack, type Stack } from '../src/stack.ts';
+import { loadConfig, type Config } from '../src/config.ts';
+
+/** Under CI a missing tool fails the run; elsewhere a test may be skipped with the reason. */
+export function requireTool(cmd: string): string | false {
+  try {
+    execFileSync('sh', ['-c', 'command -v "$1"', 'sh', cmd], { stdio: 'ignore' });
+    return false;
+  } catch {
+    if (process.env.CI) throw new Error(`${cmd} is required in CI but is not installed`);
+    return `${cmd} is not installed`;
+  }
+}
+
+export async function tempDir(tag: string): Promise<string> {
+  return fs.mkdtemp(path.join(os.tmpdir(), `kvmq-${tag}-`));
+}
+
+export async function testRedis(tag = 'redis'): Promise<RedisChild & { dir: string }> {
+  const dir = await tempDir(tag);
+  const r = await startRedisServer(dir, () => {});
+  return { ...r, dir };
+}
+
+export interface TestStack extends Stack {
+  dir: string;
+  base: string;
+  fetchJson(method: string, p: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; type: string; body: any; text: string }>;
+}
+
+/** Start API + worker on a free port, with their own Redis, data and state directories. */
+export async function testStack(opts: { env?: Record<string, string>; worker?: boolean; api?: boolean; tag?: string } = {}): Promise<TestStack> {
+  const dir = await tempDir(opts.tag ?? 'stack');
+  const config: Config = loadConfig({
+    ...process.env,
+    PORT: '0',
+    HOST: '127.0.0.1',
+    KVMQ_DATA_DIR: path.join(dir, 'data'),
+    KVMQ_STATE_DIR: path.join(dir, 'state'),
+    KVMQ_HOST_ID: `test-${path.basename(dir)}`,
+    ...(opts.env ?? {}),
+  });
+  const stack = await startStack({ api: opts.api ?? true, worker: opts.worker ?? true, config, log: process.env.KVMQ_TEST_LOG ? (m) => console.error(m) : () => {} });
+  const base = stack.url ?? '';
+  return {
+    ...stack,
+    dir,
+    base,
+    async fetchJson(method, p, body, headers = {}) {
+      const res = await fetch(base + p, {
+        method,
+        headers: { ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
+        ...(body !== undefined ? { body: typeof body === 'string' ? body : JSON.stringify(body) } : {}),
+      });
+      const text = await res.text();
+      let parsed: any;
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        parsed = undefined;
+      }
+      return { status: res.status, type: res.headers.get('content-type') ?? '', body: parsed, text };
+    },
+  };
+}
+
+/** Poll until fn answers truthy or the deadline passes. */
+export async function waitFor<T>(fn: () => Promise<T | undefined | null | false>, ms = 60_000, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+export async function waitForStatus(s: TestStack, id: string, statuses: string[], ms = 120_000): Promise<any> {
+  return waitFor(async () => {
+    const r = await s.fetchJson('GET', `/v1/experiments/${id}`);
+    return statuses.includes(r.body?.status) ? r.body : undefined;
+  }, ms, `experiment ${id} to reach ${statuses.join('|')}`);
+}
