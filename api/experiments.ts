@@ -132,6 +132,7 @@ export function experimentsRouter(deps: ApiDeps): Router {
     send('status', { id: rec.id, status: rec.status, progress: rec.progress });
     if (FINAL.includes(rec.status)) return void res.end();
     const sub = store.redis.duplicate();
+    sub.on('error', () => {}); // the stream ends on close; a reconnect attempt needs no log per client
     const heartbeat = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
     const close = () => {
       clearInterval(heartbeat);

@@ -14,6 +14,8 @@ export interface Config {
   allowCommands: boolean;
   /** Redis key prefix; the braces are a Cluster hash tag so every kvmq key lands in one slot. */
   prefix: string;
+  /** How long a worker's claim on a job lasts without renewal; a killed worker's job is retried after it. */
+  lockMs: number;
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
@@ -28,5 +30,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     hostId: env.KVMQ_HOST_ID ?? os.hostname(),
     allowCommands: env.KVMQ_ALLOW_COMMANDS === '1',
     prefix: env.KVMQ_PREFIX ?? '{kvmq}',
+    lockMs: Math.max(1000, Number(env.KVMQ_LOCK_MS ?? 60_000) || 60_000),
   };
 }

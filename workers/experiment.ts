@@ -21,7 +21,6 @@ export interface ExperimentWorkerOptions {
 }
 
 export const CANCEL_CHANNEL = 'cancel';
-const LOCK_MS = 60_000;
 
 export class CancelledError extends Error {
   constructor() {
@@ -54,10 +53,12 @@ export async function startExperimentWorker(opts: ExperimentWorkerOptions): Prom
   // Cancel requests arrive over pub/sub: only the process holding a job can abort it.
   const running = new Map<string, AbortController>();
   const sub = store.redis.duplicate();
+  sub.on('error', (err) => log(`redis (cancel channel): ${err.message}`));
   await sub.subscribe(store.key(CANCEL_CHANNEL));
   sub.on('message', (_ch, id: string) => running.get(id)?.abort(new CancelledError()));
 
   const lockKey = store.key('hostlock', config.hostId);
+  const LOCK_MS = config.lockMs;
 
   const processor = async (job: Job<{ id: string }>, token?: string, signal?: AbortSignal) => {
     const id = job.data.id;
@@ -123,7 +124,8 @@ export async function startExperimentWorker(opts: ExperimentWorkerOptions): Prom
     connection: opts.connection,
     prefix: config.prefix,
     concurrency: 1,
-    lockDuration: 60_000,
+    lockDuration: config.lockMs,
+    stalledInterval: Math.max(1000, Math.round(config.lockMs / 2)),
     maxStalledCount: 2,
   });
   worker.on('error', (err) => log(`worker error: ${err.message}`));
