@@ -11,7 +11,7 @@ say() { [ "$quiet" = 1 ] || echo "setup: $*" >&2; }
 
 # command -> Debian package
 declare -A need=( [redis-server]=redis-server [sysbench]=sysbench [stress-ng]=stress-ng [postmark]=postmark [busybox]=busybox-static )
-if [ "$test" = 1 ]; then need[jq]=jq; need[curl]=curl; fi
+if [ "$test" = 1 ]; then need[jq]=jq; need[curl]=curl; need[chromium]=chromium; fi
 missing=()
 for cmd in "${!need[@]}"; do command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}"); done
 if [ "${#missing[@]}" -gt 0 ]; then
