@@ -10,10 +10,13 @@ for a in "$@"; do case "$a" in --quiet) quiet=1;; --test) test=1;; esac; done
 say() { [ "$quiet" = 1 ] || echo "setup: $*" >&2; }
 
 # command -> Debian package
-declare -A need=( [redis-server]=redis-server [sysbench]=sysbench [stress-ng]=stress-ng [postmark]=postmark [busybox]=busybox-static )
+declare -A need=( [redis-server]=redis-server [sysbench]=sysbench [stress-ng]=stress-ng [postmark]=postmark [busybox]=busybox-static
+  [gcc]=gcc [qemu-system-x86_64]=qemu-system-x86 [cpio]=cpio [depmod]=kmod [mkfs.ext4]=e2fsprogs )
 if [ "$test" = 1 ]; then need[jq]=jq; need[curl]=curl; need[chromium]=chromium; fi
 missing=()
 for cmd in "${!need[@]}"; do command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}"); done
+# The guest agent is compiled static, which needs the C library archive (not pulled in without recommends).
+[ -e /usr/lib/x86_64-linux-gnu/libc.a ] || missing+=(libc6-dev)
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "setup: installing Debian packages: ${missing[*]}" >&2
