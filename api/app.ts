@@ -7,6 +7,8 @@ import { HttpProblem, sendProblem } from './problem.ts';
 import { BUILTIN_PROFILES, SYSCTL_KEYS } from '../src/profile.ts';
 import { PRESETS } from '../src/preset.ts';
 import { openApiDocument } from './openapi.ts';
+import { hostsRouter } from './hosts.ts';
+import { metricsRouter } from './metrics.ts';
 
 export function createApp(deps: ApiDeps): express.Express {
   const app = express();
@@ -24,10 +26,12 @@ export function createApp(deps: ApiDeps): express.Express {
     res.json({ status: 'ready' });
   });
   app.get('/openapi.json', (_req, res) => void res.json(openApiDocument()));
+  app.use('/metrics', bearerAuth(deps.config.apiTokens), metricsRouter(deps.store, deps.queues));
 
   app.use('/v1', bearerAuth(deps.config.apiTokens));
   app.use('/v1', express.json({ limit: '1mb', strict: false, type: ['application/json', 'application/*+json'] }));
   app.use('/v1/experiments', experimentsRouter(deps));
+  app.use('/v1/hosts', hostsRouter(deps.store));
   app.get('/v1/profiles', (_req, res) => void res.json({ items: Object.values(BUILTIN_PROFILES), allowedKeys: SYSCTL_KEYS }));
   app.get('/v1/presets', (_req, res) => void res.json({ items: Object.entries(PRESETS).map(([name, p]) => ({ name, ...p })) }));
 

@@ -16,6 +16,27 @@ export interface Config {
   prefix: string;
   /** How long a worker's claim on a job lasts without renewal; a killed worker's job is retried after it. */
   lockMs: number;
+  /** On SIGTERM: abort the cell in flight (default) or let it finish; either way the job is requeued. */
+  shutdown: 'abort' | 'finish';
+  /** Webhook targets on loopback or private networks are refused unless set (KVMQ_WEBHOOK_ALLOW_PRIVATE=1). */
+  webhookAllowPrivate: boolean;
+  /** Delays between webhook attempts (KVMQ_WEBHOOK_BACKOFF_MS, a comma list); the first attempt is at once. */
+  webhookBackoffMs: number[];
+  /** How long one webhook attempt may take (KVMQ_WEBHOOK_TIMEOUT_MS). */
+  webhookTimeoutMs: number;
+}
+
+// Standard Webhooks' suggested schedule after the immediate first attempt: 5 s, 5 min, 30 min, 2 h, 5 h,
+// 10 h, 14 h, 20 h, 24 h (jitter is added per attempt).
+export const DEFAULT_WEBHOOK_BACKOFF_MS = [5e3, 3e5, 18e5, 72e5, 18e6, 36e6, 504e5, 72e6, 864e5];
+
+function delays(raw: string | undefined): number[] {
+  if (raw === undefined || raw.trim() === '') return DEFAULT_WEBHOOK_BACKOFF_MS;
+  const list = raw.split(',').map((s) => Number(s.trim()));
+  if (list.length > 50 || list.some((n) => !Number.isInteger(n) || n < 0 || n > 7 * 86_400_000)) {
+    throw new Error(`KVMQ_WEBHOOK_BACKOFF_MS must be a comma list of up to 50 delays in ms (0 to 7 days), e.g. "5000,300000"; got "${raw}"`);
+  }
+  return list;
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
@@ -30,6 +51,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     hostId: env.KVMQ_HOST_ID ?? os.hostname(),
     allowCommands: env.KVMQ_ALLOW_COMMANDS === '1',
     prefix: env.KVMQ_PREFIX ?? '{kvmq}',
+    shutdown: env.KVMQ_SHUTDOWN === 'finish' ? 'finish' : 'abort',
     lockMs: Math.max(1000, Number(env.KVMQ_LOCK_MS ?? 60_000) || 60_000),
+    webhookAllowPrivate: env.KVMQ_WEBHOOK_ALLOW_PRIVATE === '1',
+    webhookBackoffMs: delays(env.KVMQ_WEBHOOK_BACKOFF_MS),
+    webhookTimeoutMs: Math.max(100, Number(env.KVMQ_WEBHOOK_TIMEOUT_MS ?? 15_000) || 15_000),
   };
 }

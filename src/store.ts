@@ -50,6 +50,9 @@ export type ExperimentEvent =
   | { type: 'cell'; id: string; cell: Cell }
   | { type: 'log'; id: string; message: string };
 
+/** Upper bounds (seconds) of the cell-duration histogram served at /metrics. */
+export const CELL_BUCKETS = [0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 7200];
+
 const FIELDS = ['id', 'name', 'status', 'pool', 'spec', 'progress', 'host', 'attempts', 'createdAt', 'startedAt', 'finishedAt', 'error'] as const;
 
 // Compare-and-set on the status field, so a cancel and a worker's start cannot both win.
@@ -117,13 +120,23 @@ export class Store {
   /** Store a finished cell once. Answers false when it was already stored (a retried job). */
   async storeCell(id: string, cell: Cell): Promise<boolean> {
     const fresh = await this.redis.hsetnx(this.key('cells', id), cellKey(cell), JSON.stringify(cell));
-    if (fresh === 1) await this.publish({ type: 'cell', id, cell });
+    if (fresh === 1) {
+      const m = this.redis.multi().hincrby(this.key('metrics'), 'cells', 1).hincrbyfloat(this.key('metrics'), 'cell_seconds_sum', cell.seconds);
+      for (const b of CELL_BUCKETS) if (cell.seconds <= b) m.hincrby(this.key('metrics'), `cell_le_${b}`, 1);
+      await m.exec();
+      await this.publish({ type: 'cell', id, cell });
+    }
     return fresh === 1;
   }
 
   async cells(id: string): Promise<Map<string, Cell>> {
     const h = await this.redis.hgetall(this.key('cells', id));
     return new Map(Object.entries(h).map(([k, v]) => [k, JSON.parse(v) as Cell]));
+  }
+
+  /** Add to a counter served at /metrics (guest boots, webhook attempts). */
+  async count(field: string, by = 1): Promise<void> {
+    await this.redis.hincrby(this.key('metrics'), field, by);
   }
 
   async putProfile(id: string, p: ProfileRecord): Promise<void> {

@@ -5,10 +5,12 @@ import { Worker, DelayedError, UnrecoverableError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { Store } from '../src/store.ts';
 import { queueName } from '../src/queue.ts';
-import { runExperiment } from '../src/runner.ts';
+import { runExperiment, ShutdownError } from '../src/runner.ts';
 import { PermanentError, type GuestDriver } from '../src/guest.ts';
 import { restoreHost } from '../src/sysctl.ts';
 import type { Config } from '../src/config.ts';
+import { announce, withdraw, HEARTBEAT_MS } from '../src/registry.ts';
+import { capabilities } from '../src/system.ts';
 
 export interface ExperimentWorkerOptions {
   config: Config;
@@ -52,6 +54,8 @@ export async function startExperimentWorker(opts: ExperimentWorkerOptions): Prom
 
   // Cancel requests arrive over pub/sub: only the process holding a job can abort it.
   const running = new Map<string, AbortController>();
+  let draining = false;
+  let beatNow: () => Promise<void> = async () => {};
   const sub = store.redis.duplicate();
   sub.on('error', (err) => log(`redis (cancel channel): ${err.message}`));
   await sub.subscribe(store.key(CANCEL_CHANNEL));
@@ -75,6 +79,7 @@ export async function startExperimentWorker(opts: ExperimentWorkerOptions): Prom
 
     const ac = new AbortController();
     running.set(id, ac);
+    void beatNow();
     signal?.addEventListener('abort', () => ac.abort(signal.reason), { once: true });
     try {
       const started = await store.transition(id, ['queued', 'scheduled', 'running'], {
@@ -86,7 +91,10 @@ export async function startExperimentWorker(opts: ExperimentWorkerOptions): Prom
       if (!started) return; // cancelled between the queue and here
       log(`experiment ${id} (${rec.name}) started on ${config.hostId}, attempt ${job.attemptsMade + 1}`);
       await runExperiment(
-        { store, drivers: opts.drivers, stateDir: config.stateDir, log: (m) => log(`[${id}] ${m}`), onProgress: (p) => job.updateProgress(p) },
+        {
+          store, drivers: opts.drivers, stateDir: config.stateDir, log: (m) => log(`[${id}] ${m}`),
+          onProgress: (p) => job.updateProgress(p), draining: () => draining,
+        },
         id,
         ac.signal,
       );
@@ -95,6 +103,13 @@ export async function startExperimentWorker(opts: ExperimentWorkerOptions): Prom
       await opts.onFinished?.(id);
     } catch (err) {
       if (err instanceof DelayedError) throw err;
+      if (err instanceof ShutdownError || (ac.signal.aborted && ac.signal.reason instanceof ShutdownError)) {
+        // Back to the queue without spending an attempt: stored cells stay, the next worker continues.
+        await store.transition(id, ['running'], { status: 'queued' });
+        await job.moveToDelayed(Date.now() + 1000, token);
+        log(`experiment ${id} handed back to the queue (worker shutting down)`);
+        throw new DelayedError();
+      }
       const reason = err instanceof Error ? err.message : String(err);
       if (ac.signal.aborted && ac.signal.reason instanceof CancelledError) {
         await store.transition(id, ['running', 'queued', 'scheduled'], { status: 'cancelled', finishedAt: new Date().toISOString(), error: { reason: 'cancelled by request' } });
@@ -115,6 +130,7 @@ export async function startExperimentWorker(opts: ExperimentWorkerOptions): Prom
     } finally {
       clearInterval(renew);
       running.delete(id);
+      void beatNow();
       // Release the host lock only if it is still ours.
       await store.redis.eval(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`, 1, lockKey, id).catch(() => {});
     }
@@ -130,14 +146,28 @@ export async function startExperimentWorker(opts: ExperimentWorkerOptions): Prom
   });
   worker.on('error', (err) => log(`worker error: ${err.message}`));
   await worker.waitUntilReady();
+
+  const beat = () =>
+    announce(store, {
+      id: config.hostId, pool: config.pool, capabilities: capabilities(), heartbeatAt: new Date().toISOString(),
+      current: [...running.keys()][0] ?? null, pid: process.pid,
+    }).catch((err) => log(`heartbeat: ${(err as Error).message}`));
+  await beat();
+  const heartbeat = setInterval(beat, HEARTBEAT_MS);
+  beatNow = beat;
   log(`worker ${config.hostId} taking experiments from pool ${config.pool}`);
 
   return {
     worker,
     close: async () => {
-      for (const ac of running.values()) ac.abort(new Error('worker shutting down'));
+      clearInterval(heartbeat);
+      // KVMQ_SHUTDOWN=finish lets the cell in flight complete; the default aborts it (guests are
+      // reaped and the host restored by the runner's cleanup either way).
+      draining = true;
+      if (config.shutdown === 'abort') for (const ac of running.values()) ac.abort(new ShutdownError());
       await worker.close();
       await sub.quit().catch(() => {});
+      await withdraw(store, config.hostId, process.pid).catch(() => {});
     },
   };
 }
