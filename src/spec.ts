@@ -4,6 +4,7 @@ import { z } from './zod.ts';
 import { ProfileRefSchema, resolveProfile, type Profile } from './profile.ts';
 import { WorkloadSchema, workloadId, type Workload } from './workload.ts';
 import { PRESETS, type PresetName } from './preset.ts';
+import { WindowSchema } from './window.ts';
 
 export const ScenarioSchema = z
   .strictObject({
@@ -45,6 +46,7 @@ export const ScheduleSchema = z
   .strictObject({
     notBefore: z.iso.datetime({ offset: true }).optional().describe('do not start before this instant'),
     priority: z.number().int().min(1).max(2_097_151).optional().describe('1 is the highest'),
+    window: WindowSchema.optional().describe('start only inside this daily window; later ones wait for the next opening'),
   })
   .openapi('Schedule');
 
