@@ -32,3 +32,56 @@ export function expandCells(spec: Spec): CellRef[] {
         for (let r = 1; r <= spec.repetitions; r++) cells.push({ profile: p.name, scenario: s.id, workload: workloadId(w), repetition: r });
   return cells;
 }
+
+/** The most repetitions a cell can get: the adaptive max, else the fixed count. */
+export function maxRepetitions(spec: Pick<Spec, 'repetitions' | 'adaptive'>): number {
+  return spec.adaptive?.max ?? spec.repetitions;
+}
+
+/** The largest matrix a spec can become (adaptive repetitions at their max). */
+export function maxCells(spec: Spec): number {
+  return spec.profiles.length * spec.scenarios.length * spec.workloads.length * maxRepetitions(spec);
+}
+
+/**
+ * Whether repetition `repetition` of a cell should run, given the seconds of the repetitions before it
+ * (1..repetition-1, all of them: a gap means an earlier decision said stop). The decision depends only on
+ * stored samples, so a job retried after a crash takes the same decisions again.
+ */
+export function wantsRepetition(spec: Pick<Spec, 'repetitions' | 'adaptive'>, repetition: number, before: number[]): boolean {
+  if (before.length !== repetition - 1) return false;
+  if (repetition <= spec.repetitions) return true;
+  const a = spec.adaptive;
+  if (!a || repetition > a.max) return false;
+  const m = before.reduce((x, y) => x + y, 0) / before.length;
+  const sd = Math.sqrt(before.reduce((x, y) => x + (y - m) ** 2, 0) / (before.length - 1));
+  return m > 0 && sd / m > a.targetCv;
+}
+
+/**
+ * The passes of one profile: sequential is one pass over all repetitions (each scenario boots once);
+ * interleaved and shuffled make one pass per repetition round, so every column sees the same drift.
+ */
+export function passes(spec: Pick<Spec, 'repetitions' | 'adaptive' | 'order'>): number[][] {
+  const all = Array.from({ length: maxRepetitions(spec) }, (_, i) => i + 1);
+  return (spec.order ?? 'sequential') === 'sequential' ? [all] : all.map((r) => [r]);
+}
+
+/** A deterministic shuffle (seeded by a string), so a retried job visits cells in the same order. */
+export function shuffled<T>(items: readonly T[], seed: string): T[] {
+  let h = 2166136261;
+  for (let i = 0; i < seed.length; i++) h = Math.imul(h ^ seed.charCodeAt(i), 16777619);
+  const rand = () => {
+    // mulberry32
+    h = (h + 0x6d2b79f5) | 0;
+    let t = Math.imul(h ^ (h >>> 15), 1 | h);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const out = [...items];
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1));
+    [out[i], out[j]] = [out[j]!, out[i]!];
+  }
+  return out;
+}

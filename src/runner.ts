@@ -6,7 +6,7 @@
 import type { Store, ProfileRecord, Progress } from './store.ts';
 import type { GuestDriver, BootedScenario } from './guest.ts';
 import { PermanentError } from './guest.ts';
-import { cellKey, expandCells, type Cell } from './cell.ts';
+import { cellKey, expandCells, maxRepetitions, passes, shuffled, wantsRepetition, type Cell, type CellRef } from './cell.ts';
 import { planWorkload, workloadId } from './workload.ts';
 import { systemInfo } from './system.ts';
 import * as sysctl from './sysctl.ts';
@@ -43,14 +43,28 @@ export async function runExperiment(deps: RunnerDeps, id: string, signal: AbortS
   const sys = await systemInfo();
   await store.putSystem(id, { ...sys, driver: spec.driver, versions: { ...sys.versions, ...versions } });
 
-  const all = expandCells(spec);
   const stored = await store.cells(id);
-  const progress: Progress = { done: stored.size, total: all.length };
+  // The total grows while adaptive repetitions decide to measure more; a retry starts from what is stored.
+  const progress: Progress = { done: stored.size, total: new Set([...expandCells(spec).map(cellKey), ...stored.keys()]).size };
   await report(deps, id, progress);
 
+  // Whether a cell's repetition is still to run: not stored, and the samples before it ask for it.
+  const wants = (ref: CellRef): boolean => {
+    if (stored.has(cellKey(ref))) return false;
+    const before: number[] = [];
+    for (let r = 1; r < ref.repetition; r++) {
+      const c = stored.get(cellKey({ ...ref, repetition: r }));
+      if (c) before.push(c.seconds);
+    }
+    return wantsRepetition(spec, ref.repetition, before);
+  };
+  const maxReps = maxRepetitions(spec);
+
   for (const profile of spec.profiles) {
-    const pending = (scenario?: string) =>
-      all.some((c) => c.profile === profile.name && (!scenario || c.scenario === scenario) && !stored.has(cellKey(c)));
+    const refsOf = (scenario: string, reps: number[]) =>
+      spec.workloads.flatMap((w) => reps.map((repetition) => ({ profile: profile.name, scenario, workload: workloadId(w), repetition })));
+    const all = Array.from({ length: maxReps }, (_, i) => i + 1);
+    const pending = (scenario?: string, reps = all) => spec.scenarios.some((s) => (!scenario || s.id === scenario) && refsOf(s.id, reps).some(wants));
     if (!pending()) continue;
     const onHost = profile.target !== 'guest' && Object.keys(profile.sysctl).length > 0;
     const record: ProfileRecord = { name: profile.name, target: profile.target, requested: { ...profile.sysctl }, applied: {}, readBack: {}, restored: false };
@@ -65,45 +79,50 @@ export async function runExperiment(deps: RunnerDeps, id: string, signal: AbortS
       }
       await store.putProfile(id, record);
 
-      for (const scenario of spec.scenarios) {
-        if (!pending(scenario.id)) continue;
-        const driver = driverFor(scenario.guests);
-        signal.throwIfAborted();
-        log(`booting ${scenario.guests} guest(s) for ${profile.name}/${scenario.id} with ${driver.name}`);
-        const booted: BootedScenario = await driver.boot({ experimentId: id, scenario, guest: spec.guest, workloads: spec.workloads, signal, log });
-        try {
-          if (profile.target !== 'host' && Object.keys(profile.sysctl).length > 0 && scenario.guests > 0) {
-            if (!booted.applySysctl) throw new PermanentError(`the ${driver.name} driver cannot apply a profile inside guests`);
-            record.guestReadBack = await booted.applySysctl(profile.sysctl);
-            await store.putProfile(id, record);
-          }
-          for (const workload of spec.workloads) {
-            const plan = planWorkload(workload);
-            for (let repetition = 1; repetition <= spec.repetitions; repetition++) {
-              const ref = { profile: profile.name, scenario: scenario.id, workload: workloadId(workload), repetition };
-              if (stored.has(cellKey(ref))) continue;
-              signal.throwIfAborted();
-              progress.current = ref;
-              await report(deps, id, progress);
-              const loaded = Math.max(1, scenario.loaded);
-              const guestSeconds = await booted.run(plan, loaded, signal);
-              const cell: Cell = {
-                ...ref,
-                guestSeconds,
-                seconds: guestSeconds.reduce((a, b) => a + b, 0) / guestSeconds.length,
-                command: plan.command,
-                ...(booted.bootSeconds.length ? { bootSeconds: booted.bootSeconds } : {}),
-                ...(booted.accel ? { accel: booted.accel } : {}),
-                finishedAt: new Date().toISOString(),
-              };
-              if (await store.storeCell(id, cell)) progress.done++;
-              stored.set(cellKey(ref), cell);
-              await report(deps, id, progress);
+      for (const [pass, reps] of passes(spec).entries()) {
+        const seed = `${id}/${profile.name}/${pass}`;
+        for (const scenario of spec.order === 'shuffled' ? shuffled(spec.scenarios, seed) : spec.scenarios) {
+          if (!pending(scenario.id, reps)) continue;
+          const driver = driverFor(scenario.guests);
+          signal.throwIfAborted();
+          log(`booting ${scenario.guests} guest(s) for ${profile.name}/${scenario.id} with ${driver.name}`);
+          const booted: BootedScenario = await driver.boot({ experimentId: id, scenario, guest: spec.guest, workloads: spec.workloads, signal, log });
+          try {
+            if (profile.target !== 'host' && Object.keys(profile.sysctl).length > 0 && scenario.guests > 0) {
+              if (!booted.applySysctl) throw new PermanentError(`the ${driver.name} driver cannot apply a profile inside guests`);
+              record.guestReadBack = await booted.applySysctl(profile.sysctl);
+              await store.putProfile(id, record);
             }
+            for (const workload of spec.order === 'shuffled' ? shuffled(spec.workloads, `${seed}/${scenario.id}`) : spec.workloads) {
+              const plan = planWorkload(workload);
+              for (const repetition of reps) {
+                const ref = { profile: profile.name, scenario: scenario.id, workload: workloadId(workload), repetition };
+                if (stored.has(cellKey(ref))) continue;
+                if (!wants(ref)) break;
+                if (repetition > spec.repetitions) progress.total++;
+                signal.throwIfAborted();
+                progress.current = ref;
+                await report(deps, id, progress);
+                const loaded = Math.max(1, scenario.loaded);
+                const guestSeconds = await booted.run(plan, loaded, signal);
+                const cell: Cell = {
+                  ...ref,
+                  guestSeconds,
+                  seconds: guestSeconds.reduce((a, b) => a + b, 0) / guestSeconds.length,
+                  command: plan.command,
+                  ...(booted.bootSeconds.length ? { bootSeconds: booted.bootSeconds } : {}),
+                  ...(booted.accel ? { accel: booted.accel } : {}),
+                  finishedAt: new Date().toISOString(),
+                };
+                if (await store.storeCell(id, cell)) progress.done++;
+                stored.set(cellKey(ref), cell);
+                await report(deps, id, progress);
+              }
+            }
+            if (booted.accel) await store.putSystem(id, { ...sys, driver: spec.driver, accel: booted.accel, versions: { ...sys.versions, ...versions } });
+          } finally {
+            await booted.shutdown();
           }
-          if (booted.accel) await store.putSystem(id, { ...sys, driver: spec.driver, accel: booted.accel, versions: { ...sys.versions, ...versions } });
-        } finally {
-          await booted.shutdown();
         }
       }
     } finally {

@@ -52,6 +52,23 @@ export const ScheduleSchema = z
 
 const Repetitions = z.number().int().min(1).max(1000);
 
+// Adaptive repetitions, as the Phoronix Test Suite does them: keep measuring a cell while its coefficient
+// of variation is above the target, between min and max repetitions.
+export const AdaptiveRepetitionsSchema = z
+  .strictObject({
+    min: z.number().int().min(2).max(1000).default(3).describe('repetitions always run (at least 2, so a spread exists)'),
+    max: z.number().int().min(2).max(1000).describe('repetitions never exceeded'),
+    targetCv: z.number().gt(0).max(1).default(0.035).describe('stop once stddev/mean is at or below this (0.035 = 3.5%)'),
+  })
+  .refine((r) => r.min <= r.max, { path: ['max'], message: 'max must be at least min' })
+  .openapi('AdaptiveRepetitions');
+export type AdaptiveRepetitions = z.output<typeof AdaptiveRepetitionsSchema>;
+
+/** Cell order: sequential runs every repetition of a scenario in one boot; interleaved and shuffled run
+ * round by round, so slow drift of the machine spreads over every column instead of biasing one. */
+export const OrderSchema = z.enum(['sequential', 'interleaved', 'shuffled']);
+export type Order = z.output<typeof OrderSchema>;
+
 /** What a user may send. Everything a preset can fill is optional here. */
 export const SpecInputSchema = z
   .strictObject({
@@ -61,7 +78,8 @@ export const SpecInputSchema = z
     scenarios: z.array(ScenarioSchema).min(1).max(32).optional(),
     workloads: z.array(WorkloadSchema).min(1).max(32).optional(),
     profiles: z.array(ProfileRefSchema).min(1).max(16).optional(),
-    repetitions: Repetitions.optional(),
+    repetitions: z.union([Repetitions, AdaptiveRepetitionsSchema]).optional().describe('a fixed count, or {min, max, targetCv}'),
+    order: OrderSchema.optional().describe('sequential (default), interleaved or shuffled'),
     guest: GuestSchema.partial().optional(),
     webhook: WebhookSchema.optional(),
     schedule: ScheduleSchema.optional(),
@@ -97,7 +115,11 @@ export interface Spec {
   scenarios: Scenario[];
   workloads: Workload[];
   profiles: Profile[];
+  /** repetitions every cell gets (the minimum when adaptive) */
   repetitions: number;
+  /** present when repetitions adapt to the spread: more up to max while cv > targetCv */
+  adaptive?: AdaptiveRepetitions;
+  order?: Order;
   guest: GuestConfig;
   webhook?: z.output<typeof WebhookSchema>;
   schedule?: z.output<typeof ScheduleSchema>;
@@ -117,7 +139,9 @@ export function normalizeSpec(input: z.output<typeof SpecInputSchema>): Spec {
     scenarios,
     workloads,
     profiles,
-    repetitions: input.repetitions ?? preset?.repetitions ?? 3,
+    repetitions: typeof input.repetitions === 'object' ? input.repetitions.min : (input.repetitions ?? preset?.repetitions ?? 3),
+    ...(typeof input.repetitions === 'object' ? { adaptive: input.repetitions } : {}),
+    ...(input.order && input.order !== 'sequential' ? { order: input.order } : {}),
     guest: GuestSchema.parse({ ...(preset?.guest ?? {}), ...(input.guest ?? {}) }),
     ...(input.webhook ? { webhook: input.webhook } : {}),
     ...(input.schedule ? { schedule: input.schedule } : {}),
