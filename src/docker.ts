@@ -1,0 +1,497 @@
+// Container guests: the `docker` driver. Each guest of a scenario is one container of a FROM scratch image
+// made from the same root tree as the VM initramfs, so a container runs byte-identical workload binaries.
+// The container's only process is the guest agent in --stdio mode; the host speaks the agent's line
+// protocol over `docker attach`, which gives containers the same start barrier and the same in-guest timing
+// as VMs. Everything the driver creates carries labels, so it can be removed on success, failure, cancel,
+// and after a crash at the next worker start.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import { spawn } from 'node:child_process';
+import { PassThrough, type Duplex, type Readable } from 'node:stream';
+import Docker from 'dockerode';
+import type { BootRequest, BootedScenario, DriverProbe, GuestDriver } from './guest.ts';
+import { PermanentError } from './guest.ts';
+import type { Step, WorkloadPlan } from './workload.ts';
+import { runStep } from './host.ts';
+import { abortError } from './process.ts';
+import { toolVersions } from './system.ts';
+import { runChecked } from './process.ts';
+
+const LABEL = 'io.kvmq';
+const ROLE = `${LABEL}.role`;
+const IMAGE_REPO = 'kvmq-guest';
+const SCRATCH = '/scratch';
+/** Deadlines for engine calls that should be quick; a hung engine becomes a clear error, not a hang. */
+const API_MS = 60_000;
+const READY_MS = 60_000;
+
+/**
+ * Who owns a container: hostname, pid and the kernel's start time of that pid. A leftover is a container
+ * whose owner is not this very process still alive on this machine, which a reused pid cannot fake.
+ */
+function processStart(pid: number): string | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
+}
+const OWNER = `${os.hostname()}:${process.pid}:${processStart(process.pid) ?? '0'}`;
+
+function ownerAlive(owner: string | undefined): boolean {
+  if (!owner) return false;
+  const [host, pid, start] = owner.split(':');
+  if (host !== os.hostname() || !pid) return false;
+  return processStart(Number(pid)) === start;
+}
+
+function deadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout;
+  return Promise.race([
+    p,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`the Docker engine did not answer within ${ms / 1000} s while ${what}`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+function engineError(err: unknown, what: string): Error {
+  const e = err as NodeJS.ErrnoException & { statusCode?: number; json?: { message?: string } };
+  if (e.code === 'ENOENT' || e.code === 'ECONNREFUSED' || e.code === 'EACCES') {
+    return new PermanentError(`the Docker engine is not reachable (${e.code} on its socket) while ${what}: start dockerd, or set DOCKER_HOST`);
+  }
+  const detail = e.json?.message ?? e.message;
+  return new Error(`docker: ${what} failed: ${String(detail).trim()}`);
+}
+
+interface AgentMessage {
+  v: number;
+  op: string;
+  id?: number;
+  seconds?: number;
+  exit?: number;
+  output?: string;
+  message?: string;
+}
+
+/** The host end of one container's agent channel: JSON lines out on stdin, JSON lines in on stdout. */
+class AgentLink {
+  private nextId = 1;
+  private pending = new Map<number, { resolve: (m: AgentMessage) => void; reject: (e: Error) => void }>();
+  private buf = '';
+  private stderrTail = '';
+  private closedWith: Error | undefined;
+  readonly ready: Promise<void>;
+  private readyResolve!: () => void;
+  private readyReject!: (e: Error) => void;
+
+  constructor(
+    private stream: Duplex,
+    modem: { demuxStream(s: Readable, out: NodeJS.WritableStream, err: NodeJS.WritableStream): void },
+    readonly name: string,
+  ) {
+    this.ready = new Promise((res, rej) => {
+      this.readyResolve = res;
+      this.readyReject = rej;
+    });
+    this.ready.catch(() => {});
+    const out = new PassThrough();
+    const err = new PassThrough();
+    modem.demuxStream(stream, out, err);
+    out.on('data', (b: Buffer) => this.onData(b.toString('utf8')));
+    err.on('data', (b: Buffer) => (this.stderrTail = (this.stderrTail + b.toString('utf8')).slice(-2000)));
+    const end = () => this.close(new Error(`container ${name} exited${this.stderrTail.trim() ? `: ${this.stderrTail.trim().slice(-500)}` : ''}`));
+    stream.on('end', end);
+    stream.on('close', end);
+    stream.on('error', (e: Error) => this.close(new Error(`lost the agent channel of ${name}: ${e.message}`)));
+  }
+
+  private onData(s: string) {
+    this.buf += s;
+    let i: number;
+    while ((i = this.buf.indexOf('\n')) >= 0) {
+      const line = this.buf.slice(0, i).trim();
+      this.buf = this.buf.slice(i + 1);
+      if (!line) continue;
+      let msg: AgentMessage;
+      try {
+        msg = JSON.parse(line) as AgentMessage;
+      } catch {
+        continue; // not protocol; the agent never interleaves anything else, but a line is not worth a crash
+      }
+      if (msg.op === 'ready') this.readyResolve();
+      else if (typeof msg.id === 'number') {
+        const w = this.pending.get(msg.id);
+        this.pending.delete(msg.id);
+        w?.resolve(msg);
+      }
+    }
+    if (this.buf.length > 1 << 20) this.close(new Error(`the agent of ${this.name} sent a line over 1 MiB`));
+  }
+
+  close(err: Error) {
+    if (this.closedWith) return;
+    this.closedWith = err;
+    this.readyReject(err);
+    for (const w of this.pending.values()) w.reject(err);
+    this.pending.clear();
+    this.stream.destroy();
+  }
+
+  /** Send one request; resolves with its reply, rejects on an error reply, a lost channel or abort. */
+  request(body: Record<string, unknown>, signal: AbortSignal): Promise<AgentMessage> {
+    if (this.closedWith) return Promise.reject(this.closedWith);
+    if (signal.aborted) return Promise.reject(abortError(signal));
+    const id = this.nextId++;
+    return new Promise<AgentMessage>((resolve, reject) => {
+      const onAbort = () => {
+        this.pending.delete(id);
+        reject(abortError(signal));
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.pending.set(id, {
+        resolve: (m) => {
+          signal.removeEventListener('abort', onAbort);
+          if (m.op !== 'error') return resolve(m);
+          const out = m.output?.trim() ? `: ${m.output.trim().slice(-600)}` : '';
+          reject(new Error(`${this.name}: ${m.message ?? 'agent error'}${m.exit !== undefined ? ` (exit ${m.exit})` : ''}${out}`));
+        },
+        reject: (e) => {
+          signal.removeEventListener('abort', onAbort);
+          reject(e);
+        },
+      });
+      this.stream.write(JSON.stringify({ v: 1, id, ...body }) + '\n');
+    });
+  }
+}
+
+interface Guest {
+  name: string;
+  container: Docker.Container;
+  volume: string;
+  link: AgentLink;
+}
+
+export interface DockerDriverOptions {
+  /** The engine; the default follows DOCKER_HOST or the local socket. */
+  docker?: Docker;
+  /** Where the guest root tree comes from (the same tree as the VM initramfs). */
+  rootTree?: (stateDir: string, log: (m: string) => void) => Promise<RootTree>;
+}
+
+export class DockerDriver implements GuestDriver {
+  readonly name = 'docker' as const;
+  private docker: Docker;
+  private rootTree: NonNullable<DockerDriverOptions['rootTree']>;
+  private image: Promise<string> | undefined;
+
+  constructor(
+    private stateDir: string,
+    opts: DockerDriverOptions = {},
+  ) {
+    this.docker = opts.docker ?? new Docker();
+    this.rootTree = opts.rootTree ?? provisionalRootTree;
+  }
+
+  async probe(): Promise<DriverProbe> {
+    try {
+      const v = await deadline(this.docker.version(), 10_000, 'asking for its version');
+      return { ok: true, versions: { ...(await toolVersions()), 'docker-engine': v.Version, 'docker-api': v.ApiVersion } };
+    } catch (err) {
+      return { ok: false, reason: engineError(err, 'probing').message };
+    }
+  }
+
+  /** The guest image for the current root tree, built once per content hash and cached by its tag. */
+  ensureImage(log: (m: string) => void): Promise<string> {
+    this.image ??= this.buildImage(log).catch((err) => {
+      this.image = undefined;
+      throw err;
+    });
+    return this.image;
+  }
+
+  private async buildImage(log: (m: string) => void): Promise<string> {
+    const tree = await this.rootTree(this.stateDir, log);
+    const tag = `${IMAGE_REPO}:${tree.hash.slice(0, 20)}`;
+    try {
+      await deadline(this.docker.getImage(tag).inspect(), API_MS, `looking up image ${tag}`);
+      return tag;
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode !== 404) throw engineError(err, `looking up image ${tag}`);
+    }
+    log(`building container image ${tag} from the guest root tree`);
+    const started = Date.now();
+    const ctx = await fs.promises.mkdtemp(path.join(os.tmpdir(), 'kvmq-image-'));
+    try {
+      // The root tree is the context itself, so nothing is copied; .dockerignore keeps the two build
+      // files out of the image.
+      const agent = tree.agentPath.replace(/^\//, '');
+      await fs.promises.writeFile(
+        path.join(ctx, 'Dockerfile'),
+        [
+          'FROM scratch',
+          'COPY . /',
+          `LABEL ${ROLE}=guest-image ${LABEL}.tree=${tree.hash}`,
+          'ENV PATH=/bin:/sbin:/usr/bin:/usr/sbin',
+          `WORKDIR ${SCRATCH}`,
+          `ENTRYPOINT ["/${agent}", "--stdio", "--scratch", "${SCRATCH}"]`,
+          '',
+        ].join('\n'),
+      );
+      await fs.promises.writeFile(path.join(ctx, '.dockerignore'), 'Dockerfile\n.dockerignore\n');
+      // GNU tar streams the context; an argument vector, and its exit status is checked below.
+      const tarProc = spawn('tar', ['--numeric-owner', '-c', '-C', ctx, 'Dockerfile', '.dockerignore', '-C', tree.dir, '.'], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let tarErr = '';
+      tarProc.stderr.on('data', (b: Buffer) => (tarErr = (tarErr + b.toString()).slice(-1000)));
+      const tarDone = new Promise<void>((resolve, reject) => {
+        tarProc.on('error', reject);
+        tarProc.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`tar exited with ${code}: ${tarErr.trim()}`))));
+      });
+      let stream: NodeJS.ReadableStream;
+      try {
+        stream = await deadline(this.docker.buildImage(tarProc.stdout, { t: tag, rm: true, forcerm: true, labels: { [ROLE]: 'guest-image' } }), API_MS, 'starting an image build');
+      } catch (err) {
+        tarProc.kill('SIGKILL');
+        throw engineError(err, `building image ${tag}`);
+      }
+      const events = await new Promise<{ error?: string; errorDetail?: { message?: string } }[]>((resolve, reject) =>
+        this.docker.modem.followProgress(stream, (err: Error | null, out: any[]) => (err ? reject(err) : resolve(out))),
+      ).catch((err) => {
+        throw new PermanentError(`building the container image ${tag} failed: ${(err as Error).message}`);
+      });
+      await tarDone.catch((err) => {
+        throw new PermanentError(`packing the guest root tree for ${tag} failed: ${(err as Error).message}`);
+      });
+      const failed = events.find((e) => e.error || e.errorDetail);
+      if (failed) throw new PermanentError(`building the container image ${tag} failed: ${failed.errorDetail?.message ?? failed.error}`);
+      log(`container image ${tag} built in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+      return tag;
+    } finally {
+      await fs.promises.rm(ctx, { recursive: true, force: true });
+    }
+  }
+
+  async boot(req: BootRequest): Promise<BootedScenario> {
+    const { experimentId, scenario, guest, signal, log } = req;
+    const image = await this.ensureImage(log);
+    signal.throwIfAborted();
+    const guests: Guest[] = [];
+    const volumes: string[] = [];
+    let down: Promise<void> | undefined;
+    const shutdown = () =>
+      (down ??= (async () => {
+        for (const g of guests) g.link.close(new Error(`${g.name} was shut down`));
+        await Promise.all(guests.map((g) => this.removeContainer(g.container.id, log)));
+        await Promise.all(volumes.map((v) => this.removeVolume(v, log)));
+      })());
+
+    const labels = {
+      [ROLE]: 'guest',
+      [`${LABEL}.owner`]: OWNER,
+      [`${LABEL}.experiment`]: experimentId,
+      [`${LABEL}.scenario`]: scenario.id,
+    };
+    const tag = crypto.randomBytes(3).toString('hex');
+    const bootSeconds: number[] = [];
+    try {
+      // Containers are created and started one after another (their agents then come up together); on
+      // the vfs storage driver each create copies the image, which is the slow part.
+      for (let i = 0; i < scenario.guests; i++) {
+        signal.throwIfAborted();
+        const name = `kvmq-${experimentId.slice(0, 12)}-${scenario.id}-${i + 1}-${tag}`.replace(/[^a-zA-Z0-9_.-]/g, '-');
+        const started = process.hrtime.bigint();
+        // Per-container scratch storage: a volume of its own, on the engine's disk, for seqread and postmark.
+        await deadline(this.docker.createVolume({ Name: name, Labels: { ...labels, [`${LABEL}.guest`]: String(i + 1) } }), API_MS, `creating volume ${name}`).catch((err) => {
+          throw engineError(err, `creating volume ${name}`);
+        });
+        volumes.push(name);
+        const container = await deadline(
+          this.docker.createContainer({
+            name,
+            Image: image,
+            Labels: { ...labels, [`${LABEL}.guest`]: String(i + 1) },
+            OpenStdin: true,
+            StdinOnce: false,
+            AttachStdin: true,
+            AttachStdout: true,
+            AttachStderr: true,
+            Tty: false,
+            NetworkDisabled: true,
+            HostConfig: {
+              CpusetCpus: guest.cpuset,
+              NanoCpus: guest.vcpus * 1e9,
+              Memory: guest.memoryMiB * 2 ** 20,
+              MemorySwap: guest.memoryMiB * 2 ** 20, // no swap, like a VM with this much memory
+              Mounts: [{ Type: 'volume', Source: name, Target: SCRATCH }],
+              NetworkMode: 'none',
+              AutoRemove: false,
+            },
+          }),
+          API_MS,
+          `creating container ${name}`,
+        ).catch((err) => {
+          throw engineError(err, `creating container ${name}`);
+        });
+        const stream = (await deadline(
+          container.attach({ stream: true, stdin: true, stdout: true, stderr: true, hijack: true }),
+          API_MS,
+          `attaching to ${name}`,
+        ).catch((err) => {
+          void this.removeContainer(container.id, log);
+          throw engineError(err, `attaching to ${name}`);
+        })) as Duplex;
+        const link = new AgentLink(stream, this.docker.modem as never, name);
+        guests.push({ name, container, volume: name, link });
+        await deadline(container.start(), API_MS, `starting ${name}`).catch((err) => {
+          throw engineError(err, `starting container ${name}`);
+        });
+        link.ready.then(() => (bootSeconds[i] = Number(process.hrtime.bigint() - started) / 1e9)).catch(() => {});
+      }
+      await deadline(
+        Promise.all(guests.map((g) => g.link.ready)),
+        READY_MS,
+        'waiting for the agents to say ready',
+      ).catch((err: Error) => {
+        throw new Error(`containers of ${scenario.id} did not become ready: ${err.message}`);
+      });
+      log(`${guests.length} container(s) ready for ${scenario.id}: ${bootSeconds.map((s) => s.toFixed(2)).join(', ')} s`);
+    } catch (err) {
+      await shutdown();
+      throw signal.aborted ? abortError(signal) : err;
+    }
+
+    return {
+      bootSeconds,
+      run: (plan, loaded, runSignal) => this.runPlan(guests.slice(0, loaded), plan, runSignal),
+      shutdown,
+    };
+  }
+
+  /** The start barrier: every loaded container prepared, then one `go` to all of them at the same moment. */
+  private async runPlan(loaded: Guest[], plan: WorkloadPlan, signal: AbortSignal): Promise<number[]> {
+    const all = (body: Record<string, unknown>) => Promise.all(loaded.map((g) => g.link.request(body, signal)));
+    // vm.* is host-wide and read-only inside a container: the page cache is dropped by the host, between
+    // the steps before it and the steps after it.
+    let segment: Step[] = [];
+    for (const step of plan.setup) {
+      if (step.op !== 'dropCaches') {
+        segment.push(step);
+        continue;
+      }
+      if (segment.length) await all({ op: 'steps', steps: segment });
+      segment = [];
+      await runStep(step, SCRATCH, signal);
+    }
+    await all({ op: 'prepare', setup: segment, command: plan.command });
+    const results = await all({ op: 'go' });
+    if (plan.cleanup.length) await all({ op: 'steps', steps: plan.cleanup });
+    return results.map((r, i) => {
+      if (typeof r.seconds !== 'number') throw new Error(`${loaded[i]!.name}: the agent's result has no seconds`);
+      return r.seconds;
+    });
+  }
+
+  private async removeContainer(id: string, log: (m: string) => void): Promise<void> {
+    try {
+      await deadline(this.docker.getContainer(id).remove({ force: true, v: true }), API_MS, `removing container ${id.slice(0, 12)}`);
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode === 404) return;
+      // 409: removal already in progress (a second shutdown); the engine finishes it.
+      if ((err as { statusCode?: number }).statusCode === 409) return;
+      log(`could not remove container ${id.slice(0, 12)}: ${(err as Error).message}`);
+    }
+  }
+
+  private async removeVolume(name: string, log: (m: string) => void): Promise<void> {
+    try {
+      await deadline(this.docker.getVolume(name).remove(), API_MS, `removing volume ${name}`);
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode === 404) return;
+      log(`could not remove volume ${name}: ${(err as Error).message}`);
+    }
+  }
+
+  /** Containers and volumes whose owning worker is gone (crashed or killed); removed at worker start. */
+  async reapLeftovers(): Promise<string[]> {
+    const reaped: string[] = [];
+    let containers: Docker.ContainerInfo[];
+    let volumes: Docker.VolumeInspectInfo[];
+    try {
+      containers = await deadline(this.docker.listContainers({ all: true, filters: { label: [`${ROLE}=guest`] } }), API_MS, 'listing containers');
+      volumes = (await deadline(this.docker.listVolumes({ filters: { label: [`${ROLE}=guest`] } }), API_MS, 'listing volumes')).Volumes ?? [];
+    } catch {
+      return reaped; // no engine here: nothing of ours can be running on it either
+    }
+    const log = () => {};
+    for (const c of containers) {
+      if (ownerAlive(c.Labels?.[`${LABEL}.owner`])) continue;
+      await this.removeContainer(c.Id, log);
+      reaped.push(`container ${(c.Names?.[0] ?? c.Id).replace(/^\//, '')}`);
+    }
+    for (const v of volumes) {
+      if (ownerAlive(v.Labels?.[`${LABEL}.owner`])) continue;
+      await this.removeVolume(v.Name, log);
+      reaped.push(`volume ${v.Name}`);
+    }
+    return reaped;
+  }
+}
+
+/** A guest root tree on the host: the directory, its content hash and where the agent lives in it. */
+export interface RootTree {
+  dir: string;
+  hash: string;
+  agentPath: string;
+}
+
+/**
+ * PROVISIONAL, until the shared root tree of the VM image lands: busybox, the workload binaries with the
+ * closure of their shared libraries (ldd), and the agent compiled static, at the paths they have on the host.
+ */
+export async function provisionalRootTree(stateDir: string, log: (m: string) => void): Promise<RootTree> {
+  const binaries = ['busybox', 'sysbench', 'stress-ng', 'postmark'];
+  const files = new Set<string>();
+  for (const b of binaries) {
+    const found = (process.env.PATH ?? '/usr/bin:/bin').split(':').map((d) => path.join(d, b)).find((f) => fs.existsSync(f));
+    if (!found) throw new PermanentError(`${b} is not installed on the worker host, so the guest image cannot be made (run "kvmq doctor")`);
+    const real = fs.realpathSync(found);
+    files.add(real);
+    const ldd = await runChecked(['ldd', real]).catch(() => ({ output: '' }));
+    for (const m of ldd.output.matchAll(/(\/\S+\.so[^\s]*)/g)) files.add(m[1]!);
+  }
+  const agentSrc = new URL('./agent/kvmq-agent.c', import.meta.url).pathname;
+  const hash = crypto.createHash('sha256');
+  for (const f of [...files].sort()) hash.update(f).update('\0').update(fs.readFileSync(f));
+  hash.update(fs.readFileSync(agentSrc));
+  const digest = hash.digest('hex');
+  const dir = path.join(stateDir, 'docker-root', digest.slice(0, 20));
+  if (fs.existsSync(path.join(dir, 'bin', 'kvmq-agent'))) return { dir, hash: digest, agentPath: '/bin/kvmq-agent' };
+  log('making the guest root tree for containers');
+  const tmp = `${dir}.tmp-${process.pid}`;
+  await fs.promises.rm(tmp, { recursive: true, force: true });
+  for (const f of files) {
+    const to = path.join(tmp, f);
+    await fs.promises.mkdir(path.dirname(to), { recursive: true });
+    await fs.promises.copyFile(f, to);
+    await fs.promises.chmod(to, 0o755);
+  }
+  // Commands run as "busybox dd", "sysbench" ...: put every binary on the agent's PATH under its name.
+  await fs.promises.mkdir(path.join(tmp, 'bin'), { recursive: true });
+  for (const b of binaries) {
+    const at = path.join(tmp, 'bin', b);
+    const real = [...files].find((f) => path.basename(f) === b || f.endsWith(`/${b}`));
+    if (real && real !== `/bin/${b}`) await fs.promises.symlink(real, at).catch(() => {});
+  }
+  await runChecked(['gcc', '-static', '-O2', '-o', path.join(tmp, 'bin', 'kvmq-agent'), agentSrc]);
+  await fs.promises.mkdir(path.join(tmp, 'tmp'), { recursive: true });
+  await fs.promises.rm(dir, { recursive: true, force: true });
+  await fs.promises.rename(tmp, dir);
+  return { dir, hash: digest, agentPath: '/bin/kvmq-agent' };
+}
