@@ -33,6 +33,7 @@ export async function startRedisServer(dataDir: string, log: (m: string) => void
   for (;;) {
     if (exited) throw new Error(exited);
     const probe = new Redis(socket, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    probe.on('error', () => {}); // expected until the socket appears
     const ok = await probe.connect().then(() => probe.ping()).then(() => true, () => false);
     probe.disconnect();
     if (ok) break;
