@@ -9,6 +9,10 @@ import { PRESETS } from '../src/preset.ts';
 import { openApiDocument } from './openapi.ts';
 import { hostsRouter } from './hosts.ts';
 import { metricsRouter } from './metrics.ts';
+import { batchesRouter } from './batches.ts';
+import { schedulesRouter } from './schedules.ts';
+import { deliveriesRouter } from './deliveries.ts';
+import { Schedules } from '../src/schedule.ts';
 
 export function createApp(deps: ApiDeps): express.Express {
   const app = express();
@@ -31,6 +35,9 @@ export function createApp(deps: ApiDeps): express.Express {
   app.use('/v1', bearerAuth(deps.config.apiTokens));
   app.use('/v1', express.json({ limit: '1mb', strict: false, type: ['application/json', 'application/*+json'] }));
   app.use('/v1/experiments', experimentsRouter(deps));
+  app.use('/v1', deliveriesRouter(deps));
+  app.use('/v1/batches', batchesRouter(deps));
+  app.use('/v1/schedules', schedulesRouter({ ...deps, schedules: deps.schedules ?? new Schedules(deps.store.redis, deps.store, deps.queues, deps.config) }));
   app.use('/v1/hosts', hostsRouter(deps.store));
   app.get('/v1/profiles', (_req, res) => void res.json({ items: Object.values(BUILTIN_PROFILES), allowedKeys: SYSCTL_KEYS }));
   app.get('/v1/presets', (_req, res) => void res.json({ items: Object.entries(PRESETS).map(([name, p]) => ({ name, ...p })) }));

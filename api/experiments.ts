@@ -9,6 +9,8 @@ import { IMPLEMENTED_DRIVERS } from '../src/drivers.ts';
 import { expandCells } from '../src/cell.ts';
 import { HttpProblem, validationProblem, type ProblemItem } from './problem.ts';
 import type { Config } from '../src/config.ts';
+import { urlProblem, type Webhooks } from '../src/webhook.ts';
+import type { Schedules } from '../src/schedule.ts';
 
 export const ListQuery = z.strictObject({
   status: z.enum(STATUSES as [string, ...string[]]).optional(),
@@ -21,6 +23,10 @@ export interface ApiDeps {
   store: Store;
   queues: Queues;
   config: Config;
+  /** Queues webhook messages (experiment.cancelled when a waiting experiment is cancelled here). */
+  webhooks?: Webhooks;
+  /** Recurring schedules (created on demand when absent). */
+  schedules?: Schedules;
 }
 
 /** What a GET shows of a record: never the webhook secret. */
@@ -53,6 +59,8 @@ export function admissionProblems(spec: Spec, config: Config): ProblemItem[] {
       }
     });
   }
+  const hook = spec.webhook && urlProblem(spec.webhook.url, config.webhookAllowPrivate);
+  if (hook) out.push({ pointer: '/webhook/url', detail: hook });
   spec.workloads.forEach((w, i) => {
     if (w.kind === 'command' && !config.allowCommands) {
       out.push({ pointer: `/workloads/${i}`, detail: 'command workloads are off on this deployment (the operator can set KVMQ_ALLOW_COMMANDS=1)' });
@@ -166,9 +174,14 @@ export function experimentsRouter(deps: ApiDeps): Router {
       if (removed) {
         await store.transition(rec.id, ['queued', 'scheduled'], { status: 'cancelled', finishedAt: new Date().toISOString(), error: { reason: 'cancelled by request' } });
         const now = await store.get(rec.id);
-        if (now?.status === 'cancelled') return void res.status(200).json(view(now));
+        if (now?.status === 'cancelled') {
+          await deps.webhooks?.experimentFinished(now.id);
+          return void res.status(200).json(view(now));
+        }
       }
     }
+    // The flag covers a worker that takes the job after this publish; the message reaches one that holds it.
+    await store.redis.set(store.key('cancel', rec.id), '1', 'EX', 7 * 86_400);
     await store.redis.publish(store.key('cancel'), rec.id);
     res.status(202).json({ ...view(rec), status: rec.status, cancelling: true });
   });

@@ -10,6 +10,10 @@ import { Store } from './store.ts';
 import { makeDrivers } from './drivers.ts';
 import { createApp } from '../api/app.ts';
 import { startExperimentWorker } from '../workers/experiment.ts';
+import { startWebhookWorker } from '../workers/webhook.ts';
+import { startScheduleWorker } from '../workers/schedule.ts';
+import { Webhooks } from './webhook.ts';
+import { Schedules } from './schedule.ts';
 
 export interface StackOptions {
   api?: boolean;
@@ -57,15 +61,27 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     const store = new Store(conn(), config.prefix);
     await store.redis.ping();
 
+    // The webhook sender and the schedule ticker run wherever experiment workers run (stopped after them).
+    const webhooks = new Webhooks(conn(), store, config);
+    stops.push(() => webhooks.close());
     if (opts.worker) {
-      const w = await startExperimentWorker({ config, connection: conn(), store, drivers: makeDrivers(config.stateDir), log });
+      const ww = await startWebhookWorker({ config, connection: conn(), store, log });
+      stops.push(() => ww.close());
+      const poolQueues = new Queues(conn(), config.prefix);
+      const schedules = new Schedules(conn(), store, poolQueues, config);
+      stops.push(() => Promise.all([poolQueues.close(), schedules.close()]));
+      const sw = await startScheduleWorker({ config, connection: conn(), schedules, log });
+      stops.push(() => sw.close());
+      const onFinished = (id: string) => webhooks.experimentFinished(id).catch((err) => log(`webhook for ${id} not queued: ${(err as Error).message}`));
+      const w = await startExperimentWorker({ config, connection: conn(), store, drivers: makeDrivers(config.stateDir), log, onFinished });
       stops.push(() => w.close());
     }
     let url: string | undefined;
     if (opts.api) {
       const queues = new Queues(conn(), config.prefix);
-      stops.push(() => queues.close());
-      const server = http.createServer(createApp({ store, queues, config }));
+      const schedules = new Schedules(conn(), store, queues, config);
+      stops.push(() => Promise.all([queues.close(), schedules.close()]));
+      const server = http.createServer(createApp({ store, queues, config, webhooks, schedules }));
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
         server.listen(config.port, config.host, () => resolve());

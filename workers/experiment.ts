@@ -11,6 +11,7 @@ import { restoreHost } from '../src/sysctl.ts';
 import type { Config } from '../src/config.ts';
 import { announce, withdraw, HEARTBEAT_MS } from '../src/registry.ts';
 import { capabilities } from '../src/system.ts';
+import { earliestStart } from '../src/window.ts';
 
 export interface ExperimentWorkerOptions {
   config: Config;
@@ -69,6 +70,14 @@ export async function startExperimentWorker(opts: ExperimentWorkerOptions): Prom
     const rec = await store.get(id);
     if (!rec || rec.status === 'cancelled' || rec.status === 'completed') return;
 
+    // Outside its nightly window (or early): wait, as scheduled, for the next opening.
+    const opensAt = rec.status === 'running' ? 0 : earliestStart(rec.spec.schedule, Date.now());
+    if (opensAt > Date.now() + 1000) {
+      await store.transition(id, ['queued'], { status: 'scheduled' });
+      await job.moveToDelayed(opensAt, token);
+      throw new DelayedError();
+    }
+
     // One experiment per host, even with several worker processes on it.
     const got = await store.redis.set(lockKey, id, 'PX', LOCK_MS, 'NX');
     if (!got && (await store.redis.get(lockKey)) !== id) {
@@ -79,6 +88,8 @@ export async function startExperimentWorker(opts: ExperimentWorkerOptions): Prom
 
     const ac = new AbortController();
     running.set(id, ac);
+    // A cancel published before this job was in `running` would be lost on pub/sub alone.
+    if (await store.redis.exists(store.key(CANCEL_CHANNEL, id))) ac.abort(new CancelledError());
     void beatNow();
     signal?.addEventListener('abort', () => ac.abort(signal.reason), { once: true });
     try {

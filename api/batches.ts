@@ -1,0 +1,51 @@
+// /v1/batches: several experiments queued as one, with a shared webhook, start time or nightly window,
+// and priority. Every spec is checked before anything is stored: one bad experiment refuses the batch.
+import { Router } from 'express';
+import { z } from '../src/zod.ts';
+import { normalizeSpec } from '../src/spec.ts';
+import { BatchInputSchema, batchView, createBatch, getBatch, listBatches } from '../src/batch.ts';
+import { urlProblem } from '../src/webhook.ts';
+import { admissionProblems, type ApiDeps } from './experiments.ts';
+import { HttpProblem, validationProblem, type ProblemItem } from './problem.ts';
+
+export const BatchListQuery = z.strictObject({
+  limit: z.coerce.number().int().min(1).max(500).default(50),
+  offset: z.coerce.number().int().min(0).max(1_000_000).default(0),
+});
+
+export function batchesRouter(deps: ApiDeps): Router {
+  const { store, queues, config } = deps;
+  const r = Router();
+
+  r.post('/', async (req, res) => {
+    if (!req.is('application/json')) throw new HttpProblem(415, 'Unsupported media type', 'send the batch as application/json');
+    const parsed = BatchInputSchema.safeParse(req.body);
+    if (!parsed.success) throw validationProblem(parsed.error, 'batch');
+    const input = parsed.data;
+    const specs = input.experiments.map(normalizeSpec);
+    const problems: ProblemItem[] = [];
+    specs.forEach((s, i) => problems.push(...admissionProblems(s, config).map((p) => ({ pointer: `/experiments/${i}${p.pointer}`, detail: p.detail }))));
+    const hook = input.webhook && urlProblem(input.webhook.url, config.webhookAllowPrivate);
+    if (hook) problems.push({ pointer: '/webhook/url', detail: hook });
+    if (problems.length) throw new HttpProblem(400, 'Batch cannot run here', problems.map((p) => `${p.pointer}: ${p.detail}`).join('; '), problems);
+
+    const batch = await createBatch(store, queues, input, specs);
+    const v = await batchView(store, batch);
+    res.status(202).location(v.links.self).json({ id: v.id, status: v.status, experiments: v.experiments.map((e) => ({ id: e.id, status: e.status })), links: v.links });
+  });
+
+  r.get('/', async (req, res) => {
+    const q = BatchListQuery.safeParse(req.query);
+    if (!q.success) throw validationProblem(q.error, 'query', '/query');
+    const { items, total } = await listBatches(store, q.data.limit, q.data.offset);
+    res.json({ items: await Promise.all(items.map((b) => batchView(store, b))), total, limit: q.data.limit, offset: q.data.offset });
+  });
+
+  r.get('/:id', async (req, res) => {
+    const b = await getBatch(store, String(req.params.id));
+    if (!b) throw new HttpProblem(404, 'Batch not found', `no batch with id "${req.params.id}"`);
+    res.json(await batchView(store, b));
+  });
+
+  return r;
+}

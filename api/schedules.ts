@@ -1,0 +1,46 @@
+// /v1/schedules: recurring experiments by cron expression and time zone (BullMQ job schedulers).
+import { Router } from 'express';
+import { normalizeSpec } from '../src/spec.ts';
+import { RecurringScheduleSchema, Schedules } from '../src/schedule.ts';
+import { admissionProblems, type ApiDeps } from './experiments.ts';
+import { HttpProblem, validationProblem } from './problem.ts';
+
+export function schedulesRouter(deps: ApiDeps & { schedules: Schedules }): Router {
+  const { config, schedules } = deps;
+  const r = Router();
+
+  const load = async (id: string) => {
+    const s = await schedules.get(id);
+    if (!s) throw new HttpProblem(404, 'Schedule not found', `no schedule with id "${id}"`);
+    return s;
+  };
+
+  r.post('/', async (req, res) => {
+    if (!req.is('application/json')) throw new HttpProblem(415, 'Unsupported media type', 'send the schedule as application/json');
+    const parsed = RecurringScheduleSchema.safeParse(req.body);
+    if (!parsed.success) throw validationProblem(parsed.error, 'schedule');
+    const spec = normalizeSpec(parsed.data.spec);
+    const problems = admissionProblems(spec, config).map((p) => ({ pointer: `/spec${p.pointer}`, detail: p.detail }));
+    if (problems.length) throw new HttpProblem(400, 'Schedule cannot run here', problems.map((p) => `${p.pointer}: ${p.detail}`).join('; '), problems);
+    const s = await schedules.create(parsed.data, spec);
+    const v = await schedules.view(s);
+    res.status(201).location(v.links.self).json(v);
+  });
+
+  r.get('/', async (_req, res) => {
+    const items = await schedules.list();
+    res.json({ items: await Promise.all(items.map((s) => schedules.view(s))), total: items.length });
+  });
+
+  r.get('/:id', async (req, res) => {
+    res.json(await schedules.view(await load(String(req.params.id))));
+  });
+
+  r.delete('/:id', async (req, res) => {
+    const s = await load(String(req.params.id));
+    await schedules.remove(s.id);
+    res.status(204).end();
+  });
+
+  return r;
+}

@@ -1,0 +1,165 @@
+// Recurring experiments ("the paper matrix every night at 23:00 Berlin time"), kept as BullMQ job
+// schedulers: the scheduler puts a small job on the `schedules` queue at each cron tick, and the
+// schedule worker turns that tick into an ordinary experiment (record + job on its pool's queue).
+// The spec is stored with the schedule, validated once when the schedule is made.
+import { Queue, getNextMillis } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { z } from './zod.ts';
+import { SpecInputSchema, type Spec } from './spec.ts';
+import { Store } from './store.ts';
+import type { Queues } from './queue.ts';
+import type { Config } from './config.ts';
+import { TimeZoneSchema, isTimeZone } from './window.ts';
+import { enqueue, newRecord } from './batch.ts';
+import { redactWebhook } from './webhook.ts';
+
+export const SCHEDULE_QUEUE = 'schedules';
+
+export function cronProblem(pattern: string, timeZone: string): string | undefined {
+  try {
+    getNextMillis(Date.now(), { pattern, tz: isTimeZone(timeZone) ? timeZone : 'UTC' });
+    return undefined;
+  } catch (err) {
+    return `not a cron expression (${(err as Error).message}); e.g. "0 23 * * *" is every day at 23:00`;
+  }
+}
+
+export const RecurringScheduleSchema = z
+  .strictObject({
+    name: z.string().min(1).max(100).optional(),
+    cron: z.string().min(1).max(200).describe('cron expression, 5 fields (or 6 with seconds first), e.g. "0 23 * * *"'),
+    timeZone: TimeZoneSchema.default('UTC').describe('IANA time zone the cron expression is read in'),
+    startDate: z.iso.datetime({ offset: true }).optional().describe('no run before this instant'),
+    endDate: z.iso.datetime({ offset: true }).optional().describe('no run after this instant'),
+    limit: z.number().int().min(1).max(1_000_000).optional().describe('stop after this many runs'),
+    spec: SpecInputSchema.describe('the experiment each run submits, as for POST /v1/experiments'),
+  })
+  .superRefine((s, ctx) => {
+    const p = cronProblem(s.cron, s.timeZone);
+    if (p) ctx.addIssue({ code: 'custom', path: ['cron'], message: p });
+    if (s.startDate && s.endDate && Date.parse(s.endDate) <= Date.parse(s.startDate)) {
+      ctx.addIssue({ code: 'custom', path: ['endDate'], message: 'endDate must be after startDate' });
+    }
+  })
+  .openapi('RecurringSchedule');
+export type RecurringInput = z.output<typeof RecurringScheduleSchema>;
+
+export interface ScheduleRecord {
+  id: string;
+  name: string;
+  cron: string;
+  timeZone: string;
+  startDate?: string;
+  endDate?: string;
+  limit?: number;
+  spec: Spec;
+  createdAt: string;
+}
+
+const RECENT = 50;
+
+export class Schedules {
+  readonly queue: Queue;
+  constructor(connection: Redis, private store: Store, private queues: Queues, config: Config) {
+    this.queue = new Queue(SCHEDULE_QUEUE, { connection, prefix: config.prefix });
+  }
+
+  private key(id: string) {
+    return this.store.key('schedule', id);
+  }
+
+  async create(input: RecurringInput, spec: Spec, now = Date.now()): Promise<ScheduleRecord> {
+    const rec: ScheduleRecord = {
+      id: Store.newId(),
+      name: input.name ?? spec.name,
+      cron: input.cron,
+      timeZone: input.timeZone,
+      ...(input.startDate ? { startDate: input.startDate } : {}),
+      ...(input.endDate ? { endDate: input.endDate } : {}),
+      ...(input.limit ? { limit: input.limit } : {}),
+      spec,
+      createdAt: new Date(now).toISOString(),
+    };
+    // The record first: a tick that fires at once must find the spec.
+    await this.store.redis.multi().set(this.key(rec.id), JSON.stringify(rec)).zadd(this.store.key('schedules'), now, rec.id).exec();
+    try {
+      await this.queue.upsertJobScheduler(
+        rec.id,
+        {
+          pattern: rec.cron, tz: rec.timeZone,
+          ...(rec.startDate ? { startDate: rec.startDate } : {}),
+          ...(rec.endDate ? { endDate: rec.endDate } : {}),
+          ...(rec.limit ? { limit: rec.limit } : {}),
+        },
+        { name: 'tick', data: { scheduleId: rec.id }, opts: { removeOnComplete: { count: 100 }, removeOnFail: { count: 100 } } },
+      );
+    } catch (err) {
+      await this.store.redis.multi().del(this.key(rec.id)).zrem(this.store.key('schedules'), rec.id).exec();
+      throw err;
+    }
+    return rec;
+  }
+
+  async get(id: string): Promise<ScheduleRecord | null> {
+    if (!/^[a-z0-9]{1,64}$/.test(id)) return null;
+    const s = await this.store.redis.get(this.key(id));
+    return s ? (JSON.parse(s) as ScheduleRecord) : null;
+  }
+
+  async list(): Promise<ScheduleRecord[]> {
+    const ids = await this.store.redis.zrevrange(this.store.key('schedules'), 0, -1);
+    return (await Promise.all(ids.map((i) => this.get(i)))).filter((s): s is ScheduleRecord => !!s);
+  }
+
+  async remove(id: string): Promise<boolean> {
+    const had = await this.get(id);
+    await this.queue.removeJobScheduler(id);
+    await this.store.redis.multi().del(this.key(id)).zrem(this.store.key('schedules'), id).exec();
+    return !!had;
+  }
+
+  /**
+   * One tick: submit the schedule's experiment. The tick's job id is unique per run, and a marker
+   * keyed by it makes a tick delivered twice (at-least-once queues) submit one experiment.
+   */
+  async spawn(scheduleId: string, tickId: string, now = Date.now()): Promise<string | undefined> {
+    const sched = await this.get(scheduleId);
+    if (!sched) return undefined; // deleted between the tick and now
+    const rec = newRecord(sched.spec, now);
+    const fresh = await this.store.redis.set(this.store.key('schedtick', tickId), rec.id, 'EX', 30 * 86_400, 'NX');
+    if (!fresh) return (await this.store.redis.get(this.store.key('schedtick', tickId))) ?? undefined;
+    await this.store.create(rec);
+    try {
+      await enqueue(this.queues, rec, now);
+    } catch (err) {
+      await this.store.remove(rec.id).catch(() => {});
+      await this.store.redis.del(this.store.key('schedtick', tickId)).catch(() => {});
+      throw err;
+    }
+    await this.store.redis.multi().lpush(this.store.key('schedruns', scheduleId), rec.id).ltrim(this.store.key('schedruns', scheduleId), 0, RECENT - 1).exec();
+    return rec.id;
+  }
+
+  /** The schedule as a GET shows it: next run, recent experiments, and never the webhook secret. */
+  async view(s: ScheduleRecord) {
+    const job = await this.queue.getJobScheduler(s.id);
+    const recent = await this.store.redis.lrange(this.store.key('schedruns', s.id), 0, 9);
+    const recs = await Promise.all(recent.map((i) => this.store.get(i)));
+    return {
+      id: s.id, name: s.name, cron: s.cron, timeZone: s.timeZone,
+      ...(s.startDate ? { startDate: s.startDate } : {}),
+      ...(s.endDate ? { endDate: s.endDate } : {}),
+      ...(s.limit ? { limit: s.limit } : {}),
+      createdAt: s.createdAt,
+      next: job?.next ? new Date(job.next).toISOString() : null,
+      runs: job?.iterationCount ?? 0,
+      recent: recs.filter((r) => !!r).map((r) => ({ id: r!.id, status: r!.status, createdAt: r!.createdAt, links: { self: `/v1/experiments/${r!.id}` } })),
+      spec: redactWebhook(s.spec),
+      links: { self: `/v1/schedules/${s.id}` },
+    };
+  }
+
+  async close(): Promise<void> {
+    await this.queue.close();
+  }
+}

@@ -1,0 +1,20 @@
+// The schedule worker: each tick of a recurring schedule becomes one experiment on its pool's queue.
+import { Worker, type Job } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Config } from '../src/config.ts';
+import { SCHEDULE_QUEUE, type Schedules } from '../src/schedule.ts';
+
+export async function startScheduleWorker(opts: { config: Config; connection: Redis; schedules: Schedules; log: (m: string) => void }) {
+  const worker = new Worker<{ scheduleId: string }>(
+    SCHEDULE_QUEUE,
+    async (job: Job<{ scheduleId: string }>) => {
+      const id = await opts.schedules.spawn(job.data.scheduleId, job.id ?? `${job.data.scheduleId}-${job.timestamp}`);
+      if (id) opts.log(`schedule ${job.data.scheduleId}: submitted experiment ${id}`);
+      return { experiment: id ?? null };
+    },
+    { connection: opts.connection, prefix: opts.config.prefix, concurrency: 1 },
+  );
+  worker.on('error', (err) => opts.log(`schedule worker error: ${err.message}`));
+  await worker.waitUntilReady();
+  return { worker, close: () => worker.close() };
+}
