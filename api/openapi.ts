@@ -62,6 +62,12 @@ export function openApiDocument(): object {
   for (const p of ['/v1/profiles', '/v1/presets']) {
     reg.registerPath({ method: 'get', path: p, summary: `Built-in ${p.slice(4)}`, security: sec, responses: { 200: { description: 'The list', content: { 'application/json': { schema: z.record(z.string(), z.unknown()) } } }, 401: problem('Unauthorized') } });
   }
+  const Host = z.object({
+    id: z.string(), pool: z.string(), heartbeatAt: z.string(), current: z.string().nullable(),
+    capabilities: z.object({ kvm: z.boolean(), docker: z.boolean(), root: z.boolean(), cores: z.number().int(), memoryMiB: z.number().int() }),
+  });
+  reg.registerPath({ method: 'get', path: '/v1/hosts', summary: 'Worker hosts with a recent heartbeat', security: sec, responses: { 200: { description: 'Hosts', content: { 'application/json': { schema: z.object({ items: z.array(Host) }) } } }, 401: problem('Unauthorized') } });
+  reg.registerPath({ method: 'get', path: '/metrics', summary: 'Prometheus metrics', security: sec, responses: { 200: { description: 'Prometheus text format', content: { 'text/plain': { schema: z.string() } } }, 401: problem('Unauthorized') } });
   reg.registerPath({ method: 'get', path: '/healthz', summary: 'Liveness', security: [], responses: { 200: { description: 'Alive', content: { 'application/json': { schema: z.object({ status: z.string() }) } } } } });
   reg.registerPath({ method: 'get', path: '/readyz', summary: 'Readiness (Redis reachable)', security: [], responses: { 200: { description: 'Ready', content: { 'application/json': { schema: z.object({ status: z.string() }) } } }, 503: problem('Not ready') } });
   cached = new OpenApiGeneratorV31(reg.definitions).generateDocument({
@@ -70,5 +76,17 @@ export function openApiDocument(): object {
     servers: [{ url: 'http://127.0.0.1:8080' }],
     security: sec,
   });
+  addOperationIds(cached as { paths?: Record<string, Record<string, { operationId?: string }>> });
   return cached;
+}
+
+/** Give every operation a stable operationId derived from its method and path (getV1ExperimentsIdResults). */
+function addOperationIds(doc: { paths?: Record<string, Record<string, { operationId?: string }>> }): void {
+  for (const [path, ops] of Object.entries(doc.paths ?? {})) {
+    for (const [method, op] of Object.entries(ops)) {
+      if (typeof op !== 'object' || op.operationId) continue;
+      const words = path.split(/[^A-Za-z0-9]+/).filter(Boolean).map((w) => w[0]!.toUpperCase() + w.slice(1));
+      op.operationId = method + words.join('');
+    }
+  }
 }
