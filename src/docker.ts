@@ -17,12 +17,12 @@ import type { Step, WorkloadPlan } from './workload.ts';
 import { runStep } from './host.ts';
 import { abortError } from './process.ts';
 import { toolVersions } from './system.ts';
-import { runChecked } from './process.ts';
+import { buildRootTree, AGENT_PATH, SCRATCH_PATH } from './rootfs.ts';
 
 const LABEL = 'io.kvmq';
 const ROLE = `${LABEL}.role`;
 const IMAGE_REPO = 'kvmq-guest';
-const SCRATCH = '/scratch';
+const SCRATCH = SCRATCH_PATH;
 /** Deadlines for engine calls that should be quick; a hung engine becomes a clear error, not a hang. */
 const API_MS = 60_000;
 const READY_MS = 60_000;
@@ -179,22 +179,23 @@ interface Guest {
 export interface DockerDriverOptions {
   /** The engine; the default follows DOCKER_HOST or the local socket. */
   docker?: Docker;
-  /** Where the guest root tree comes from (the same tree as the VM initramfs). */
-  rootTree?: (stateDir: string, log: (m: string) => void) => Promise<RootTree>;
+  /** Cached root trees live here (default: KVMQ_IMAGE_DIR, else images/ under the state directory). */
+  cacheDir?: string;
+  /** Where the guest root tree comes from: the same tree, by the same content hash, as the VM initramfs. */
+  rootTree?: (cacheDir: string, log: (m: string) => void) => Promise<{ dir: string; hash: string }>;
 }
 
 export class DockerDriver implements GuestDriver {
   readonly name = 'docker' as const;
   private docker: Docker;
   private rootTree: NonNullable<DockerDriverOptions['rootTree']>;
+  private cacheDir: string;
   private image: Promise<string> | undefined;
 
-  constructor(
-    private stateDir: string,
-    opts: DockerDriverOptions = {},
-  ) {
+  constructor(stateDir: string, opts: DockerDriverOptions = {}) {
     this.docker = opts.docker ?? new Docker();
-    this.rootTree = opts.rootTree ?? provisionalRootTree;
+    this.rootTree = opts.rootTree ?? ((cacheDir, log) => buildRootTree({ cacheDir, log }));
+    this.cacheDir = opts.cacheDir ?? path.resolve(process.env.KVMQ_IMAGE_DIR || path.join(stateDir, 'images'));
   }
 
   async probe(): Promise<DriverProbe> {
@@ -216,8 +217,12 @@ export class DockerDriver implements GuestDriver {
   }
 
   private async buildImage(log: (m: string) => void): Promise<string> {
-    const tree = await this.rootTree(this.stateDir, log);
-    const tag = `${IMAGE_REPO}:${tree.hash.slice(0, 20)}`;
+    // Ask the engine first: an unreachable engine should not cost a root tree build before it fails.
+    await deadline(this.docker.ping(), 10_000, 'answering a ping').catch((err) => {
+      throw engineError(err, 'preparing the guest image');
+    });
+    const tree = await this.rootTree(this.cacheDir, log);
+    const tag = `${IMAGE_REPO}:${tree.hash}`;
     try {
       await deadline(this.docker.getImage(tag).inspect(), API_MS, `looking up image ${tag}`);
       return tag;
@@ -228,9 +233,8 @@ export class DockerDriver implements GuestDriver {
     const started = Date.now();
     const ctx = await fs.promises.mkdtemp(path.join(os.tmpdir(), 'kvmq-image-'));
     try {
-      // The root tree is the context itself, so nothing is copied; .dockerignore keeps the two build
-      // files out of the image.
-      const agent = tree.agentPath.replace(/^\//, '');
+      // The root tree is the context itself, so nothing is copied; .dockerignore keeps the build files
+      // and the tree's own manifest out of the image.
       await fs.promises.writeFile(
         path.join(ctx, 'Dockerfile'),
         [
@@ -239,11 +243,11 @@ export class DockerDriver implements GuestDriver {
           `LABEL ${ROLE}=guest-image ${LABEL}.tree=${tree.hash}`,
           'ENV PATH=/bin:/sbin:/usr/bin:/usr/sbin',
           `WORKDIR ${SCRATCH}`,
-          `ENTRYPOINT ["/${agent}", "--stdio", "--scratch", "${SCRATCH}"]`,
+          `ENTRYPOINT ["${AGENT_PATH}", "--stdio", "--scratch", "${SCRATCH}"]`,
           '',
         ].join('\n'),
       );
-      await fs.promises.writeFile(path.join(ctx, '.dockerignore'), 'Dockerfile\n.dockerignore\n');
+      await fs.promises.writeFile(path.join(ctx, '.dockerignore'), 'Dockerfile\n.dockerignore\n.kvmq-tree\n');
       // GNU tar streams the context; an argument vector, and its exit status is checked below.
       const tarProc = spawn('tar', ['--numeric-owner', '-c', '-C', ctx, 'Dockerfile', '.dockerignore', '-C', tree.dir, '.'], {
         stdio: ['ignore', 'pipe', 'pipe'],
@@ -444,54 +448,3 @@ export class DockerDriver implements GuestDriver {
   }
 }
 
-/** A guest root tree on the host: the directory, its content hash and where the agent lives in it. */
-export interface RootTree {
-  dir: string;
-  hash: string;
-  agentPath: string;
-}
-
-/**
- * PROVISIONAL, until the shared root tree of the VM image lands: busybox, the workload binaries with the
- * closure of their shared libraries (ldd), and the agent compiled static, at the paths they have on the host.
- */
-export async function provisionalRootTree(stateDir: string, log: (m: string) => void): Promise<RootTree> {
-  const binaries = ['busybox', 'sysbench', 'stress-ng', 'postmark'];
-  const files = new Set<string>();
-  for (const b of binaries) {
-    const found = (process.env.PATH ?? '/usr/bin:/bin').split(':').map((d) => path.join(d, b)).find((f) => fs.existsSync(f));
-    if (!found) throw new PermanentError(`${b} is not installed on the worker host, so the guest image cannot be made (run "kvmq doctor")`);
-    const real = fs.realpathSync(found);
-    files.add(real);
-    const ldd = await runChecked(['ldd', real]).catch(() => ({ output: '' }));
-    for (const m of ldd.output.matchAll(/(\/\S+\.so[^\s]*)/g)) files.add(m[1]!);
-  }
-  const agentSrc = new URL('./agent/kvmq-agent.c', import.meta.url).pathname;
-  const hash = crypto.createHash('sha256');
-  for (const f of [...files].sort()) hash.update(f).update('\0').update(fs.readFileSync(f));
-  hash.update(fs.readFileSync(agentSrc));
-  const digest = hash.digest('hex');
-  const dir = path.join(stateDir, 'docker-root', digest.slice(0, 20));
-  if (fs.existsSync(path.join(dir, 'bin', 'kvmq-agent'))) return { dir, hash: digest, agentPath: '/bin/kvmq-agent' };
-  log('making the guest root tree for containers');
-  const tmp = `${dir}.tmp-${process.pid}`;
-  await fs.promises.rm(tmp, { recursive: true, force: true });
-  for (const f of files) {
-    const to = path.join(tmp, f);
-    await fs.promises.mkdir(path.dirname(to), { recursive: true });
-    await fs.promises.copyFile(f, to);
-    await fs.promises.chmod(to, 0o755);
-  }
-  // Commands run as "busybox dd", "sysbench" ...: put every binary on the agent's PATH under its name.
-  await fs.promises.mkdir(path.join(tmp, 'bin'), { recursive: true });
-  for (const b of binaries) {
-    const at = path.join(tmp, 'bin', b);
-    const real = [...files].find((f) => path.basename(f) === b || f.endsWith(`/${b}`));
-    if (real && real !== `/bin/${b}`) await fs.promises.symlink(real, at).catch(() => {});
-  }
-  await runChecked(['gcc', '-static', '-O2', '-o', path.join(tmp, 'bin', 'kvmq-agent'), agentSrc]);
-  await fs.promises.mkdir(path.join(tmp, 'tmp'), { recursive: true });
-  await fs.promises.rm(dir, { recursive: true, force: true });
-  await fs.promises.rename(tmp, dir);
-  return { dir, hash: digest, agentPath: '/bin/kvmq-agent' };
-}
