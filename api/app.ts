@@ -9,6 +9,7 @@ import { PRESETS } from '../src/preset.ts';
 import { openApiDocument } from './openapi.ts';
 import { hostsRouter } from './hosts.ts';
 import { metricsRouter } from './metrics.ts';
+import { rateLimit } from './ratelimit.ts';
 import { batchesRouter } from './batches.ts';
 import { schedulesRouter } from './schedules.ts';
 import { deliveriesRouter } from './deliveries.ts';
@@ -32,6 +33,7 @@ export function createApp(deps: ApiDeps): express.Express {
   app.get('/openapi.json', (_req, res) => void res.json(openApiDocument()));
   app.use('/metrics', bearerAuth(deps.config.apiTokens), metricsRouter(deps.store, deps.queues));
 
+  app.use('/v1', rateLimit(deps.config.rateLimit));
   app.use('/v1', bearerAuth(deps.config.apiTokens));
   app.use('/v1', express.json({ limit: '1mb', strict: false, type: ['application/json', 'application/*+json'] }));
   app.use('/v1/experiments', experimentsRouter(deps));

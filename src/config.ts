@@ -18,6 +18,8 @@ export interface Config {
   lockMs: number;
   /** On SIGTERM: abort the cell in flight (default) or let it finish; either way the job is requeued. */
   shutdown: 'abort' | 'finish';
+  /** Requests a minute per API client on /v1 (KVMQ_RATE_LIMIT; 0 turns the limit off). */
+  rateLimit: number;
   /** Webhook targets on loopback or private networks are refused unless set (KVMQ_WEBHOOK_ALLOW_PRIVATE=1). */
   webhookAllowPrivate: boolean;
   /** Delays between webhook attempts (KVMQ_WEBHOOK_BACKOFF_MS, a comma list); the first attempt is at once. */
@@ -51,6 +53,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     hostId: env.KVMQ_HOST_ID ?? os.hostname(),
     allowCommands: env.KVMQ_ALLOW_COMMANDS === '1',
     prefix: env.KVMQ_PREFIX ?? '{kvmq}',
+    rateLimit: Math.max(0, Number(env.KVMQ_RATE_LIMIT ?? 1200) || 0),
     shutdown: env.KVMQ_SHUTDOWN === 'finish' ? 'finish' : 'abort',
     lockMs: Math.max(1000, Number(env.KVMQ_LOCK_MS ?? 60_000) || 60_000),
     webhookAllowPrivate: env.KVMQ_WEBHOOK_ALLOW_PRIVATE === '1',

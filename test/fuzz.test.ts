@@ -7,7 +7,7 @@ import { testStack, requireTool, type TestStack } from './helpers.ts';
 const skip = requireTool('redis-server');
 let s: TestStack;
 before(async () => {
-  if (!skip) s = await testStack({ worker: false, tag: 'fuzz' });
+  if (!skip) s = await testStack({ worker: false, tag: 'fuzz', env: { KVMQ_RATE_LIMIT: '0' } });
 });
 after(async () => s?.stop());
 
