@@ -8,6 +8,7 @@ import { PRESETS, type PresetName } from './preset.ts';
 import { IMPLEMENTED_DRIVERS } from './drivers.ts';
 import { systemInfo, capabilities } from './system.ts';
 import { runArgv } from './process.ts';
+import { shutdown as shutdownSysctl } from './sysctl.ts';
 
 const USAGE = `kvmq: server-consolidation experiments on KVM hosts
 
@@ -79,7 +80,15 @@ function untilSignal(stop: () => Promise<void>): Promise<void> {
   return new Promise((resolve) => {
     let stopping = false;
     const onSignal = (sig: string) => {
-      if (stopping) return;
+      if (stopping) {
+        // A second signal: do not wait for the parts any longer, but never exit with a profile applied.
+        console.error(`kvmq: ${sig} again, restoring sysctls and exiting now`);
+        void shutdownSysctl(loadConfig().stateDir).then(
+          () => process.exit(130),
+          (err) => (console.error(`kvmq: sysctl restore failed: ${(err as Error).message}`), process.exit(1)),
+        );
+        return;
+      }
       stopping = true;
       console.error(`kvmq: ${sig}, stopping (restoring the host first)`);
       stop().then(resolve, (err) => {

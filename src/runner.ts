@@ -10,7 +10,6 @@ import { cellKey, expandCells, maxRepetitions, passes, shuffled, wantsRepetition
 import { planWorkload, workloadId } from './workload.ts';
 import { systemInfo } from './system.ts';
 import * as sysctl from './sysctl.ts';
-import { BUILTIN_PROFILES, type SysctlKey } from './profile.ts';
 
 export interface RunnerDeps {
   store: Store;
@@ -19,8 +18,6 @@ export interface RunnerDeps {
   log: (msg: string) => void;
   onProgress?: (p: Progress) => Promise<void> | void;
 }
-
-const RECORDED_KEYS = Object.keys(BUILTIN_PROFILES['paper-default']!.sysctl) as SysctlKey[];
 
 export async function runExperiment(deps: RunnerDeps, id: string, signal: AbortSignal): Promise<void> {
   const { store, log } = deps;
@@ -60,22 +57,33 @@ export async function runExperiment(deps: RunnerDeps, id: string, signal: AbortS
   };
   const maxReps = maxRepetitions(spec);
 
+  // Every profile that writes host sysctls is checked before the first guest boots: not root or a
+  // read-only /proc/sys fails the experiment here, with the reason, instead of after the first profile.
+  const writesHost = (p: (typeof spec.profiles)[number]) => p.target !== 'guest' && Object.keys(p.sysctl).length > 0;
+  const hostWrites = spec.profiles.filter(writesHost).map((p) => p.sysctl);
+  if (hostWrites.length) await sysctl.preflight(deps.stateDir, hostWrites);
+
   for (const profile of spec.profiles) {
     const refsOf = (scenario: string, reps: number[]) =>
       spec.workloads.flatMap((w) => reps.map((repetition) => ({ profile: profile.name, scenario, workload: workloadId(w), repetition })));
     const all = Array.from({ length: maxReps }, (_, i) => i + 1);
     const pending = (scenario?: string, reps = all) => spec.scenarios.some((s) => (!scenario || s.id === scenario) && refsOf(s.id, reps).some(wants));
     if (!pending()) continue;
-    const onHost = profile.target !== 'guest' && Object.keys(profile.sysctl).length > 0;
-    const record: ProfileRecord = { name: profile.name, target: profile.target, requested: { ...profile.sysctl }, applied: {}, readBack: {}, restored: false };
+    const onHost = writesHost(profile);
+    const record: ProfileRecord & { thresholds?: sysctl.Thresholds; restoreError?: string } = {
+      name: profile.name, target: profile.target, requested: { ...profile.sysctl }, applied: {}, readBack: {}, restored: false,
+    };
     try {
       if (onHost) {
-        await sysctl.preflight(profile.sysctl);
-        const a = await sysctl.applyProfile(deps.stateDir, { experimentId: id, profile: profile.name }, profile.sysctl);
-        Object.assign(record, { before: a.before, applied: a.applied, readBack: a.readBack, effective: a.effective });
+        const a = await sysctl.applyProfile(deps.stateDir, { experimentId: id, profile: profile.name, signal, log }, profile.sysctl);
+        Object.assign(record, { before: a.before, applied: a.applied, readBack: a.readBack, effective: a.effective, thresholds: a.thresholds });
         log(`profile ${profile.name} applied: ${JSON.stringify(a.readBack)}`);
       } else {
-        record.readBack = await sysctl.readAll(RECORDED_KEYS);
+        // Nothing written on the host: record what is in force there, so profiles compare key by key.
+        record.readBack = await sysctl.readAll(sysctl.RECORDED_KEYS);
+        record.effective = sysctl.effectiveValues(record.readBack);
+        const t = await sysctl.readThresholds();
+        if (t) record.thresholds = t;
       }
       await store.putProfile(id, record);
 
@@ -127,10 +135,17 @@ export async function runExperiment(deps: RunnerDeps, id: string, signal: AbortS
       }
     } finally {
       if (onHost) {
-        const j = await sysctl.restoreHost(deps.stateDir);
-        record.restored = true;
+        try {
+          const j = await sysctl.restoreHost(deps.stateDir);
+          record.restored = true;
+          if (j) log(`profile ${profile.name} restored: ${JSON.stringify(j.original)}`);
+        } catch (err) {
+          // The journal stays; the next worker start retries. The experiment fails with this reason.
+          record.restoreError = (err as Error).message;
+          await store.putProfile(id, record).catch(() => {});
+          throw err;
+        }
         await store.putProfile(id, record);
-        if (j) log(`profile ${profile.name} restored: ${JSON.stringify(j.original)}`);
       } else {
         record.restored = true;
         await store.putProfile(id, record).catch(() => {});

@@ -1,50 +1,98 @@
 // Applying a sysctl profile to a host, and always undoing it. Like tuned, the original values are saved
 // (in a journal, fsync'd and renamed into place) before anything is written, and a journal found at the
 // next worker start is restored first. Writes go straight to /proc/sys files, never through a shell.
+//
+// Two kernel rules shape this module (mm/page-writeback.c):
+// - dirty_ratio/dirty_bytes and dirty_background_ratio/dirty_background_bytes are pairs: writing one
+//   member zeroes the other. dirty_ratio and dirty_bytes only do so when the value actually changes, so
+//   writing the value already in force leaves the other member set; setPair() handles that.
+// - when the background threshold is >= the dirty threshold, the kernel uses half of the dirty
+//   threshold instead (the paper's tuned profile, 90/90, runs with an effective background of 45).
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { SYSCTL_KEYS, type SysctlKey, type SysctlValues } from './profile.ts';
+import { PermanentError } from './guest.ts';
 
-export const PROC_SYS = process.env.KVMQ_PROC_SYS ?? '/proc/sys';
+/** Where sysctl files live; KVMQ_PROC_SYS points elsewhere only to test a read-only /proc/sys. */
+export function procSys(): string {
+  return process.env.KVMQ_PROC_SYS ?? '/proc/sys';
+}
 const JOURNAL = 'sysctl-journal.json';
+// One lease per machine, whatever the state directory or Redis: two kvmq processes tuning the same
+// host at once would each journal the other's values as "original" and leave the host changed.
+function leasePath(): string {
+  return process.env.KVMQ_SYSCTL_LEASE ?? '/run/kvmq-sysctl.lease';
+}
 
-// Writing one member of these pairs zeroes the other in the kernel, so they are saved and restored
-// together, and only the member that was active (non-zero) is written back.
-const PAIRS: [SysctlKey, SysctlKey][] = [
-  ['vm.dirty_ratio', 'vm.dirty_bytes'],
-  ['vm.dirty_background_ratio', 'vm.dirty_background_bytes'],
+type Pair = { ratio: SysctlKey; bytes: SysctlKey };
+const PAIRS: Pair[] = [
+  { ratio: 'vm.dirty_ratio', bytes: 'vm.dirty_bytes' },
+  { ratio: 'vm.dirty_background_ratio', bytes: 'vm.dirty_background_bytes' },
+];
+const pairOf = (key: SysctlKey) => PAIRS.find((p) => p.ratio === key || p.bytes === key);
+
+/** What results always record for every profile, so profiles compare key by key. */
+export const RECORDED_KEYS: SysctlKey[] = [
+  'vm.dirty_ratio', 'vm.dirty_bytes', 'vm.dirty_background_ratio', 'vm.dirty_background_bytes',
+  'vm.dirty_expire_centisecs', 'vm.dirty_writeback_centisecs',
 ];
 
 export interface Journal {
   version: 1;
   pid: number;
+  /** The process start time (clock ticks since boot), so a reused pid is not taken for the writer. */
+  pidStart: number | null;
   experimentId: string;
   profile: string;
   createdAt: string;
   original: SysctlValues;
 }
 
+export interface Thresholds {
+  /** The kernel's own dirty and background thresholds in pages, from /proc/vmstat. */
+  dirtyPages: number;
+  backgroundPages: number;
+}
+
 export interface Application {
   before: SysctlValues;
   applied: SysctlValues;
   readBack: SysctlValues;
-  /** What the kernel acts on, where it differs from what reads back (the background clamp). */
+  /** readBack as the kernel acts on it: the background clamp applied. */
   effective: SysctlValues;
+  thresholds?: Thresholds;
 }
 
-function file(key: string): string {
-  return path.join(PROC_SYS, ...key.split('.'));
+function file(key: SysctlKey): string {
+  if (!(key in SYSCTL_KEYS)) throw new Error(`${key} is not an allow-listed sysctl`);
+  return path.join(procSys(), ...key.split('.'));
 }
 
 export async function readSysctl(key: SysctlKey): Promise<number> {
-  return Number((await fs.readFile(file(key), 'utf8')).trim());
+  const text = (await fs.readFile(file(key), 'utf8')).trim();
+  const n = Number(text);
+  if (!Number.isSafeInteger(n)) throw new Error(`${key} reads "${text}", not an integer`);
+  return n;
 }
 
 async function writeSysctl(key: SysctlKey, value: number): Promise<void> {
-  await fs.writeFile(file(key), `${value}\n`);
+  try {
+    await fs.writeFile(file(key), `${value}\n`);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EINVAL' || code === 'ERANGE') throw new PermanentError(`the kernel refused ${key}=${value} (${code})`);
+    throw new PermanentError(`cannot write ${key} (${code}): ${writeHint(code)}`);
+  }
 }
 
-export async function readAll(keys: SysctlKey[]): Promise<SysctlValues> {
+function writeHint(code: string | undefined): string {
+  if (code === 'EACCES' || code === 'EPERM') return 'a profile that changes sysctls needs a worker running as root';
+  if (code === 'EROFS') return `${procSys()} is mounted read-only here (a container?); run the worker on the host, or use the "unchanged" profile`;
+  if (code === 'ENOENT') return 'this kernel has no such sysctl';
+  return 'the write failed';
+}
+
+export async function readAll(keys: readonly SysctlKey[]): Promise<SysctlValues> {
   const out: SysctlValues = {};
   for (const k of keys) out[k] = await readSysctl(k);
   return out;
@@ -53,21 +101,75 @@ export async function readAll(keys: SysctlKey[]): Promise<SysctlValues> {
 /** The keys to save for a profile: its own, plus the other member of each ratio/bytes pair. */
 function keysToSave(values: SysctlValues): SysctlKey[] {
   const keys = new Set(Object.keys(values) as SysctlKey[]);
-  for (const [a, b] of PAIRS) if (keys.has(a) || keys.has(b)) keys.add(a).add(b);
+  for (const p of PAIRS) if (keys.has(p.ratio) || keys.has(p.bytes)) keys.add(p.ratio).add(p.bytes);
   return [...keys];
 }
 
-/** The kernel uses half of dirty_ratio as the background threshold when background >= dirty. */
+/** The values recorded for a profile: the common set plus whatever the profile itself writes. */
+export function recordedKeys(values: SysctlValues): SysctlKey[] {
+  return [...new Set([...RECORDED_KEYS, ...keysToSave(values)])];
+}
+
+/**
+ * The values the kernel acts on: when the background threshold is >= the dirty threshold it uses half
+ * the dirty threshold. Decidable from the values alone when both thresholds are in the same unit; in
+ * mixed units it depends on dirtyable memory, which /proc/vmstat's thresholds show.
+ */
 export function effectiveValues(v: SysctlValues): SysctlValues {
-  const out: SysctlValues = {};
+  const out: SysctlValues = { ...v };
   const ratio = v['vm.dirty_ratio'];
-  const bg = v['vm.dirty_background_ratio'];
-  if (ratio !== undefined && bg !== undefined && ratio > 0 && bg >= ratio) out['vm.dirty_background_ratio'] = Math.floor(ratio / 2);
+  const bytes = v['vm.dirty_bytes'];
+  const bgRatio = v['vm.dirty_background_ratio'];
+  const bgBytes = v['vm.dirty_background_bytes'];
+  const byRatio = !bytes && !bgBytes;
+  const byBytes = !!bytes && !!bgBytes;
+  if (byRatio && ratio !== undefined && bgRatio !== undefined && bgRatio >= ratio) out['vm.dirty_background_ratio'] = Math.floor(ratio / 2);
+  if (byBytes && bgBytes! >= bytes!) out['vm.dirty_background_bytes'] = Math.floor(bytes! / 2);
   return out;
 }
 
+export async function readThresholds(): Promise<Thresholds | undefined> {
+  const text = await fs.readFile('/proc/vmstat', 'utf8').catch(() => '');
+  const get = (name: string) => Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(text)?.[1] ?? NaN);
+  const t = { dirtyPages: get('nr_dirty_threshold'), backgroundPages: get('nr_dirty_background_threshold') };
+  return Number.isFinite(t.dirtyPages) && Number.isFinite(t.backgroundPages) ? t : undefined;
+}
+
+/** Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat), or null. */
+async function processStart(pid: number): Promise<number | null> {
+  const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => null);
+  if (!stat) return null;
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(fields[19]);
+}
+
+/** Is the process that wrote a journal or lease still the same running process? */
+async function alive(pid: number, start: number | null): Promise<boolean> {
+  const now = await processStart(pid);
+  return now !== null && (start === null || now === start);
+}
+
+// Within a process the operations are serialized, so a restore on SIGTERM can never interleave with an
+// apply that is halfway through; after shutdown() nothing more is applied.
+let chain: Promise<unknown> = Promise.resolve();
+let closed = false;
+function serial<T>(fn: () => Promise<T>): Promise<T> {
+  const run = chain.then(fn, fn);
+  chain = run.catch(() => {});
+  return run;
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const fh = await fs.open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
 async function writeJournal(stateDir: string, j: Journal): Promise<void> {
-  await fs.mkdir(stateDir, { recursive: true });
+  await fs.mkdir(stateDir, { recursive: true, mode: 0o700 });
   const tmp = path.join(stateDir, `${JOURNAL}.${process.pid}.tmp`);
   const fh = await fs.open(tmp, 'w', 0o600);
   try {
@@ -77,85 +179,229 @@ async function writeJournal(stateDir: string, j: Journal): Promise<void> {
     await fh.close();
   }
   await fs.rename(tmp, path.join(stateDir, JOURNAL));
-  const dir = await fs.open(stateDir, 'r');
-  try {
-    await dir.sync();
-  } finally {
-    await dir.close();
-  }
+  await syncDir(stateDir);
 }
 
 export async function readJournal(stateDir: string): Promise<Journal | null> {
+  let text: string;
   try {
-    return JSON.parse(await fs.readFile(path.join(stateDir, JOURNAL), 'utf8')) as Journal;
+    text = await fs.readFile(path.join(stateDir, JOURNAL), 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw err;
   }
+  const j = JSON.parse(text) as Journal;
+  // The journal drives writes to /proc/sys as root: only allow-listed keys with integer values pass.
+  for (const [k, v] of Object.entries(j.original ?? {})) {
+    if (!(k in SYSCTL_KEYS) || !Number.isSafeInteger(v)) throw new Error(`the sysctl journal in ${stateDir} holds ${k}=${String(v)}, which kvmq never writes; inspect and remove it by hand`);
+  }
+  return j;
+}
+
+async function removeJournal(stateDir: string): Promise<void> {
+  await fs.rm(path.join(stateDir, JOURNAL), { force: true });
+  await syncDir(stateDir).catch(() => {});
+}
+
+interface Lease {
+  pid: number;
+  pidStart: number | null;
+  stateDir: string;
+}
+
+/** Take the machine-wide lease, waiting while another live process holds it. */
+export async function acquireLease(stateDir: string, signal?: AbortSignal, log?: (m: string) => void): Promise<void> {
+  const p = leasePath();
+  const mine: Lease = { pid: process.pid, pidStart: await processStart(process.pid), stateDir };
+  let told = false;
+  for (;;) {
+    try {
+      await fs.mkdir(path.dirname(p), { recursive: true });
+      const fh = await fs.open(p, 'wx', 0o600);
+      try {
+        await fh.writeFile(JSON.stringify(mine));
+      } finally {
+        await fh.close();
+      }
+      return;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new PermanentError(`cannot create the sysctl lease ${p}: ${(err as Error).message}`);
+    }
+    const held = JSON.parse(await fs.readFile(p, 'utf8').catch(() => '{}')) as Partial<Lease>;
+    // Ours already (a restore that failed kept it); another stack in this same process must wait.
+    if (held.pid === process.pid && held.stateDir === stateDir) return;
+    if (typeof held.pid !== 'number' || !(await alive(held.pid, held.pidStart ?? null))) {
+      // The holder crashed with its profile applied: put its originals back first, or they would be
+      // journalled here as ours. (Its own worker's next start finds no journal then, which is fine.)
+      if (held.stateDir && held.stateDir !== stateDir) {
+        const j = await restoreFrom(held.stateDir);
+        if (j) log?.(`restored sysctl values left by crashed pid ${j.pid} (experiment ${j.experimentId}): ${JSON.stringify(j.original)}`);
+      }
+      await fs.rm(p, { force: true });
+      continue;
+    }
+    if (!told) log?.(`waiting: kvmq pid ${held.pid} (state ${held.stateDir}) has a sysctl profile applied on this host`);
+    told = true;
+    signal?.throwIfAborted();
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+export async function releaseLease(stateDir: string): Promise<void> {
+  const p = leasePath();
+  const held = JSON.parse(await fs.readFile(p, 'utf8').catch(() => '{}')) as Partial<Lease>;
+  if (typeof held.pid !== 'number') return;
+  const mine = held.pid === process.pid && held.stateDir === stateDir;
+  if (mine || (held.pid !== process.pid && !(await alive(held.pid, held.pidStart ?? null)))) await fs.rm(p, { force: true });
 }
 
 /**
- * Check that every key can be written, before any guest boots: write each current value back
- * unchanged. Fails with a reason a user can act on (not root, /proc/sys read-only).
+ * Check, before any guest boots, that every key of every given profile can be written: the state
+ * directory takes a journal, and each sysctl takes its current value back. Fails with a reason a user
+ * can act on (not root, /proc/sys read-only, a key this kernel lacks).
  */
-export async function preflight(values: SysctlValues): Promise<void> {
-  for (const key of keysToSave(values)) {
-    const cur = await readSysctl(key);
-    // Writing 0 to the inactive member of a pair would switch modes, so only the active one is touched.
-    if (cur === 0 && PAIRS.some(([a, b]) => a === key || b === key)) continue;
+export async function preflight(stateDir: string, profiles: SysctlValues[]): Promise<void> {
+  try {
+    await fs.mkdir(stateDir, { recursive: true, mode: 0o700 });
+    await fs.access(stateDir, fs.constants.W_OK);
+  } catch (err) {
+    throw new PermanentError(`the sysctl journal cannot be written to KVMQ_STATE_DIR ${stateDir} (${(err as NodeJS.ErrnoException).code}); a profile that changes sysctls needs it`);
+  }
+  const keys = new Set(profiles.flatMap((v) => keysToSave(v)));
+  for (const key of keys) {
+    let cur: number;
     try {
-      await writeSysctl(key, cur);
+      cur = await readSysctl(key);
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      throw new Error(`cannot write ${key} (${code}): a profile that changes sysctls needs root and a writable ${PROC_SYS}`);
+      throw new PermanentError(`cannot read ${key} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): ${writeHint((err as NodeJS.ErrnoException).code)}`);
     }
+    // A zero pair member is the inactive one: writing 0 would be refused (dirty_bytes) or switch the
+    // pair's mode (the background pair zeroes its partner on every write), so only the active one is
+    // written back.
+    if (cur === 0 && pairOf(key)) continue;
+    await writeSysctl(key, cur);
   }
 }
 
-export async function applyProfile(stateDir: string, ctx: { experimentId: string; profile: string }, values: SysctlValues): Promise<Application> {
-  const keys = keysToSave(values);
-  const before = await readAll(keys);
-  // If an earlier journal is still here (a restore that failed), its originals are the true ones.
-  const prior = await readJournal(stateDir);
-  const original = { ...before, ...(prior?.original ?? {}) };
-  await writeJournal(stateDir, { version: 1, pid: process.pid, experimentId: ctx.experimentId, profile: ctx.profile, createdAt: new Date().toISOString(), original });
-  for (const [key, value] of Object.entries(values) as [SysctlKey, number][]) {
-    const r = SYSCTL_KEYS[key];
-    if (value < r.min || value > r.max) throw new Error(`${key}=${value} is outside ${r.min}..${r.max}`);
-    await writeSysctl(key, value);
-  }
-  const readBack = await readAll(keys);
-  for (const [key, value] of Object.entries(values) as [SysctlKey, number][]) {
-    if (readBack[key] !== value) throw new Error(`${key} reads back ${readBack[key]} after writing ${value}`);
-  }
-  return { before, applied: values, readBack, effective: effectiveValues(readBack) };
+/**
+ * Write one member of a ratio/bytes pair and make sure the other ends at zero, as the kernel does when
+ * the value changes. When the value is already in force the kernel leaves the partner set, so a
+ * different value is written first.
+ */
+async function setPair(pair: Pair, key: SysctlKey, value: number): Promise<void> {
+  const other = key === pair.ratio ? pair.bytes : pair.ratio;
+  await writeSysctl(key, value);
+  if ((await readSysctl(other)) === 0) return;
+  const r = SYSCTL_KEYS[key];
+  const step = key === pair.bytes ? 4096 : 1;
+  await writeSysctl(key, value + step <= r.max ? value + step : value - step);
+  await writeSysctl(key, value);
 }
 
-/** Write the saved originals back in an order that survives the ratio/bytes coupling. */
+async function writeValues(values: SysctlValues): Promise<void> {
+  for (const [key, value] of Object.entries(values) as [SysctlKey, number][]) {
+    const pair = pairOf(key);
+    if (pair) await setPair(pair, key, value);
+    else await writeSysctl(key, value);
+  }
+}
+
+/**
+ * Journal the current values, write the profile, read it back. The lease is held and the journal kept
+ * until restoreHost(); if a write fails part way, the caller's restoreHost() puts everything back.
+ */
+export function applyProfile(
+  stateDir: string,
+  ctx: { experimentId: string; profile: string; signal?: AbortSignal; log?: (m: string) => void },
+  values: SysctlValues,
+): Promise<Application> {
+  return serial(async () => {
+    if (closed) throw new Error('the worker is shutting down; no profile is applied');
+    for (const [key, value] of Object.entries(values) as [SysctlKey, number][]) {
+      const r = SYSCTL_KEYS[key];
+      if (!r || !Number.isSafeInteger(value) || value < r.min || value > r.max) throw new PermanentError(`${key}=${value} is not allowed (${r ? `${r.min}..${r.max}` : 'not on the allow-list'})`);
+    }
+    await acquireLease(stateDir, ctx.signal, ctx.log);
+    const keys = recordedKeys(values);
+    const before = await readAll(keys);
+    // If an earlier journal is still here (a restore that failed), its originals are the true ones.
+    const prior = await readJournal(stateDir);
+    const original = { ...before, ...(prior?.original ?? {}) };
+    await writeJournal(stateDir, {
+      version: 1, pid: process.pid, pidStart: await processStart(process.pid),
+      experimentId: ctx.experimentId, profile: ctx.profile, createdAt: new Date().toISOString(), original,
+    });
+    await writeValues(values);
+    const readBack = await readAll(keys);
+    for (const [key, value] of Object.entries(values) as [SysctlKey, number][]) {
+      if (readBack[key] !== value) throw new Error(`${key} reads back ${readBack[key]} after writing ${value}`);
+    }
+    const thresholds = await readThresholds();
+    return { before, applied: { ...values }, readBack, effective: effectiveValues(readBack), ...(thresholds ? { thresholds } : {}) };
+  });
+}
+
+/**
+ * Write the saved originals back. The other keys go first, then each pair through its active member
+ * (the non-zero one), which zeroes the other member exactly as it was.
+ */
 export async function restoreValues(original: SysctlValues): Promise<void> {
-  const paired = new Set(PAIRS.flat());
+  // Values already right are not written: a restore is then idempotent, and a journal of values that
+  // were never changed clears even where /proc/sys has since become read-only.
+  const paired = new Set(PAIRS.flatMap((p) => [p.ratio, p.bytes]));
   for (const [key, value] of Object.entries(original) as [SysctlKey, number][]) {
-    if (!paired.has(key)) await writeSysctl(key, value);
+    if (!paired.has(key) && (await readSysctl(key)) !== value) await writeSysctl(key, value);
   }
-  for (const [ratio, bytes] of PAIRS) {
-    const r = original[ratio];
-    const b = original[bytes];
+  for (const pair of PAIRS) {
+    const r = original[pair.ratio];
+    const b = original[pair.bytes];
     if (r === undefined && b === undefined) continue;
-    // The active member was non-zero; writing it zeroes the other, which is exactly the original state.
-    if (b !== undefined && b > 0) await writeSysctl(bytes, b);
-    else if (r !== undefined) await writeSysctl(ratio, r);
+    const now = await readAll([pair.ratio, pair.bytes]);
+    if ((r === undefined || now[pair.ratio] === r) && (b === undefined || now[pair.bytes] === b)) continue;
+    if (b !== undefined && b > 0) await setPair(pair, pair.bytes, b);
+    else if (r !== undefined) await setPair(pair, pair.ratio, r);
   }
 }
 
-/** Restore from the journal, if there is one, and remove it. Answers what was restored. */
-export async function restoreHost(stateDir: string): Promise<Journal | null> {
+/**
+ * Restore from the journal, if there is one, check every value reads back as it was, then remove the
+ * journal and release the lease. Answers the journal it restored. A failed check keeps the journal, so
+ * the next worker start tries again.
+ */
+export function restoreHost(stateDir: string): Promise<Journal | null> {
+  return serial(async () => {
+    const j = await restoreFrom(stateDir);
+    await releaseLease(stateDir);
+    return j;
+  });
+}
+
+async function restoreFrom(stateDir: string): Promise<Journal | null> {
   const j = await readJournal(stateDir);
   if (!j) return null;
   await restoreValues(j.original);
   const back = await readAll(Object.keys(j.original) as SysctlKey[]);
-  for (const [key, value] of Object.entries(j.original) as [SysctlKey, number][]) {
-    if (back[key] !== value) throw new Error(`restore of ${key} reads back ${back[key]}, want ${value}; the journal is kept`);
+  const wrong = (Object.entries(j.original) as [SysctlKey, number][]).filter(([k, v]) => back[k] !== v);
+  if (wrong.length) {
+    throw new Error(`sysctl restore incomplete (${wrong.map(([k, v]) => `${k} reads ${back[k]}, want ${v}`).join('; ')}); the journal in ${stateDir} is kept`);
   }
-  await fs.rm(path.join(stateDir, JOURNAL), { force: true });
+  await removeJournal(stateDir);
   return j;
+}
+
+/**
+ * At worker start: restore a journal left by a crashed run. A journal whose writer is still running
+ * (another worker process sharing this state directory) is left to it.
+ */
+export async function recoverJournal(stateDir: string): Promise<{ restored: Journal | null; liveOwner?: number }> {
+  const j = await readJournal(stateDir);
+  if (!j) return { restored: null };
+  if (j.pid !== process.pid && (await alive(j.pid, j.pidStart ?? null))) return { restored: null, liveOwner: j.pid };
+  return { restored: await restoreHost(stateDir) };
+}
+
+/** On SIGTERM/SIGINT: no more applies from this process; restore whatever is still applied. */
+export function shutdown(stateDir: string): Promise<Journal | null> {
+  closed = true;
+  return restoreHost(stateDir);
 }

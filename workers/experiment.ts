@@ -7,7 +7,7 @@ import { Store } from '../src/store.ts';
 import { queueName } from '../src/queue.ts';
 import { runExperiment, ShutdownError } from '../src/runner.ts';
 import { PermanentError, type GuestDriver } from '../src/guest.ts';
-import { restoreHost } from '../src/sysctl.ts';
+import * as sysctl from '../src/sysctl.ts';
 import type { Config } from '../src/config.ts';
 import { announce, withdraw, HEARTBEAT_MS } from '../src/registry.ts';
 import { capabilities } from '../src/system.ts';
@@ -32,8 +32,9 @@ export class CancelledError extends Error {
 }
 
 export async function recoverHost(opts: Pick<ExperimentWorkerOptions, 'config' | 'drivers' | 'log'>): Promise<void> {
-  const j = await restoreHost(opts.config.stateDir);
-  if (j) opts.log(`restored sysctl values left by experiment ${j.experimentId} (pid ${j.pid}): ${JSON.stringify(j.original)}`);
+  const { restored: j, liveOwner } = await sysctl.recoverJournal(opts.config.stateDir);
+  if (j) opts.log(`restored sysctl values left by experiment ${j.experimentId} (pid ${j.pid}, profile ${j.profile}): ${JSON.stringify(j.original)}`);
+  if (liveOwner) opts.log(`a sysctl journal in ${opts.config.stateDir} belongs to running pid ${liveOwner}; left to it`);
   for (const d of Object.values(opts.drivers)) {
     const reaped = await d.reapLeftovers();
     if (reaped.length) opts.log(`${d.name}: reaped leftovers of a crashed run: ${reaped.join(', ')}`);
@@ -177,6 +178,9 @@ export async function startExperimentWorker(opts: ExperimentWorkerOptions): Prom
       draining = true;
       if (config.shutdown === 'abort') for (const ac of running.values()) ac.abort(new ShutdownError());
       await worker.close();
+      // The runner restores after each profile; this catches a restore that failed or never ran.
+      const left = await sysctl.restoreHost(config.stateDir).catch((err) => log(`sysctl restore at shutdown failed: ${(err as Error).message}`));
+      if (left) log(`restored sysctl values at shutdown: ${JSON.stringify(left.original)}`);
       await sub.quit().catch(() => {});
       await withdraw(store, config.hostId, process.pid).catch(() => {});
     },
