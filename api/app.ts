@@ -9,6 +9,8 @@ import { PRESETS } from '../src/preset.ts';
 import { openApiDocument } from './openapi.ts';
 import { hostsRouter } from './hosts.ts';
 import { metricsRouter } from './metrics.ts';
+import { compareRouter } from './compare.ts';
+import { dashboardRouter, chartRouter } from './dashboard.ts';
 import { rateLimit } from './ratelimit.ts';
 import { batchesRouter } from './batches.ts';
 import { schedulesRouter } from './schedules.ts';
@@ -31,6 +33,7 @@ export function createApp(deps: ApiDeps): express.Express {
     res.json({ status: 'ready' });
   });
   app.get('/openapi.json', (_req, res) => void res.json(openApiDocument()));
+  app.use(dashboardRouter());
   app.use('/metrics', bearerAuth(deps.config.apiTokens), metricsRouter(deps.store, deps.queues));
 
   app.use('/v1', rateLimit(deps.config.rateLimit));
@@ -41,6 +44,8 @@ export function createApp(deps: ApiDeps): express.Express {
   app.use('/v1/batches', batchesRouter(deps));
   app.use('/v1/schedules', schedulesRouter({ ...deps, schedules: deps.schedules ?? new Schedules(deps.store.redis, deps.store, deps.queues, deps.config) }));
   app.use('/v1/hosts', hostsRouter(deps.store));
+  app.use('/v1/compare', compareRouter(deps));
+  app.use('/v1', chartRouter(deps));
   app.get('/v1/profiles', (_req, res) => void res.json({ items: Object.values(BUILTIN_PROFILES), allowedKeys: SYSCTL_KEYS }));
   app.get('/v1/presets', (_req, res) => void res.json({ items: Object.entries(PRESETS).map(([name, p]) => ({ name, ...p })) }));
 

@@ -3,6 +3,7 @@ import { OpenAPIRegistry, OpenApiGeneratorV31 } from '@asteasolutions/zod-to-ope
 import { z } from '../src/zod.ts';
 import { SpecInputSchema } from '../src/spec.ts';
 import { ListQuery, ResultsQuery } from './experiments.ts';
+import { CompareQuery } from './compare.ts';
 
 let cached: object | undefined;
 
@@ -59,6 +60,30 @@ export function openApiDocument(): object {
     method: 'delete', path: '/v1/experiments/{id}', summary: 'Cancel an experiment', security: sec, request: { params: id },
     responses: { 200: { description: 'Cancelled', content: { 'application/json': { schema: Experiment } } }, 202: { description: 'Cancel sent to the worker', content: { 'application/json': { schema: Experiment } } }, 401: problem('Unauthorized'), 404: problem('Unknown id'), 409: problem('Already finished') },
   });
+  const Ci = z.tuple([z.number(), z.number()]);
+  const Side = z.object({ n: z.number().int(), mean: z.number(), ci95: Ci });
+  const Comparison = reg.register(
+    'Comparison',
+    z.object({
+      base: z.record(z.string(), z.unknown()), other: z.record(z.string(), z.unknown()), sameSystem: z.boolean(),
+      systemDifferences: z.array(z.object({ field: z.string(), base: z.union([z.string(), z.number(), z.null()]), other: z.union([z.string(), z.number(), z.null()]) })),
+      warnings: z.array(z.string()), profilePairs: z.array(z.object({ base: z.string(), other: z.string() })),
+      cells: z.array(z.object({
+        profile: z.string(), otherProfile: z.string().optional(), scenario: z.string(), workload: z.string(), base: Side, other: Side,
+        ratio: z.number().describe('other mean / base mean'), ci95: Ci.optional(), t: z.number().optional(), df: z.number().optional(),
+        p: z.number().optional().describe("two-sided p of Welch's t-test"), significant: z.boolean(), verdict: z.string(),
+      })),
+    }),
+  );
+  reg.registerPath({
+    method: 'get', path: '/v1/compare', summary: 'Per cell ratio other/base with 95% interval and significance', security: sec, request: { query: CompareQuery },
+    responses: { 200: { description: 'The comparison', content: { 'application/json': { schema: Comparison }, 'text/markdown': { schema: z.string() } } }, 400: problem('Bad query'), 401: problem('Unauthorized'), 404: problem('Unknown id') },
+  });
+  reg.registerPath({
+    method: 'get', path: '/v1/experiments/{id}/chart', summary: 'Bar chart of seconds per scenario for each workload, with 95% CI error bars', security: sec, request: { params: id },
+    responses: { 200: { description: 'An SVG image', content: { 'image/svg+xml': { schema: z.string() } } }, 401: problem('Unauthorized'), 404: problem('Unknown id') },
+  });
+  reg.registerPath({ method: 'get', path: '/', summary: 'Dashboard page (asks for a token when the API has tokens)', security: [], responses: { 200: { description: 'HTML', content: { 'text/html': { schema: z.string() } } } } });
   for (const p of ['/v1/profiles', '/v1/presets']) {
     reg.registerPath({ method: 'get', path: p, summary: `Built-in ${p.slice(4)}`, security: sec, responses: { 200: { description: 'The list', content: { 'application/json': { schema: z.record(z.string(), z.unknown()) } } }, 401: problem('Unauthorized') } });
   }

@@ -8,6 +8,12 @@ import { PRESETS, type PresetName } from './preset.ts';
 import { IMPLEMENTED_DRIVERS } from './drivers.ts';
 import { systemInfo, capabilities } from './system.ts';
 import { runArgv } from './process.ts';
+import { renderChart } from './chart.ts';
+import type { Results } from './report.ts';
+import { existsSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { shutdown as shutdownSysctl } from './sysctl.ts';
 
 const USAGE = `kvmq: server-consolidation experiments on KVM hosts
@@ -17,7 +23,8 @@ const USAGE = `kvmq: server-consolidation experiments on KVM hosts
   kvmq demo                start the stack, run the paper-quick preset, print the tables
   kvmq submit FILE|--preset NAME [--driver D] [--name N] [--wait]
   kvmq status ID [--watch]
-  kvmq results ID [--format markdown|csv|json]
+  kvmq results ID [--format markdown|csv|json] [--chart out.svg|out.png]
+  kvmq compare BASE OTHER [--format markdown|json]
   kvmq cancel ID
   kvmq doctor              what this host can run
 
@@ -108,7 +115,7 @@ async function main(argv: string[]): Promise<number> {
     allowPositionals: true,
     options: {
       preset: { type: 'string' }, driver: { type: 'string' }, name: { type: 'string' }, wait: { type: 'boolean' },
-      watch: { type: 'boolean' }, format: { type: 'string' }, pool: { type: 'string' }, 'host-id': { type: 'string' }, help: { type: 'boolean', short: 'h' },
+      watch: { type: 'boolean' }, format: { type: 'string' }, chart: { type: 'string' }, pool: { type: 'string' }, 'host-id': { type: 'string' }, help: { type: 'boolean', short: 'h' },
     },
   });
   if (values.pool) process.env.KVMQ_POOL = values.pool;
@@ -146,9 +153,23 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'results': {
-      if (!positionals[0]) throw new Error('usage: kvmq results ID [--format markdown|csv|json]');
+      if (!positionals[0]) throw new Error('usage: kvmq results ID [--format markdown|csv|json] [--chart out.svg|out.png]');
+      if (values.chart) {
+        const { json } = await api('GET', `/v1/experiments/${positionals[0]}/results?format=json`);
+        await saveChart(json, values.chart);
+        console.error(`kvmq: chart of ${json.summary.length} cells written to ${values.chart}`);
+        if (!values.format) return 0;
+      }
       const { text } = await api('GET', `/v1/experiments/${positionals[0]}/results?format=${values.format ?? 'markdown'}`);
       process.stdout.write(text.endsWith('\n') ? text : text + '\n');
+      return 0;
+    }
+    case 'compare': {
+      if (positionals.length !== 2) throw new Error('usage: kvmq compare BASE OTHER [--format markdown|json]');
+      const format = values.format === 'json' ? 'json' : 'markdown';
+      const q = new URLSearchParams({ base: positionals[0]!, other: positionals[1]!, format });
+      const { text, json } = await api('GET', `/v1/compare?${q}`);
+      process.stdout.write(format === 'json' ? JSON.stringify(json, null, 2) + '\n' : text);
       return 0;
     }
     case 'cancel': {
@@ -166,6 +187,24 @@ async function main(argv: string[]): Promise<number> {
     default:
       console.error(USAGE);
       return 2;
+  }
+}
+
+/** Save the results' bar chart: SVG as drawn; PNG through a headless Chromium when one is installed. */
+async function saveChart(results: Results, file: string): Promise<void> {
+  const svg = renderChart(results);
+  if (!/\.png$/i.test(file)) return fs.writeFile(file, svg);
+  const browser = ['/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome'].find((b) => existsSync(b));
+  if (!browser) throw new Error('a PNG needs a Chromium (apt-get install chromium); give a .svg file name instead');
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'kvmq-chart-'));
+  try {
+    await fs.writeFile(path.join(dir, 'chart.svg'), svg);
+    const [w, h] = [/width="(\d+)"/.exec(svg)?.[1] ?? '920', /height="(\d+)"/.exec(svg)?.[1] ?? '600'];
+    const r = await runArgv([browser, '--headless', '--no-sandbox', '--disable-gpu', '--hide-scrollbars', `--user-data-dir=${path.join(dir, 'profile')}`,
+      `--window-size=${w},${h}`, `--screenshot=${path.resolve(file)}`, pathToFileURL(path.join(dir, 'chart.svg')).href]);
+    if (r.code !== 0 || !existsSync(file)) throw new Error(`chromium could not draw the PNG (exit ${r.code})`);
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
   }
 }
 

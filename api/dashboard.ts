@@ -1,0 +1,50 @@
+// The dashboard: one static page (plain HTML, JS and CSS from api/dashboard/, nothing from the internet)
+// that talks to the same /v1 API a script does, so it works with auth on: the page asks for a token and
+// sends it as a bearer header. Also the chart route the page and scripts share.
+import { Router, type Response } from 'express';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { buildResults } from '../src/report.ts';
+import { renderChart } from '../src/chart.ts';
+import type { ApiDeps } from './experiments.ts';
+import { HttpProblem } from './problem.ts';
+
+const DIR = path.join(path.dirname(fileURLToPath(import.meta.url)), 'dashboard');
+const FILES: Record<string, string> = {
+  '/': 'index.html',
+  '/dashboard/app.js': 'app.js',
+  '/dashboard/style.css': 'style.css',
+};
+const TYPES: Record<string, string> = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8' };
+
+// Only this origin's script and style; no inline script; nothing may frame the page.
+const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/** Public routes: the page itself holds no data, so it is served without a token. */
+export function dashboardRouter(): Router {
+  const r = Router();
+  for (const [route, file] of Object.entries(FILES)) {
+    r.get(route, async (_req, res) => {
+      const body = await fs.readFile(path.join(DIR, file));
+      res.set({ 'content-type': TYPES[path.extname(file)]!, 'content-security-policy': CSP, 'cache-control': 'no-cache' }).send(body);
+    });
+  }
+  return r;
+}
+
+function sendSvg(res: Response, svg: string): void {
+  // An SVG document can carry script; ours never does, and this policy makes sure none would run.
+  res.set({ 'content-type': 'image/svg+xml; charset=utf-8', 'content-security-policy': "default-src 'none'; style-src 'unsafe-inline'" }).send(svg);
+}
+
+/** GET /v1/experiments/:id/chart: the results as an SVG bar chart (mounted under the authenticated /v1). */
+export function chartRouter(deps: ApiDeps): Router {
+  const r = Router();
+  r.get('/experiments/:id/chart', async (req, res) => {
+    const rec = await deps.store.get(String(req.params.id));
+    if (!rec) throw new HttpProblem(404, 'Experiment not found', `no experiment with id "${req.params.id}"`);
+    sendSvg(res, renderChart(await buildResults(deps.store, rec)));
+  });
+  return r;
+}

@@ -1,0 +1,518 @@
+// The kvmq dashboard: plain browser JavaScript against the /v1 API, no build step and nothing fetched
+// from outside this origin. Live status comes from /v1/experiments/:id/events read through fetch()
+// streaming, because EventSource cannot send the Authorization header an API with tokens requires.
+
+const FINAL = ['completed', 'failed', 'cancelled'];
+const TOKEN_KEY = 'kvmq-token';
+let token = sessionStorage.getItem(TOKEN_KEY) || '';
+// Aborted on every navigation: it closes the event streams and timers of the page being left.
+let page = new AbortController();
+
+// ---------- small helpers ----------
+
+/** Build an element; strings become text nodes, never HTML. */
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === 'class') el.className = v;
+    else if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+    else el.setAttribute(k, v === true ? '' : String(v));
+  }
+  for (const c of children.flat(Infinity)) if (c !== undefined && c !== null && c !== false) el.append(c instanceof Node ? c : String(c));
+  return el;
+}
+const $main = () => document.getElementById('main');
+const fmt = (x) => (x === undefined || x === null || !Number.isFinite(x) ? '-' : x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
+const pct = (x) => (Number.isFinite(x) ? `${(x * 100).toFixed(1)}%` : '-');
+const when = (iso) => (iso ? new Date(iso).toLocaleString() : '-');
+const sleep = (ms, signal) => new Promise((r) => { const t = setTimeout(r, ms); signal?.addEventListener('abort', () => { clearTimeout(t); r(); }, { once: true }); });
+const enc = encodeURIComponent;
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super(body?.detail || body?.title || `HTTP ${status}`);
+    this.status = status;
+    this.body = body;
+  }
+}
+
+// ---------- the token ----------
+
+let asking = null;
+/** Show the token dialog once, however many requests were refused at the same moment. */
+function askToken(message) {
+  asking ??= new Promise((resolve) => {
+    const dlg = document.getElementById('token-dialog');
+    const err = document.getElementById('token-error');
+    err.hidden = !message;
+    err.textContent = message || '';
+    const form = document.getElementById('token-form');
+    const onSubmit = (e) => {
+      e.preventDefault();
+      const v = document.getElementById('token-input').value.trim();
+      if (!v) return;
+      token = v;
+      sessionStorage.setItem(TOKEN_KEY, v);
+      form.removeEventListener('submit', onSubmit);
+      dlg.close();
+      document.getElementById('signout').hidden = false;
+      asking = null;
+      resolve();
+    };
+    form.addEventListener('submit', onSubmit);
+    if (!dlg.open) dlg.showModal();
+    document.getElementById('token-input').focus();
+  });
+  return asking;
+}
+
+async function api(path, { accept = 'application/json', signal = page.signal } = {}) {
+  for (;;) {
+    const headers = { accept };
+    if (token) headers.authorization = `Bearer ${token}`;
+    const res = await fetch(path, { headers, signal, cache: 'no-store' });
+    if (res.status !== 401) return res;
+    await askToken(token ? 'That token was refused; try another.' : '');
+  }
+}
+
+async function getJson(path, opts) {
+  const res = await api(path, opts);
+  const body = await res.json().catch(() => null);
+  if (!res.ok) throw new ApiError(res.status, body);
+  return body;
+}
+
+async function getText(path, accept) {
+  const res = await api(path, { accept });
+  const text = await res.text();
+  if (!res.ok) throw new ApiError(res.status, (() => { try { return JSON.parse(text); } catch { return null; } })());
+  return text;
+}
+
+/** A download that carries the bearer header (a plain link could not). */
+async function download(path, filename, accept) {
+  const res = await api(path, { accept });
+  if (!res.ok) throw new ApiError(res.status, await res.json().catch(() => null));
+  const url = URL.createObjectURL(await res.blob());
+  const a = h('a', { href: url, download: filename });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
+// ---------- live events through fetch streaming ----------
+
+/**
+ * Follow an experiment's server-sent events until it reaches a final status or the page is left.
+ * A dropped stream is reopened with backoff; the first event after (re)connecting is the current status.
+ */
+async function follow(id, onEvent, signal) {
+  let backoff = 1000;
+  while (!signal.aborted) {
+    let final = false;
+    try {
+      const res = await api(`/v1/experiments/${enc(id)}/events`, { accept: 'text/event-stream', signal });
+      if (!res.ok || !res.body) throw new Error(`events: HTTP ${res.status}`);
+      const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+      signal.addEventListener('abort', () => reader.cancel().catch(() => {}), { once: true });
+      let buf = '';
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += value.replace(/\r\n?/g, '\n');
+        let i;
+        while ((i = buf.indexOf('\n\n')) >= 0) {
+          const frame = buf.slice(0, i);
+          buf = buf.slice(i + 2);
+          let type = 'message';
+          let data = '';
+          for (const line of frame.split('\n')) {
+            if (line.startsWith('event:')) type = line.slice(6).trim();
+            else if (line.startsWith('data:')) data += line.slice(5).replace(/^ /, '');
+          }
+          if (!data) continue;
+          let ev;
+          try {
+            ev = JSON.parse(data);
+          } catch {
+            continue;
+          }
+          backoff = 1000;
+          onEvent(type, ev);
+          if (type === 'status' && FINAL.includes(ev.status)) final = true;
+        }
+      }
+    } catch (err) {
+      if (signal.aborted) return;
+      console.warn('kvmq events', err);
+    }
+    if (final) return;
+    await sleep(backoff, signal);
+    backoff = Math.min(backoff * 2, 15_000);
+  }
+}
+
+// ---------- shared pieces ----------
+
+const statusBadge = (s) => h('span', { class: `status ${s}`, 'data-status': s }, s);
+
+function progressCell(p) {
+  const done = p?.done ?? 0;
+  const total = p?.total ?? 0;
+  return [h('progress', { max: Math.max(total, 1), value: done }), ' ', h('span', { class: 'progress-text' }, `${done}/${total}`)];
+}
+const currentText = (c) => (c ? `${c.profile}/${c.scenario}/${c.workload}${c.repetition ? ` #${c.repetition}` : ''}` : '');
+
+function systemList(s) {
+  if (!s) return h('p', { class: 'muted' }, 'No system recorded yet.');
+  const versions = Object.entries(s.versions || {}).map(([k, v]) => `${k} ${v}`).join(', ');
+  const rows = [
+    ['host', s.hostname], ['cpu', s.cpu], ['cores', s.cores], ['memory', `${s.memoryMiB} MiB`], ['kernel', s.kernel],
+    ['driver', s.driver || '-'], ['accelerator', s.accel || '-'], ['versions', versions || '-'],
+  ];
+  return h('dl', { class: 'kv' }, rows.map(([k, v]) => [h('dt', {}, k), h('dd', {}, String(v))]));
+}
+
+function errorBox(err) {
+  const notFound = err instanceof ApiError && err.status === 404;
+  return h('p', { class: 'error' }, notFound ? `Not found: ${err.message}` : `Error: ${err.message}`);
+}
+
+// ---------- page: experiment list ----------
+
+async function listPage(signal) {
+  const main = $main();
+  const tbody = h('tbody');
+  const table = h('table', { id: 'experiments' },
+    h('thead', {}, h('tr', {}, ['name', 'status', 'progress', 'current cell', 'created', 'host'].map((c) => h('th', { class: 'text' }, c)))),
+    tbody);
+  main.replaceChildren(h('h1', {}, 'Experiments'), h('section', {}, table, h('p', { class: 'muted', id: 'list-note' })));
+  const followed = new Map();
+
+  const render = (items) => {
+    tbody.replaceChildren(
+      ...items.map((e) =>
+        h('tr', { 'data-id': e.id },
+          h('td', { class: 'text' }, h('a', { href: `#/e/${e.id}` }, e.name), h('div', { class: 'muted' }, e.id)),
+          h('td', { class: 'text status-cell' }, statusBadge(e.status)),
+          h('td', { class: 'text progress-cell' }, progressCell(e.progress)),
+          h('td', { class: 'text current-cell' }, currentText(e.progress?.current)),
+          h('td', { class: 'text' }, when(e.createdAt)),
+          h('td', { class: 'text' }, e.host || '-'),
+        ),
+      ),
+    );
+    if (!items.length) tbody.append(h('tr', {}, h('td', { colspan: 6, class: 'muted' }, 'No experiments yet. Submit one with POST /v1/experiments or kvmq submit.')));
+  };
+
+  const update = (id, patch) => {
+    const row = tbody.querySelector(`tr[data-id="${CSS.escape(id)}"]`);
+    if (!row) return;
+    if (patch.status) row.querySelector('.status-cell').replaceChildren(statusBadge(patch.status));
+    if (patch.progress) {
+      row.querySelector('.progress-cell').replaceChildren(...progressCell(patch.progress));
+      row.querySelector('.current-cell').textContent = currentText(patch.progress.current);
+    }
+  };
+
+  const load = async () => {
+    const list = await getJson('/v1/experiments?limit=50', { signal });
+    render(list.items);
+    document.getElementById('list-note').textContent = `${list.total} experiment(s); live rows update as they run.`;
+    for (const e of list.items) {
+      if (FINAL.includes(e.status) || followed.has(e.id) || followed.size >= 8) continue;
+      followed.set(e.id, true);
+      follow(e.id, (type, ev) => {
+        if (type === 'status') update(e.id, { status: ev.status, ...(ev.progress ? { progress: ev.progress } : {}) });
+        else if (type === 'progress') update(e.id, { progress: ev.progress });
+      }, signal).finally(() => followed.delete(e.id));
+    }
+  };
+  await load();
+  // New experiments appear without a reload; rows already shown are kept live by their streams.
+  (async () => {
+    while (!signal.aborted) {
+      await sleep(10_000, signal);
+      if (!signal.aborted) await load().catch(() => {});
+    }
+  })();
+}
+
+// ---------- page: one experiment ----------
+
+function meansTable(results, spec, profile, field, label) {
+  const scenarios = spec.scenarios.map((s) => s.id);
+  const workloads = spec.workloads.map((w) => w.id || w.kind);
+  const get = (s, w) => results.summary.find((x) => x.profile === profile && x.scenario === s && x.workload === w);
+  return h('table', { class: `means ${field}`, 'data-profile': profile },
+    h('caption', { class: 'muted' }, label),
+    h('thead', {}, h('tr', {}, h('th', {}, 'workload'), scenarios.map((s) => h('th', {}, s)))),
+    h('tbody', {}, workloads.map((w) =>
+      h('tr', {}, h('td', {}, w), scenarios.map((s) => {
+        const row = get(s, w);
+        if (!row) return h('td', { class: 'muted' }, '-');
+        if (field === 'mean') return h('td', { title: `n ${row.n}, 95% CI ${fmt(row.ci95[0])}..${fmt(row.ci95[1])}, cv ${pct(row.cv)}` }, fmt(row.mean));
+        if (field === 'vsHost') return h('td', {}, s === 'host' ? '1.00' : fmt(row.vsHost));
+        if (field === 'vsGuest1') return h('td', {}, s === 'guest1' ? '1.00' : fmt(row.vsGuest1));
+        const v = row.vsProfile;
+        return h('td', { class: v?.significant ? 'sig' : '', title: v?.p !== undefined ? `p = ${v.p}` : '' }, v ? `${fmt(v.ratio)}${v.significant ? '*' : ''}` : '-');
+      })),
+    )),
+  );
+}
+
+function statsTable(results, profile) {
+  const rows = results.summary.filter((x) => x.profile === profile);
+  const target = results.repetitions?.targetCv;
+  return h('table', { class: 'stats', 'data-profile': profile },
+    h('thead', {}, h('tr', {}, ['workload', 'scenario', 'n', 'mean', 'median', 'stddev', 'cv', '95% CI', 'min', 'max', 'outliers'].map((c) => h('th', {}, c)))),
+    h('tbody', {}, rows.map((x) =>
+      h('tr', {},
+        h('td', {}, x.workload), h('td', { class: 'text' }, x.scenario), h('td', {}, x.n), h('td', {}, fmt(x.mean)), h('td', {}, fmt(x.median)),
+        h('td', {}, fmt(x.stddev)), h('td', { class: target !== undefined && x.cv > target ? 'error' : '' }, pct(x.cv)),
+        h('td', {}, `${fmt(x.ci95[0])} .. ${fmt(x.ci95[1])}`), h('td', {}, fmt(x.min)), h('td', {}, fmt(x.max)),
+        h('td', { class: x.outliers.length ? 'error' : 'muted' }, x.outliers.length ? x.outliers.map((o) => `#${o}`).join(' ') : '-'),
+      ),
+    )),
+  );
+}
+
+function renderResults(box, results, spec) {
+  const scenarios = spec.scenarios.map((s) => s.id);
+  const parts = [];
+  const reps = results.repetitions;
+  parts.push(h('p', { class: 'muted' },
+    `Repetitions: ${reps.min === reps.max ? reps.min : `${reps.min} to ${reps.max} while cv > ${pct(reps.targetCv)}`}; order ${reps.order}. ` +
+    `Seconds, lower is better; hover a mean for its interval.`));
+  for (const p of spec.profiles) {
+    const sec = h('section', { class: 'profile', 'data-profile': p.name }, h('h3', {}, `Profile ${p.name}`));
+    sec.append(meansTable(results, spec, p.name, 'mean', 'mean seconds'));
+    if (scenarios.includes('host') && scenarios.length > 1) sec.append(meansTable(results, spec, p.name, 'vsHost', 'relative to host'));
+    if (scenarios.includes('guest1') && scenarios.some((s) => s !== 'host' && s !== 'guest1')) sec.append(meansTable(results, spec, p.name, 'vsGuest1', 'relative to guest1'));
+    sec.append(h('h3', {}, 'Statistics'), statsTable(results, p.name));
+    parts.push(sec);
+  }
+  if (spec.profiles.length > 1) {
+    const base = spec.profiles[0].name;
+    for (const p of spec.profiles.slice(1)) {
+      parts.push(h('section', {}, h('h3', {}, `${p.name} relative to ${base}`),
+        meansTable(results, spec, p.name, 'vsProfile', "below 1.00 is faster; * = significant (Welch's t-test, p < 0.05)")));
+    }
+  }
+  const chart = h('div', { class: 'chart', id: 'chart' }, h('p', { class: 'muted' }, 'Drawing the chart…'));
+  parts.push(h('section', {}, h('h3', {}, 'Seconds per scenario (error bars: 95% CI)'), chart));
+  box.replaceChildren(...parts);
+  // The SVG comes from this API's own renderer (every label escaped there) with the page's CSP in force.
+  getText(`/v1/experiments/${enc(results.id)}/chart`, 'image/svg+xml').then(
+    (svg) => {
+      const doc = new DOMParser().parseFromString(svg, 'image/svg+xml');
+      const el = doc.documentElement;
+      if (el.nodeName !== 'svg') throw new Error('not an SVG');
+      el.querySelectorAll('script, foreignObject').forEach((n) => n.remove());
+      chart.replaceChildren(document.importNode(el, true));
+    },
+    (err) => chart.replaceChildren(errorBox(err)),
+  );
+}
+
+async function deliveriesSection(id) {
+  const sec = h('section', { id: 'deliveries' }, h('h3', {}, 'Webhook deliveries'));
+  try {
+    const d = await getJson(`/v1/experiments/${enc(id)}/deliveries`);
+    sec.append(h('p', { class: 'muted' }, d.webhook ? `Webhook: ${d.webhook.url}` : 'No webhook in this experiment.'));
+    if (d.items?.length) {
+      sec.append(h('table', {},
+        h('thead', {}, h('tr', {}, ['when', 'attempt', 'event', 'HTTP', 'outcome', 'ms', 'error', 'next attempt'].map((c) => h('th', { class: 'text' }, c)))),
+        h('tbody', {}, d.items.map((a) => h('tr', {},
+          h('td', { class: 'text' }, when(a.at)), h('td', {}, a.attempt), h('td', { class: 'text' }, a.type), h('td', {}, a.status ?? '-'),
+          h('td', { class: `text ${a.outcome === 'delivered' ? 'faster' : a.outcome === 'retrying' ? '' : 'slower'}` }, a.outcome),
+          h('td', {}, a.latencyMs ?? '-'), h('td', { class: 'text' }, a.error || ''), h('td', { class: 'text' }, a.nextAttemptAt ? when(a.nextAttemptAt) : '')))),
+      ));
+    } else if (d.webhook) sec.append(h('p', { class: 'muted' }, 'No attempt yet (it is sent when the experiment finishes).'));
+  } catch (err) {
+    // An API without the deliveries route answers 404 with "no route"; say so instead of failing.
+    if (err instanceof ApiError && err.status === 404) sec.append(h('p', { class: 'muted' }, 'Delivery attempts are not available on this API.'));
+    else sec.append(errorBox(err));
+  }
+  return sec;
+}
+
+async function experimentPage(id, signal) {
+  const main = $main();
+  const [rec, results] = await Promise.all([getJson(`/v1/experiments/${enc(id)}`), getJson(`/v1/experiments/${enc(id)}/results`)]);
+  const statusEl = h('span', { id: 'exp-status' }, statusBadge(rec.status));
+  const progressEl = h('span', { id: 'exp-progress' }, progressCell(rec.progress));
+  const currentEl = h('span', { id: 'exp-current', class: 'muted' }, currentText(rec.progress?.current));
+  const errorEl = h('p', { id: 'exp-error', class: 'error', hidden: !rec.error }, rec.error ? `Error: ${rec.error.reason}` : '');
+  const resultsBox = h('div', { id: 'results' });
+  const systemBox = h('div', {}, systemList(results.system));
+  const profilesBox = h('div', {});
+  const renderProfiles = (r) =>
+    profilesBox.replaceChildren(...(r.profiles || []).map((p) =>
+      h('p', {}, h('strong', {}, p.name), ` (target ${p.target}) read back: `,
+        Object.entries(p.readBack || {}).map(([k, v]) => `${k}=${v}`).join(' ') || '-', p.restored ? ' — restored after' : '')));
+  renderProfiles(results);
+
+  const dl = (format, ext, accept) => h('button', { type: 'button', onclick: () => download(`/v1/experiments/${enc(id)}/results?format=${format}`, `${id}.${ext}`, accept).catch((e) => alert(e.message)) }, ext.toUpperCase());
+  main.replaceChildren(
+    h('h1', {}, rec.name, ' ', statusEl),
+    h('section', {},
+      h('dl', { class: 'kv' },
+        h('dt', {}, 'id'), h('dd', {}, rec.id),
+        h('dt', {}, 'progress'), h('dd', {}, progressEl, ' ', currentEl),
+        h('dt', {}, 'host'), h('dd', {}, rec.host || '-'),
+        h('dt', {}, 'created'), h('dd', {}, when(rec.createdAt)),
+        h('dt', {}, 'started'), h('dd', { id: 'exp-started' }, when(rec.startedAt)),
+        h('dt', {}, 'finished'), h('dd', { id: 'exp-finished' }, when(rec.finishedAt)),
+        h('dt', {}, 'driver'), h('dd', {}, rec.spec?.driver || '-'),
+      ),
+      errorEl,
+      h('p', {}, 'Download: ', dl('markdown', 'md', 'text/markdown'), ' ', dl('csv', 'csv', 'text/csv'), ' ', dl('json', 'json', 'application/json'), ' ',
+        h('button', { type: 'button', onclick: () => download(`/v1/experiments/${enc(id)}/chart`, `${id}.svg`, 'image/svg+xml').catch((e) => alert(e.message)) }, 'SVG chart'), ' ',
+        h('a', { href: `#/compare?base=${enc(id)}` }, 'Compare with…')),
+    ),
+    h('h2', {}, 'Results'),
+    resultsBox,
+    h('h2', {}, 'System'),
+    h('section', {}, systemBox, profilesBox),
+    await deliveriesSection(id),
+  );
+  renderResults(resultsBox, results, rec.spec);
+
+  if (FINAL.includes(rec.status)) return;
+  let refreshing = null;
+  const refresh = () => {
+    // Cells arrive one at a time; coalesce them into one results fetch a second.
+    refreshing ??= sleep(1000, signal).then(async () => {
+      refreshing = null;
+      if (signal.aborted) return;
+      const r = await getJson(`/v1/experiments/${enc(id)}/results`, { signal }).catch(() => null);
+      if (r && !signal.aborted) {
+        renderResults(resultsBox, r, rec.spec);
+        systemBox.replaceChildren(systemList(r.system));
+        renderProfiles(r);
+      }
+    });
+  };
+  follow(id, (type, ev) => {
+    if (type === 'status') {
+      statusEl.replaceChildren(statusBadge(ev.status));
+      if (ev.progress) {
+        progressEl.replaceChildren(...progressCell(ev.progress));
+        currentEl.textContent = currentText(ev.progress.current);
+      }
+      if (ev.error) {
+        errorEl.hidden = false;
+        errorEl.textContent = `Error: ${ev.error.reason}`;
+      }
+      if (FINAL.includes(ev.status)) {
+        refresh();
+        getJson(`/v1/experiments/${enc(id)}`, { signal }).then((r) => {
+          document.getElementById('exp-finished').textContent = when(r.finishedAt);
+          progressEl.replaceChildren(...progressCell(r.progress));
+          currentEl.textContent = '';
+        }, () => {});
+      }
+    } else if (type === 'progress') {
+      progressEl.replaceChildren(...progressCell(ev.progress));
+      currentEl.textContent = currentText(ev.progress.current);
+    } else if (type === 'cell') refresh();
+  }, signal);
+}
+
+// ---------- page: compare ----------
+
+async function comparePage(params, signal) {
+  const main = $main();
+  const list = await getJson('/v1/experiments?limit=200', { signal });
+  const options = (selected) => list.items.map((e) => h('option', { value: e.id, selected: e.id === selected }, `${e.name} (${e.id}, ${e.status})`));
+  const base = h('select', { name: 'base', id: 'compare-base' }, options(params.get('base')));
+  const other = h('select', { name: 'other', id: 'compare-other' }, options(params.get('other') || list.items.find((e) => e.id !== params.get('base'))?.id));
+  const form = h('form', { class: 'inline', onsubmit: (e) => { e.preventDefault(); location.hash = `#/compare?base=${enc(base.value)}&other=${enc(other.value)}`; } },
+    h('label', {}, 'Base (denominator)', base), h('label', {}, 'Other (numerator)', other), h('button', { type: 'submit' }, 'Compare'));
+  const out = h('div', { id: 'comparison' });
+  main.replaceChildren(h('h1', {}, 'Compare two results'), h('section', {}, form), out);
+  if (!params.get('base') || !params.get('other')) return;
+  try {
+    const c = await getJson(`/v1/compare?base=${enc(params.get('base'))}&other=${enc(params.get('other'))}`, { signal });
+    out.append(
+      h('p', {}, h('a', { href: `#/e/${c.other.id}` }, c.other.name), ' against ', h('a', { href: `#/e/${c.base.id}` }, c.base.name),
+        c.sameSystem ? ' — same system.' : ' — the systems differ.'),
+      ...c.warnings.map((w) => h('div', { class: 'warn' }, w)),
+      h('section', {},
+        h('table', { class: 'comparison' },
+          h('caption', { class: 'muted' }, "ratio = other mean / base mean (below 1.00 the other is faster); p from Welch's t-test; * = significant at 0.05"),
+          h('thead', {}, h('tr', {}, ['profile', 'scenario', 'workload', 'base mean (n)', 'other mean (n)', 'ratio', '95% CI', 'p', 'verdict'].map((x) => h('th', {}, x)))),
+          h('tbody', {}, c.cells.map((x) => h('tr', {},
+            h('td', {}, x.otherProfile ? `${x.profile} vs ${x.otherProfile}` : x.profile), h('td', { class: 'text' }, x.scenario), h('td', { class: 'text' }, x.workload),
+            h('td', {}, `${fmt(x.base.mean)} (${x.base.n})`), h('td', {}, `${fmt(x.other.mean)} (${x.other.n})`),
+            h('td', { class: x.significant ? 'sig' : '' }, `${fmt(x.ratio)}${x.significant ? '*' : ''}`),
+            h('td', {}, x.ci95 ? `${fmt(x.ci95[0])} .. ${fmt(x.ci95[1])}` : '-'),
+            h('td', {}, x.p === undefined ? '-' : x.p < 0.001 ? '<0.001' : x.p.toFixed(3)),
+            h('td', { class: `text ${x.verdict}` }, x.verdict)))),
+        ),
+        c.cells.length ? null : h('p', { class: 'muted' }, 'No cell is present in both results.'),
+      ),
+      h('h3', {}, 'Systems'),
+      h('section', {}, h('h3', {}, `Base: ${c.base.name}`), systemList(c.base.system), h('h3', {}, `Other: ${c.other.name}`), systemList(c.other.system)),
+    );
+  } catch (err) {
+    out.append(errorBox(err));
+  }
+}
+
+// ---------- page: hosts ----------
+
+async function hostsPage(signal) {
+  const main = $main();
+  const sec = h('section', { id: 'hosts' });
+  main.replaceChildren(h('h1', {}, 'Worker hosts'), sec);
+  try {
+    const d = await getJson('/v1/hosts', { signal });
+    if (!d.items?.length) return void sec.append(h('p', { class: 'muted' }, 'No worker host has sent a heartbeat recently.'));
+    sec.append(h('table', {},
+      h('thead', {}, h('tr', {}, ['host', 'pool', 'kvm', 'docker', 'root', 'cores', 'memory', 'heartbeat', 'running'].map((c) => h('th', { class: 'text' }, c)))),
+      h('tbody', {}, d.items.map((x) => h('tr', {},
+        h('td', {}, x.id), h('td', { class: 'text' }, x.pool), h('td', { class: 'text' }, x.capabilities?.kvm ? 'yes' : 'no'),
+        h('td', { class: 'text' }, x.capabilities?.docker ? 'yes' : 'no'), h('td', { class: 'text' }, x.capabilities?.root ? 'yes' : 'no'),
+        h('td', {}, x.capabilities?.cores ?? '-'), h('td', {}, x.capabilities?.memoryMiB ? `${x.capabilities.memoryMiB} MiB` : '-'),
+        h('td', { class: 'text' }, when(x.heartbeatAt)), h('td', { class: 'text' }, x.current ? h('a', { href: `#/e/${x.current}` }, x.current) : 'idle')))),
+    ));
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 404) sec.append(h('p', { class: 'muted' }, 'The host registry is not available on this API.'));
+    else sec.append(errorBox(err));
+  }
+}
+
+// ---------- routing ----------
+
+async function route() {
+  page.abort();
+  page = new AbortController();
+  const signal = page.signal;
+  const [path, query] = (location.hash.slice(1) || '/').split('?');
+  const params = new URLSearchParams(query || '');
+  try {
+    const m = /^\/e\/([a-z0-9]+)$/.exec(path);
+    if (m) await experimentPage(m[1], signal);
+    else if (path === '/compare') await comparePage(params, signal);
+    else if (path === '/hosts') await hostsPage(signal);
+    else await listPage(signal);
+  } catch (err) {
+    if (signal.aborted) return;
+    $main().replaceChildren(errorBox(err));
+  }
+}
+
+document.getElementById('signout').hidden = !token;
+document.getElementById('signout').addEventListener('click', () => {
+  sessionStorage.removeItem(TOKEN_KEY);
+  token = '';
+  document.getElementById('signout').hidden = true;
+  route();
+});
+window.addEventListener('hashchange', route);
+route();
