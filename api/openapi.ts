@@ -3,6 +3,7 @@ import { OpenAPIRegistry, OpenApiGeneratorV31 } from '@asteasolutions/zod-to-ope
 import { z } from '../src/zod.ts';
 import { SpecInputSchema } from '../src/spec.ts';
 import { ListQuery, ResultsQuery } from './experiments.ts';
+import { registerBatchPaths } from './batch-openapi.ts';
 import { CompareQuery } from './compare.ts';
 
 let cached: object | undefined;
@@ -95,6 +96,7 @@ export function openApiDocument(): object {
   reg.registerPath({ method: 'get', path: '/metrics', summary: 'Prometheus metrics', security: sec, responses: { 200: { description: 'Prometheus text format', content: { 'text/plain': { schema: z.string() } } }, 401: problem('Unauthorized') } });
   reg.registerPath({ method: 'get', path: '/healthz', summary: 'Liveness', security: [], responses: { 200: { description: 'Alive', content: { 'application/json': { schema: z.object({ status: z.string() }) } } } } });
   reg.registerPath({ method: 'get', path: '/readyz', summary: 'Readiness (Redis reachable)', security: [], responses: { 200: { description: 'Ready', content: { 'application/json': { schema: z.object({ status: z.string() }) } } }, 503: problem('Not ready') } });
+  registerBatchPaths(reg, { sec, problem, id });
   cached = new OpenApiGeneratorV31(reg.definitions).generateDocument({
     openapi: '3.1.0',
     info: { title: 'kvmq', version: '1.0.0', description: 'Server-consolidation experiments on KVM hosts, queued with BullMQ.', license: { name: 'MIT', identifier: 'MIT' } },
