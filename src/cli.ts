@@ -8,6 +8,7 @@ import { PRESETS, type PresetName } from './preset.ts';
 import { IMPLEMENTED_DRIVERS } from './drivers.ts';
 import { systemInfo, capabilities } from './system.ts';
 import { runArgv } from './process.ts';
+import { queueCommand, QUEUE_USAGE } from './cli-queue.ts';
 import { renderChart } from './chart.ts';
 import type { Results } from './report.ts';
 import { existsSync } from 'node:fs';
@@ -26,6 +27,7 @@ const USAGE = `kvmq: server-consolidation experiments on KVM hosts
   kvmq results ID [--format markdown|csv|json] [--chart out.svg|out.png]
   kvmq compare BASE OTHER [--format markdown|json]
   kvmq cancel ID
+${QUEUE_USAGE}
   kvmq doctor              what this host can run
 
 Client commands talk to KVMQ_URL (default http://127.0.0.1:8080) with KVMQ_TOKEN if set.`;
@@ -110,6 +112,7 @@ function untilSignal(stop: () => Promise<void>): Promise<void> {
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
+  if (cmd === 'batch' || cmd === 'schedule' || cmd === 'deliveries') return queueCommand(cmd, rest, api);
   const { values, positionals } = parseArgs({
     args: rest,
     allowPositionals: true,

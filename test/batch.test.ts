@@ -205,3 +205,50 @@ test('priorities: within a pool the higher priority (lower number) starts first'
     await api.stop();
   }
 });
+
+test('the command line: kvmq batch, kvmq batch status, kvmq deliveries, kvmq schedule', async (t) => {
+  const why = skip();
+  if (why) return void t.skip(why);
+  const { execFile } = await import('node:child_process');
+  const fs = await import('node:fs/promises');
+  const path = await import('node:path');
+  const secret = newSecret();
+  const kvmq = (...args: string[]) =>
+    new Promise<{ code: number; out: string; err: string }>((resolve) => {
+      execFile(process.execPath, ['bin/kvmq.js', ...args], { env: { ...process.env, KVMQ_URL: s.base, KVMQ_WEBHOOK_SECRET: secret } }, (e, out, err) =>
+        resolve({ code: e ? ((e as { code?: number }).code ?? 1) : 0, out, err }));
+    });
+  const a = path.join(s.dir, 'a.json');
+  const b = path.join(s.dir, 'b.json');
+  await fs.writeFile(a, JSON.stringify(tiny('cli-a')));
+  await fs.writeFile(b, JSON.stringify(tiny('cli-b')));
+  hits = [];
+  const sub = await kvmq('batch', a, b, '--name', 'from the cli', '--priority', '3', '--webhook', hookUrl, '--not-before', iso(Date.now() + 1000), '--wait');
+  assert.equal(sub.code, 0, sub.err);
+  const id = sub.out.trim().split('\n')[0]!;
+  assert.match(sub.out, /batch .*\(from the cli\): completed/);
+  assert.ok(!sub.err.includes(secret), 'a secret from the environment is not echoed');
+  const view = (await s.fetchJson('GET', `/v1/batches/${id}`)).body;
+  assert.equal(view.schedule.priority, 3);
+  assert.equal(view.experiments.length, 2);
+  const st = await kvmq('batch', 'status', id);
+  assert.match(st.out, /cli-a\s+completed/);
+  assert.match(st.out, /cli-b\s+completed/);
+  await waitFor(async () => hits.some((h) => h.body.type === 'batch.completed' && h.body.data.id === id), 10_000, 'batch.completed');
+  const d = await kvmq('deliveries', view.experiments[0].id);
+  assert.equal(d.code, 0, d.err);
+  assert.match(d.out, /experiment\.completed\s+204\s+\d+\s+delivered/);
+  const db = await kvmq('deliveries', id, '--batch');
+  assert.match(db.out, /batch\.completed\s+204/);
+
+  const add = await kvmq('schedule', 'add', a, '--cron', '0 23 * * *', '--tz', 'Europe/Berlin', '--name', 'nightly-cli');
+  assert.equal(add.code, 0, add.err);
+  const sid = add.out.trim();
+  assert.match(add.err, /in Europe\/Berlin, next run 20\d\d-/);
+  assert.match((await kvmq('schedule', 'list')).out, new RegExp(`${sid}\\s+nightly-cli\\s+0 23 \\* \\* \\*\\s+Europe/Berlin`));
+  const bad = await kvmq('schedule', 'add', a, '--cron', 'at dawn');
+  assert.notEqual(bad.code, 0);
+  assert.match(bad.err, /\/cron:/);
+  assert.equal((await kvmq('schedule', 'rm', sid)).code, 0);
+  assert.equal((await s.fetchJson('GET', `/v1/schedules/${sid}`)).status, 404);
+});
