@@ -36,7 +36,8 @@ const sysctlShape = Object.fromEntries(
         .int(`${key} must be an integer (${range})`)
         .min(r.min, `${key} must be at least ${r.min} (${range})`)
         .max(r.max, `${key} must be at most ${r.max} (${range})`)
-        .optional(),
+        .optional()
+        .describe(r.unit),
     ];
   }),
 ) as { [K in SysctlKey]: z.ZodOptional<z.ZodNumber> };

@@ -316,7 +316,7 @@ async function descendants(pid: number): Promise<number[]> {
   return out;
 }
 
-async function withQueue<T>(fn: (ctx: { url: string; store: Store; submit: () => Promise<string> }) => Promise<T>): Promise<T> {
+async function withQueue<T>(fn: (ctx: { url: string; store: Store; queues: Queues; submit: () => Promise<string> }) => Promise<T>): Promise<T> {
   const r = await testRedis('sysctl-proc');
   const conn = connect(r.url);
   const store = new Store(conn);
@@ -331,7 +331,7 @@ async function withQueue<T>(fn: (ctx: { url: string; store: Store; submit: () =>
     return id;
   };
   try {
-    return await fn({ url: r.url, store, submit });
+    return await fn({ url: r.url, store, queues, submit });
   } finally {
     await queues.close();
     conn.disconnect();
@@ -348,6 +348,35 @@ const applied = (store: Store, id: string, stateDir: string) =>
     const p = (await store.profiles(id)).get('paper-tuned');
     return p?.readBack['vm.dirty_ratio'] === 90 && (await sysctl.readJournal(stateDir)) ? p : undefined;
   }, 60_000, 'paper-tuned applied by the worker');
+
+test('through a worker with /proc/sys read-only: the experiment fails with the reason; unchanged completes', { skip: skipRedis || requireTool('mount') }, async () => {
+  const ro = await readOnlyProcSys();
+  await withQueue(async ({ url, store, queues }) => {
+    const env = { ...(await workerEnv('ro-worker', url)), KVMQ_PROC_SYS: ro };
+    const w = startKvmq('worker', env);
+    const submit = async (profiles: unknown[]) => {
+      const sp = parseSpec({ name: 'ro', scenarios: [{ id: 'host', guests: 0 }], workloads: [{ kind: 'command', argv: ['true'] }], profiles, repetitions: 2 });
+      const id = Store.newId();
+      const rec = { id, name: sp.name, status: 'queued' as const, pool: 'default', spec: sp, progress: { done: 0, total: expandCells(sp).length }, createdAt: new Date().toISOString() };
+      await store.create(rec);
+      await queues.add(rec);
+      return waitFor(async () => {
+        const x = await store.get(id);
+        return x && ['completed', 'failed'].includes(x.status) ? x : undefined;
+      }, 60_000, `experiment ${id} to finish`);
+    };
+    const bad = await submit(['unchanged', 'paper-tuned']);
+    assert.equal(bad.status, 'failed');
+    assert.match(bad.error!.reason, /cannot write vm\.dirty_\w+ \(EROFS\): .* is mounted read-only/);
+    assert.equal((await store.cells(bad.id)).size, 0, 'nothing ran, not even unchanged');
+    const good = await submit(['unchanged']);
+    assert.equal(good.status, 'completed', JSON.stringify(good.error));
+    assert.equal((await store.cells(good.id)).size, 2);
+    process.kill(w.child.pid!, 'SIGTERM');
+    assert.equal((await w.exited).code, 0);
+  });
+  assert.deepEqual(await sysctl.readAll(ALL), snapshot);
+});
 
 test('a worker killed with SIGKILL leaves the journal; the next worker start restores and clears it', { skip: skipRedis }, async () => {
   await withQueue(async ({ url, store, submit }) => {
