@@ -8,7 +8,8 @@ import os from 'node:os';
 import { createHmac } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { testStack, waitFor, waitForStatus, requireTool, type TestStack } from './helpers.ts';
-import { isPrivateAddress, urlProblem, resolveTarget, sendOnce, backoffDelay, newSecret, sign, ForbiddenTarget } from '../src/webhook.ts';
+import { isPrivateAddress, urlProblem, resolveTarget, sendOnce, backoffDelay, newSecret, sign, ForbiddenTarget, experimentMessage } from '../src/webhook.ts';
+import type { ExperimentRecord } from '../src/store.ts';
 import { loadConfig } from '../src/config.ts';
 
 interface Hit {
@@ -106,6 +107,35 @@ test('at delivery time the resolved address is checked, and a refused target is 
   } finally {
     await rx.close();
   }
+});
+
+test('a receiver that does not answer times out; retry-after on 503 is read; the message names the outcome', async () => {
+  const hang = http.createServer(() => {}); // never answers
+  const busy = http.createServer((_req, res) => {
+    res.writeHead(503, { 'retry-after': '7' });
+    res.end();
+  });
+  await Promise.all([hang, busy].map((srv) => new Promise<void>((r) => srv.listen(0, '127.0.0.1', r))));
+  const url = (srv: http.Server) => `http://127.0.0.1:${(srv.address() as AddressInfo).port}/`;
+  try {
+    const t0 = Date.now();
+    const r = await sendOnce({ url: url(hang), headers: {}, body: '{}', timeoutMs: 300, allowPrivate: true });
+    assert.equal(r.status, undefined);
+    assert.match(r.error!, /no answer within 300 ms/);
+    assert.ok(Date.now() - t0 < 2000);
+    const b = await sendOnce({ url: url(busy), headers: {}, body: '{}', timeoutMs: 2000, allowPrivate: true });
+    assert.equal(b.status, 503);
+    assert.equal(b.retryAfterMs, 7000);
+  } finally {
+    for (const srv of [hang, busy]) {
+      srv.closeAllConnections();
+      srv.close();
+    }
+  }
+  const rec = { id: 'abc', name: 'n', status: 'failed', pool: 'default', progress: { done: 1, total: 4 }, createdAt: '', finishedAt: '2026-11-30T04:00:00.000Z', error: { reason: 'boom' } } as unknown as ExperimentRecord;
+  const m = experimentMessage(rec, 'b1');
+  assert.equal(m.type, 'experiment.failed');
+  assert.deepEqual([m.timestamp, m.data.error, m.data.batch], ['2026-11-30T04:00:00.000Z', { reason: 'boom' }, 'b1']);
 });
 
 test('a webhook to a loopback or private address is refused at submission without KVMQ_WEBHOOK_ALLOW_PRIVATE', async () => {
