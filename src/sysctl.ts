@@ -20,7 +20,7 @@ export function procSys(): string {
 const JOURNAL = 'sysctl-journal.json';
 // One lease per machine, whatever the state directory or Redis: two kvmq processes tuning the same
 // host at once would each journal the other's values as "original" and leave the host changed.
-function leasePath(): string {
+export function leasePath(): string {
   return process.env.KVMQ_SYSCTL_LEASE ?? '/run/kvmq-sysctl.lease';
 }
 
@@ -64,7 +64,7 @@ export interface Application {
 }
 
 function file(key: SysctlKey): string {
-  if (!(key in SYSCTL_KEYS)) throw new Error(`${key} is not an allow-listed sysctl`);
+  if (!Object.hasOwn(SYSCTL_KEYS, key)) throw new Error(`${key} is not an allow-listed sysctl`);
   return path.join(procSys(), ...key.split('.'));
 }
 
@@ -190,10 +190,15 @@ export async function readJournal(stateDir: string): Promise<Journal | null> {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw err;
   }
-  const j = JSON.parse(text) as Journal;
+  let j: Journal;
+  try {
+    j = JSON.parse(text) as Journal;
+  } catch (err) {
+    throw new Error(`the sysctl journal in ${stateDir} is unreadable (${(err as Error).message}); inspect and remove it by hand`);
+  }
   // The journal drives writes to /proc/sys as root: only allow-listed keys with integer values pass.
   for (const [k, v] of Object.entries(j.original ?? {})) {
-    if (!(k in SYSCTL_KEYS) || !Number.isSafeInteger(v)) throw new Error(`the sysctl journal in ${stateDir} holds ${k}=${String(v)}, which kvmq never writes; inspect and remove it by hand`);
+    if (!Object.hasOwn(SYSCTL_KEYS, k) || !Number.isSafeInteger(v)) throw new Error(`the sysctl journal in ${stateDir} holds ${k}=${String(v)}, which kvmq never writes; inspect and remove it by hand`);
   }
   return j;
 }
@@ -207,6 +212,15 @@ interface Lease {
   pid: number;
   pidStart: number | null;
   stateDir: string;
+}
+
+/** The lease's holder; an empty or torn file (a holder killed while writing it) reads as no holder. */
+async function readLease(p: string): Promise<Partial<Lease>> {
+  try {
+    return JSON.parse(await fs.readFile(p, 'utf8')) as Partial<Lease>;
+  } catch {
+    return {};
+  }
 }
 
 /** Take the machine-wide lease, waiting while another live process holds it. */
@@ -227,7 +241,7 @@ export async function acquireLease(stateDir: string, signal?: AbortSignal, log?:
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new PermanentError(`cannot create the sysctl lease ${p}: ${(err as Error).message}`);
     }
-    const held = JSON.parse(await fs.readFile(p, 'utf8').catch(() => '{}')) as Partial<Lease>;
+    const held = await readLease(p);
     // Ours already (a restore that failed kept it); another stack in this same process must wait.
     if (held.pid === process.pid && held.stateDir === stateDir) return;
     if (typeof held.pid !== 'number' || !(await alive(held.pid, held.pidStart ?? null))) {
@@ -249,7 +263,7 @@ export async function acquireLease(stateDir: string, signal?: AbortSignal, log?:
 
 export async function releaseLease(stateDir: string): Promise<void> {
   const p = leasePath();
-  const held = JSON.parse(await fs.readFile(p, 'utf8').catch(() => '{}')) as Partial<Lease>;
+  const held = await readLease(p);
   if (typeof held.pid !== 'number') return;
   const mine = held.pid === process.pid && held.stateDir === stateDir;
   if (mine || (held.pid !== process.pid && !(await alive(held.pid, held.pidStart ?? null)))) await fs.rm(p, { force: true });
@@ -318,7 +332,7 @@ export function applyProfile(
   return serial(async () => {
     if (closed) throw new Error('the worker is shutting down; no profile is applied');
     for (const [key, value] of Object.entries(values) as [SysctlKey, number][]) {
-      const r = SYSCTL_KEYS[key];
+      const r = Object.hasOwn(SYSCTL_KEYS, key) ? SYSCTL_KEYS[key] : undefined;
       if (!r || !Number.isSafeInteger(value) || value < r.min || value > r.max) throw new PermanentError(`${key}=${value} is not allowed (${r ? `${r.min}..${r.max}` : 'not on the allow-list'})`);
     }
     await acquireLease(stateDir, ctx.signal, ctx.log);

@@ -175,7 +175,40 @@ test('a journal naming a key off the allow-list is refused, never written', { sk
   await fs.mkdir(dir, { recursive: true });
   await fs.writeFile(path.join(dir, 'sysctl-journal.json'), JSON.stringify({ version: 1, pid: 1, original: { 'kernel.panic': 1 } }));
   await assert.rejects(sysctl.restoreHost(dir), /kernel\.panic/);
+  await fs.writeFile(path.join(dir, 'sysctl-journal.json'), JSON.stringify({ version: 1, pid: 1, original: { constructor: 1 } }));
+  await assert.rejects(sysctl.restoreHost(dir), /constructor/);
   await fs.rm(path.join(dir, 'sysctl-journal.json'));
+  assert.deepEqual(await sysctl.readAll(ALL), snapshot);
+});
+
+test('a lease left by a crashed process elsewhere: its journal is restored before the next profile journals', { skip: notRoot }, async () => {
+  const crashedDir = await newStateDir('crashed');
+  const dir = await newStateDir('next');
+  const dead = spawn('true');
+  await new Promise((r) => dead.on('exit', r));
+  await sysctl.acquireLease(crashedDir);
+  try {
+    // what a process killed mid-profile leaves: its journal, its lease, and the host tuned
+    await fs.mkdir(crashedDir, { recursive: true });
+    const original = pick(snapshot, Object.keys(tuned).concat('vm.dirty_bytes', 'vm.dirty_background_bytes'));
+    await fs.writeFile(path.join(crashedDir, 'sysctl-journal.json'), JSON.stringify({
+      version: 1, pid: dead.pid, pidStart: null, experimentId: 'crashed', profile: 'paper-tuned', createdAt: new Date().toISOString(), original,
+    }));
+    await sysctl.restoreValues(tuned);
+    await fs.writeFile(sysctl.leasePath(), JSON.stringify({ pid: dead.pid, pidStart: null, stateDir: crashedDir }));
+    const logs: string[] = [];
+    const a = await sysctl.applyProfile(dir, { experimentId: 'next', profile: 'paper-default', log: (m) => logs.push(m) }, BUILTIN_PROFILES['paper-default']!.sysctl);
+    assert.match(logs.join('\n'), new RegExp(`restored sysctl values left by crashed pid ${dead.pid}`));
+    assert.equal(await sysctl.readJournal(crashedDir), null);
+    // the crashed run's originals, not its tuned values, are what this profile journals and restores
+    assert.deepEqual(pick(a.before, Object.keys(original)), original);
+    await sysctl.restoreHost(dir);
+  } finally {
+    await sysctl.acquireLease(dir);
+    await sysctl.restoreValues(snapshot);
+    await sysctl.releaseLease(dir);
+  }
+  assert.deepEqual(await sysctl.readAll(ALL), snapshot);
 });
 
 /** A read-only bind mount of /proc/sys, as in a container: reads are real, writes fail with EROFS. */
