@@ -11,6 +11,8 @@ import { HttpProblem, validationProblem, type ProblemItem } from './problem.ts';
 import type { Config } from '../src/config.ts';
 import { urlProblem, type Webhooks } from '../src/webhook.ts';
 import type { Schedules } from '../src/schedule.ts';
+import { enqueue } from '../src/batch.ts';
+import { earliestStart } from '../src/window.ts';
 
 export const ListQuery = z.strictObject({
   status: z.enum(STATUSES as [string, ...string[]]).optional(),
@@ -90,7 +92,8 @@ export function experimentsRouter(deps: ApiDeps): Router {
     if (problems.length) throw new HttpProblem(400, 'Experiment cannot run here', problems.map((p) => `${p.pointer}: ${p.detail}`).join('; '), problems);
 
     const now = new Date();
-    const later = spec.schedule?.notBefore && Date.parse(spec.schedule.notBefore) > now.getTime();
+    // notBefore, or the next opening of its nightly window: until then it waits as scheduled.
+    const later = earliestStart(spec.schedule, now.getTime()) > now.getTime();
     const rec: ExperimentRecord = {
       id: Store.newId(),
       name: spec.name,
@@ -102,7 +105,7 @@ export function experimentsRouter(deps: ApiDeps): Router {
     };
     await store.create(rec);
     try {
-      await queues.add(rec);
+      await enqueue(queues, rec, now.getTime());
     } catch (err) {
       // Nothing half-made stays behind: without its job the record would wait forever.
       await store.remove(rec.id).catch(() => {});

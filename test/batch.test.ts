@@ -8,7 +8,10 @@ import type { AddressInfo } from 'node:net';
 import { Queue } from 'bullmq';
 import { testStack, waitFor, waitForStatus, requireTool, type TestStack } from './helpers.ts';
 import { insideWindow, nextOpening, earliestStart, instantOf } from '../src/window.ts';
-import { queueName } from '../src/queue.ts';
+import { queueName, connect, Queues } from '../src/queue.ts';
+import { Store } from '../src/store.ts';
+import { newRecord } from '../src/batch.ts';
+import { normalizeSpec, SpecInputSchema } from '../src/spec.ts';
 import { newSecret } from '../src/webhook.ts';
 
 const iso = (ms: number) => new Date(ms).toISOString();
@@ -161,13 +164,34 @@ test('outside its nightly window an experiment waits, scheduled, for the next op
     assert.equal(await job!.getState(), 'delayed');
     assert.ok(Math.abs(job!.timestamp + job!.delay - opens) < 2000, 'delayed to the opening');
 
-    // A single experiment with a window is queued at once; the worker that takes it sends it back.
+    // A single experiment with a window waits from the start, like a batch.
     const e = await s.fetchJson('POST', '/v1/experiments', tiny('night single', { schedule: { window } }));
     assert.equal(e.status, 202, e.text);
-    const rec = await waitForStatus(s, e.body.id, ['scheduled', 'running', 'completed'], 20_000);
-    assert.equal(rec.status, 'scheduled');
-    assert.equal(rec.startedAt, undefined);
-    await waitFor(async () => (await q.getJobState(e.body.id)) === 'delayed', 10_000, 'the job back in delayed');
+    assert.equal(e.body.status, 'scheduled');
+    assert.equal(await q.getJobState(e.body.id), 'delayed');
+
+    // A job that comes up while its window is shut (queued behind a long experiment until after the
+    // window closed, or queued by an older API) is sent back by the worker to wait for the opening.
+    const conn = connect(s.redisUrl);
+    try {
+      const store = new Store(conn, s.config.prefix);
+      const queues = new Queues(conn, s.config.prefix);
+      const late = { ...newRecord(normalizeSpec(SpecInputSchema.parse(tiny('came up late', { schedule: { window } }))), Date.now()), status: 'queued' as const };
+      await store.create(late);
+      await queues.add(late); // at once, ignoring the window
+      const rec = await waitForStatus(s, late.id, ['scheduled', 'running', 'completed'], 20_000);
+      assert.equal(rec.status, 'scheduled');
+      assert.equal(rec.startedAt, undefined);
+      const job = await waitFor(async () => {
+        const j = await q.getJob(late.id);
+        return j && (await j.getState()) === 'delayed' ? j : undefined;
+      }, 10_000, 'the job back in delayed');
+      assert.ok(job);
+      await queues.close();
+      assert.equal((await s.fetchJson('DELETE', `/v1/experiments/${late.id}`)).status, 200);
+    } finally {
+      conn.disconnect();
+    }
     for (const id of [b.body.experiments[0].id, e.body.id]) assert.equal((await s.fetchJson('DELETE', `/v1/experiments/${id}`)).status, 200);
   } finally {
     await q.close();
