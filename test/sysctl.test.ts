@@ -68,6 +68,7 @@ after(async () => {
       } catch {}
     }
   }
+  await killStrays();
   for (const m of mounts) execFileSync('umount', [m]);
   delete process.env.KVMQ_PROC_SYS;
   if (!root) return;
@@ -333,20 +334,28 @@ function startKvmq(cmd: 'worker' | 'dev', env: Record<string, string>): Proc {
   return { child, stderr: () => err, exited };
 }
 
-/** Every process whose ancestry leads to pid (the workload children run in their own groups). */
-async function descendants(pid: number): Promise<number[]> {
-  const parent = new Map<number, number>();
+/**
+ * Processes started by this file's workers, found by the state directory in their environment: the
+ * workload runs in a process group of its own, so a worker killed with SIGKILL leaves it behind.
+ */
+async function strays(dirs: string[] = stateDirs): Promise<{ pid: number; cmd: string }[]> {
+  const out: { pid: number; cmd: string }[] = [];
   for (const e of await fs.readdir('/proc')) {
-    if (!/^\d+$/.test(e)) continue;
-    const stat = await fs.readFile(`/proc/${e}/stat`, 'utf8').catch(() => '');
-    if (stat) parent.set(Number(e), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]));
+    if (!/^\d+$/.test(e) || Number(e) === process.pid) continue;
+    const environ = await fs.readFile(`/proc/${e}/environ`, 'utf8').catch(() => '');
+    if (dirs.some((d) => environ.split('\0').includes(`KVMQ_STATE_DIR=${d}`))) {
+      out.push({ pid: Number(e), cmd: (await fs.readFile(`/proc/${e}/cmdline`, 'utf8').catch(() => '')).replace(/\0/g, ' ').trim() });
+    }
   }
-  const out: number[] = [];
-  const walk = (p: number) => {
-    for (const [c, pp] of parent) if (pp === p) (out.push(c), walk(c));
-  };
-  walk(pid);
   return out;
+}
+
+async function killStrays(dirs?: string[]): Promise<void> {
+  for (const p of await strays(dirs)) {
+    try {
+      process.kill(p.pid, 'SIGKILL');
+    } catch {}
+  }
 }
 
 async function withQueue<T>(fn: (ctx: { url: string; store: Store; queues: Queues; submit: () => Promise<string> }) => Promise<T>): Promise<T> {
@@ -417,14 +426,10 @@ test('a worker killed with SIGKILL leaves the journal; the next worker start res
     const w1 = startKvmq('worker', env);
     const id = await submit();
     await applied(store, id, env.KVMQ_STATE_DIR);
-    const orphans = await descendants(w1.child.pid!);
+    await waitFor(async () => (await strays([env.KVMQ_STATE_DIR])).some((p) => p.cmd === 'sleep 60'), 30_000, 'the workload to run');
     process.kill(-w1.child.pid!, 'SIGKILL');
     await w1.exited;
-    for (const pid of orphans) {
-      try {
-        process.kill(pid, 'SIGKILL'); // the sleep workload runs in a process group of its own
-      } catch {}
-    }
+    await killStrays([env.KVMQ_STATE_DIR]);
     // nothing ran to restore: the host is still tuned and the journal holds the originals
     assert.equal(await sysctl.readSysctl('vm.dirty_ratio'), 90);
     const j = await sysctl.readJournal(env.KVMQ_STATE_DIR);
@@ -463,6 +468,7 @@ for (const [cmd, sig] of [['worker', 'SIGTERM'], ['dev', 'SIGINT']] as const) {
       assert.deepEqual(await sysctl.readAll(ALL), snapshot, 'restored before exit');
       assert.match(p.stderr(), /profile paper-tuned restored/);
       assert.equal((await store.profiles(id)).get('paper-tuned')?.restored, true);
+      assert.deepEqual(await strays([env.KVMQ_STATE_DIR]), [], 'the workload was stopped too');
     });
   });
 }
@@ -479,5 +485,6 @@ test('a second SIGTERM does not wait for the parts, but still restores before ex
     assert.ok(exit.code === 130 || exit.code === 0, `exit ${JSON.stringify(exit)}: ${p.stderr()}`);
     assert.deepEqual(await sysctl.readAll(ALL), snapshot, 'restored before exit');
     assert.equal(await sysctl.readJournal(env.KVMQ_STATE_DIR), null);
+    await killStrays([env.KVMQ_STATE_DIR]); // an exit this abrupt may leave the workload to its own group
   });
 });
