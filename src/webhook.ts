@@ -243,7 +243,13 @@ const KEEP_ATTEMPTS = 500;
 
 export async function recordAttempt(store: Store, owner: Owner, a: DeliveryAttempt): Promise<void> {
   const key = store.key('deliveries', owner.id);
-  await store.redis.multi().rpush(key, JSON.stringify(a)).ltrim(key, -KEEP_ATTEMPTS, -1).exec();
+  await store.redis
+    .multi()
+    .rpush(key, JSON.stringify(a))
+    .ltrim(key, -KEEP_ATTEMPTS, -1)
+    // Counted for /metrics (kvmq_webhook_attempts_total by outcome).
+    .hincrby(store.key('metrics'), `webhook_${a.outcome}`, 1)
+    .exec();
 }
 
 export async function deliveries(store: Store, ownerId: string): Promise<DeliveryAttempt[]> {

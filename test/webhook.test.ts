@@ -214,6 +214,9 @@ test('500, 500, 204: three attempts with one webhook-id, each signed, all listed
     assert.ok(!r.text.includes(secret.slice(6)), `${p} leaks the secret`);
   }
   assert.equal((await s.fetchJson('GET', '/v1/experiments/nope0000/deliveries')).status, 404);
+  const metrics = (await s.fetchJson('GET', '/metrics')).text;
+  assert.match(metrics, /kvmq_webhook_attempts_total\{outcome="retrying"\} 2/);
+  assert.match(metrics, /kvmq_webhook_attempts_total\{outcome="delivered"\} [1-9]/);
 });
 
 test('410 Gone stops the retries after one attempt', async (t) => {
