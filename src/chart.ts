@@ -65,13 +65,15 @@ export function renderChart(r: Pick<Results, 'id' | 'name' | 'summary'> & { syst
     const ymaxRaw = Math.max(...mine.map((x) => Math.max(x.mean, x.ci95[1])), 0);
     const step = niceStep(ymaxRaw);
     const ymax = Math.max(step, Math.ceil(ymaxRaw / step) * step);
+    // Ticks share one number of decimals, as many as the step needs.
+    const decimals = Math.max(0, Math.min(6, -Math.floor(Math.log10(step) + 1e-9)));
     const y = (v: number) => oy + m.t + plotH - (Math.max(0, v) / ymax) * plotH;
     out.push(`<g class="panel" data-workload="${escapeXml(w)}">`);
     out.push(`<text x="${ox + panelW / 2}" y="${oy + 14}" text-anchor="middle" font-size="12" font-weight="bold">${escapeXml(w)}</text>`);
     for (let v = 0; v <= ymax + step / 1000; v += step) {
       out.push(
         `<line x1="${ox + m.l}" x2="${ox + m.l + plotW}" y1="${px(y(v))}" y2="${px(y(v))}" stroke="#e5e5e5"/>`,
-        `<text x="${ox + m.l - 6}" y="${px(y(v)) + 4}" text-anchor="end" fill="#444">${num(v)}</text>`,
+        `<text x="${ox + m.l - 6}" y="${px(y(v)) + 4}" text-anchor="end" fill="#444">${v.toFixed(decimals)}</text>`,
       );
     }
     out.push(`<text transform="translate(${ox + 14} ${oy + m.t + plotH / 2}) rotate(-90)" text-anchor="middle" fill="#444">seconds</text>`);
