@@ -11,7 +11,7 @@ export interface SummaryRow extends Stats {
   profile: string;
   scenario: string;
   workload: string;
-  /** repetition numbers whose sample is an outlier (modified z-score above 3.5) */
+  /** repetition numbers whose sample is an outlier (modified z-score above 3.5; above 14 below 5 samples) */
   outliers: number[];
   /** mean / mean of the host column for the same profile and workload (the cost of consolidation) */
   vsHost?: number;
@@ -191,7 +191,7 @@ export function toMarkdown(r: Results, spec: ExperimentRecord['spec']): string {
     }
     const rows = r.summary.filter((x) => x.profile === p.name);
     if (rows.length) {
-      out.push('', `Statistics (seconds; 95% CI by Student's t; outliers by modified z-score > 3.5):`, '');
+      out.push('', `Statistics (seconds; 95% CI by Student's t; outliers by modified z-score > 3.5, or > 14 below 5 samples):`, '');
       out.push('| workload | scenario | n | mean | median | stddev | cv | 95% CI | min | max | outliers |', '|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|');
       for (const x of rows) {
         out.push(

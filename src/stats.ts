@@ -127,9 +127,11 @@ export function describe(samples: number[]): Stats {
 /**
  * Outliers by the modified z-score of Iglewicz and Hoaglin: |0.6745 (x - median) / MAD| > 3.5. The median
  * and MAD are themselves robust, so one wild repetition cannot hide itself by inflating the spread, which
- * is what happens to a mean +- k sd rule at the small n of benchmarks. Needs at least 3 samples.
+ * is what happens to a mean +- k sd rule at the small n of benchmarks. Below 5 samples the MAD is just
+ * the smaller gap to the median, so ordinary jitter would score high: there the bar is hyperfine's 14.
+ * Needs at least 3 samples.
  */
-export function outliers(samples: number[], threshold = 3.5): number[] {
+export function outliers(samples: number[], threshold = samples.length < 5 ? 14 : 3.5): number[] {
   if (samples.length < 3) return [];
   const med = medianOf(samples);
   const dev = samples.map((x) => Math.abs(x - med));

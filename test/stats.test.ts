@@ -59,6 +59,8 @@ test('outliers by modified z-score: the wild repetition, not its neighbours', ()
   assert.deepEqual(outliers([10, 10.1, 9.9, 10.05, 20]), [4]);
   assert.deepEqual(outliers([10, 10.1, 9.9, 10.05, 10.02]), []);
   assert.deepEqual(outliers([3.1, 30, 3.0, 3.05]), [1]);
+  assert.deepEqual(outliers([0.52, 0.66, 0.53]), [], 'three samples with ordinary jitter flag nothing');
+  assert.deepEqual(outliers([0.52, 9.6, 0.53]), [1], 'but a wild third one is flagged');
   assert.deepEqual(outliers([1, 1, 1, 1, 2]), [4], 'MAD of 0 falls back to the mean absolute deviation');
   assert.deepEqual(outliers([5, 5, 5, 5]), []);
   assert.deepEqual(outliers([1, 100]), [], 'two samples cannot say which one is odd');
