@@ -78,7 +78,7 @@ export function openApiDocument(): object {
   );
   reg.registerPath({
     method: 'get', path: '/v1/compare', summary: 'Per cell ratio other/base with 95% interval and significance', security: sec, request: { query: CompareQuery },
-    responses: { 200: { description: 'The comparison', content: { 'application/json': { schema: Comparison }, 'text/markdown': { schema: z.string() } } }, 400: problem('Bad query'), 401: problem('Unauthorized'), 404: problem('Unknown id') },
+    responses: { 200: { description: 'The comparison', content: { 'application/json': { schema: Comparison }, 'text/markdown': { schema: z.string() }, 'image/svg+xml': { schema: z.string() } } }, 400: problem('Bad query'), 401: problem('Unauthorized'), 404: problem('Unknown id') },
   });
   reg.registerPath({
     method: 'get', path: '/v1/experiments/{id}/chart', summary: 'Bar chart of seconds per scenario for each workload, with 95% CI error bars', security: sec, request: { params: id },

@@ -25,7 +25,7 @@ const USAGE = `kvmq: server-consolidation experiments on KVM hosts
   kvmq submit FILE|--preset NAME [--driver D] [--name N] [--wait]
   kvmq status ID [--watch]
   kvmq results ID [--format markdown|csv|json] [--chart out.svg|out.png]
-  kvmq compare BASE OTHER [--format markdown|json]
+  kvmq compare BASE OTHER [--format markdown|json] [--chart out.svg|out.png]
   kvmq cancel ID
 ${QUEUE_USAGE}
   kvmq doctor              what this host can run
@@ -159,7 +159,7 @@ async function main(argv: string[]): Promise<number> {
       if (!positionals[0]) throw new Error('usage: kvmq results ID [--format markdown|csv|json] [--chart out.svg|out.png]');
       if (values.chart) {
         const { json } = await api('GET', `/v1/experiments/${positionals[0]}/results?format=json`);
-        await saveChart(json, values.chart);
+        await saveChart(renderChart(json), values.chart);
         console.error(`kvmq: chart of ${json.summary.length} cells written to ${values.chart}`);
         if (!values.format) return 0;
       }
@@ -168,7 +168,13 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'compare': {
-      if (positionals.length !== 2) throw new Error('usage: kvmq compare BASE OTHER [--format markdown|json]');
+      if (positionals.length !== 2) throw new Error('usage: kvmq compare BASE OTHER [--format markdown|json] [--chart out.svg|out.png]');
+      if (values.chart) {
+        const { text } = await api('GET', `/v1/compare?${new URLSearchParams({ base: positionals[0]!, other: positionals[1]!, format: 'svg' })}`);
+        await saveChart(text, values.chart);
+        console.error(`kvmq: comparison chart written to ${values.chart}`);
+        if (!values.format) return 0;
+      }
       const format = values.format === 'json' ? 'json' : 'markdown';
       const q = new URLSearchParams({ base: positionals[0]!, other: positionals[1]!, format });
       const { text, json } = await api('GET', `/v1/compare?${q}`);
@@ -193,9 +199,8 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-/** Save the results' bar chart: SVG as drawn; PNG through a headless Chromium when one is installed. */
-async function saveChart(results: Results, file: string): Promise<void> {
-  const svg = renderChart(results);
+/** Save a chart: SVG as drawn; PNG through a headless Chromium when one is installed. */
+async function saveChart(svg: string, file: string): Promise<void> {
   if (!/\.png$/i.test(file)) return fs.writeFile(file, svg);
   const browser = ['/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome'].find((b) => existsSync(b));
   if (!browser) throw new Error('a PNG needs a Chromium (apt-get install chromium); give a .svg file name instead');

@@ -254,25 +254,27 @@ export class DockerDriver implements GuestDriver {
       });
       let tarErr = '';
       tarProc.stderr.on('data', (b: Buffer) => (tarErr = (tarErr + b.toString()).slice(-1000)));
-      const tarDone = new Promise<void>((resolve, reject) => {
-        tarProc.on('error', reject);
-        tarProc.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`tar exited with ${code}: ${tarErr.trim()}`))));
+      // Settles to the packing error, if any; awaited after the build, whose own error it explains.
+      const tarFailed = new Promise<Error | undefined>((resolve) => {
+        tarProc.on('error', (err) => resolve(err));
+        tarProc.on('close', (code) => resolve(code === 0 ? undefined : new Error(`tar exited with ${code}: ${tarErr.trim()}`)));
       });
       let stream: NodeJS.ReadableStream;
       try {
         stream = await deadline(this.docker.buildImage(tarProc.stdout, { t: tag, rm: true, forcerm: true, labels: { [ROLE]: 'guest-image' } }), API_MS, 'starting an image build');
       } catch (err) {
         tarProc.kill('SIGKILL');
-        throw engineError(err, `building image ${tag}`);
+        const e = engineError(err, `building image ${tag}`);
+        if (e instanceof PermanentError) throw e;
+        const packing = await tarFailed;
+        throw new PermanentError(`building the container image ${tag} failed: ${packing ? `packing the guest root tree ${tree.dir}: ${packing.message}` : e.message}`);
       }
-      const events = await new Promise<{ error?: string; errorDetail?: { message?: string } }[]>((resolve, reject) =>
+      type BuildEvent = { error?: string; errorDetail?: { message?: string } };
+      const events = await new Promise<BuildEvent[]>((resolve, reject) =>
         this.docker.modem.followProgress(stream, (err: Error | null, out: any[]) => (err ? reject(err) : resolve(out))),
-      ).catch((err) => {
-        throw new PermanentError(`building the container image ${tag} failed: ${(err as Error).message}`);
-      });
-      await tarDone.catch((err) => {
-        throw new PermanentError(`packing the guest root tree for ${tag} failed: ${(err as Error).message}`);
-      });
+      ).catch((err: Error): BuildEvent[] => [{ error: err.message }]);
+      const packing = await tarFailed;
+      if (packing) throw new PermanentError(`building the container image ${tag} failed: packing the guest root tree ${tree.dir}: ${packing.message}`);
       const failed = events.find((e) => e.error || e.errorDetail);
       if (failed) throw new PermanentError(`building the container image ${tag} failed: ${failed.errorDetail?.message ?? failed.error}`);
       log(`container image ${tag} built in ${((Date.now() - started) / 1000).toFixed(1)} s`);
