@@ -4,6 +4,7 @@ import { Router } from 'express';
 import { z } from '../src/zod.ts';
 import { buildResults } from '../src/report.ts';
 import { compareResults, comparisonMarkdown } from '../src/compare.ts';
+import { renderComparisonChart } from '../src/chart.ts';
 import type { ApiDeps } from './experiments.ts';
 import { HttpProblem, validationProblem } from './problem.ts';
 
@@ -11,7 +12,7 @@ const Id = z.string().regex(/^[a-z0-9]{1,64}$/, 'an experiment id is 1..64 chara
 export const CompareQuery = z.strictObject({
   base: Id.describe('the experiment compared against (the denominator)'),
   other: Id.describe('the experiment compared (the numerator)'),
-  format: z.enum(['json', 'markdown']).default('json'),
+  format: z.enum(['json', 'markdown', 'svg']).default('json').describe('svg: a chart of the ratios with their intervals'),
 });
 
 export function compareRouter(deps: ApiDeps): Router {
@@ -28,6 +29,7 @@ export function compareRouter(deps: ApiDeps): Router {
     if (missing.length) throw new HttpProblem(404, 'Experiment not found', missing.map((m) => m.detail).join('; '), missing);
     const c = compareResults(await buildResults(store, base!), await buildResults(store, other!));
     if (q.data.format === 'markdown') res.type('text/markdown').send(comparisonMarkdown(c));
+    else if (q.data.format === 'svg') res.set({ 'content-type': 'image/svg+xml; charset=utf-8', 'content-security-policy': "default-src 'none'" }).send(renderComparisonChart(c));
     else res.json(c);
   });
   return r;

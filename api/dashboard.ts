@@ -35,7 +35,7 @@ export function dashboardRouter(): Router {
 
 function sendSvg(res: Response, svg: string): void {
   // An SVG document can carry script; ours never does, and this policy makes sure none would run.
-  res.set({ 'content-type': 'image/svg+xml; charset=utf-8', 'content-security-policy': "default-src 'none'; style-src 'unsafe-inline'" }).send(svg);
+  res.set({ 'content-type': 'image/svg+xml; charset=utf-8', 'content-security-policy': "default-src 'none'" }).send(svg);
 }
 
 /** GET /v1/experiments/:id/chart: the results as an SVG bar chart (mounted under the authenticated /v1). */

@@ -130,6 +130,8 @@ test('token prompt, experiment list, a finished experiment with its tables and c
   assert.equal(rows.length, 2);
   assert.ok(rows.every((r) => /1\.00/.test(r) && /no significant difference/.test(r)), rows.join('\n'));
   assert.match(await page.textContent('#comparison') ?? '', /same system/);
+  await page.locator('#compare-chart svg rect.bar').first().waitFor({ timeout: 15_000 });
+  assert.equal(await page.locator('#compare-chart svg rect.bar').count(), 2);
 
   await page.goto(`${s.base}/#/hosts`);
   await page.locator('#hosts table, #hosts p').first().waitFor({ timeout: 15_000 });
@@ -206,6 +208,9 @@ test('the command line saves a chart and prints a comparison', { skip }, async (
   const { stdout } = await run(process.execPath, ['bin/kvmq.js', 'compare', finishedId, finishedId], { env });
   assert.match(stdout, /Both ran on the same system/);
   assert.match(stdout, /\| unchanged \| host \| integer \|[^\n]*\| 1\.00 \|/);
+  const cmpChart = path.join(dir, 'compare.svg');
+  await run(process.execPath, ['bin/kvmq.js', 'compare', finishedId, finishedId, '--chart', cmpChart], { env });
+  assert.equal(((await fs.readFile(cmpChart, 'utf8')).match(/<rect class="bar"/g) ?? []).length, 2);
   const json = JSON.parse((await run(process.execPath, ['bin/kvmq.js', 'compare', finishedId, finishedId, '--format', 'json'], { env })).stdout);
   assert.equal(json.cells.length, 2);
   await assert.rejects(run(process.execPath, ['bin/kvmq.js', 'compare', finishedId, 'nosuchid0'], { env }), /404 Experiment not found/);

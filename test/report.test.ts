@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { parseSpec } from '../src/spec.ts';
 import type { Cell } from '../src/cell.ts';
 import { summarize, toMarkdown, toCsv, orderCells, type Results } from '../src/report.ts';
-import { renderChart } from '../src/chart.ts';
+import { renderChart, renderComparisonChart } from '../src/chart.ts';
 import { compareResults, comparisonMarkdown, systemDifferences } from '../src/compare.ts';
 import type { SystemInfo } from '../src/system.ts';
 import { testRedis, tempDir, requireTool } from './helpers.ts';
@@ -147,6 +147,11 @@ test('compare: ratio, interval and Welch significance per cell; warnings when sy
   const g1 = c.cells.find((x) => x.scenario === 'guest1')!;
   assert.equal(g1.p, 1, 'identical constant samples');
   assert.match(comparisonMarkdown(c), /\| paper-default \| guest3 \| integer \| 4\.40 \(3\) \| 2\.20 \(3\) \| 0\.50\* \|/);
+  const svg = renderComparisonChart(c);
+  assert.equal((svg.match(/<rect class="bar"/g) ?? []).length, c.cells.length);
+  assert.match(svg, /data-scenario="guest3" data-workload="integer" data-ratio="0.5" data-significant="true" [^>]*fill="#4e79a7">/, 'significant: full colour');
+  assert.match(svg, /data-scenario="host" data-workload="integer" data-ratio="1" data-significant="false" [^>]*fill-opacity="0.35"/, 'not significant: pale');
+  assert.equal((svg.match(/class="reference"/g) ?? []).length, 2, 'a line at 1 in each panel');
 
   // Table 4 against Table 3 from two one-profile experiments: profiles pair by position.
   const one = (p: string) => parseSpec({ ...input, name: p, profiles: [p] });

@@ -305,16 +305,20 @@ function renderResults(box, results, spec) {
   const chart = h('div', { class: 'chart', id: 'chart' }, h('p', { class: 'muted' }, 'Drawing the chart…'));
   parts.push(h('section', {}, h('h3', {}, 'Seconds per scenario (error bars: 95% CI)'), chart));
   box.replaceChildren(...parts);
-  // The SVG comes from this API's own renderer (every label escaped there) with the page's CSP in force.
-  getText(`/v1/experiments/${enc(results.id)}/chart`, 'image/svg+xml').then(
+  showSvg(chart, `/v1/experiments/${enc(results.id)}/chart`);
+}
+
+/** Put an SVG chart from this API's own renderer (every label escaped there) into the page. */
+function showSvg(box, path) {
+  return getText(path, 'image/svg+xml').then(
     (svg) => {
       const doc = new DOMParser().parseFromString(svg, 'image/svg+xml');
       const el = doc.documentElement;
       if (el.nodeName !== 'svg') throw new Error('not an SVG');
       el.querySelectorAll('script, foreignObject').forEach((n) => n.remove());
-      chart.replaceChildren(document.importNode(el, true));
+      box.replaceChildren(document.importNode(el, true));
     },
-    (err) => chart.replaceChildren(errorBox(err)),
+    (err) => box.replaceChildren(errorBox(err)),
   );
 }
 
@@ -456,9 +460,11 @@ async function comparePage(params, signal) {
         ),
         c.cells.length ? null : h('p', { class: 'muted' }, 'No cell is present in both results.'),
       ),
+      h('section', {}, h('h3', {}, 'Ratios (error bars: 95% CI; pale bars: not significant)'), h('div', { class: 'chart', id: 'compare-chart' }, h('p', { class: 'muted' }, 'Drawing the chart…'))),
       h('h3', {}, 'Systems'),
       h('section', {}, h('h3', {}, `Base: ${c.base.name}`), systemList(c.base.system), h('h3', {}, `Other: ${c.other.name}`), systemList(c.other.system)),
     );
+    showSvg(document.getElementById('compare-chart'), `/v1/compare?base=${enc(params.get('base'))}&other=${enc(params.get('other'))}&format=svg`);
   } catch (err) {
     out.append(errorBox(err));
   }
