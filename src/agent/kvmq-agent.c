@@ -425,7 +425,7 @@ static int run_steps(J *steps, char *err, size_t cap) {
 static int sysctl_path(const char *key, char *out, size_t cap) {
   if (strncmp(key, "vm.", 3) || strlen(key) > 64) return -1;
   for (const char *c = key + 3; *c; c++)
-    if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_')) return -1;
+    if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_' || *c == '-')) return -1; /* vm.page-cluster */
   snprintf(out, cap, "/proc/sys/vm/%s", key + 3);
   return 0;
 }

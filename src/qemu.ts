@@ -1,0 +1,438 @@
+// The qemu guest driver: one QEMU process per guest, booted from the kvmq image (image.ts) with the
+// spec's memory, vCPUs, CPU pinning, disk cache mode and accelerator. Each guest gets its own ext4
+// scratch disk made on the host, a console log file, and the agent channel on its second UART, which
+// QEMU exposes as a unix socket. The start barrier: every loaded guest is prepared, then all of them
+// are told "go" in one loop, and each times its own workload.
+import fs from 'node:fs/promises';
+import fsSync from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import net from 'node:net';
+import crypto from 'node:crypto';
+import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { promisify } from 'node:util';
+import type { BootRequest, BootedScenario, DriverProbe, GuestDriver } from './guest.ts';
+import { PermanentError } from './guest.ts';
+import type { GuestConfig } from './spec.ts';
+import type { Workload, WorkloadPlan } from './workload.ts';
+import type { SysctlValues } from './profile.ts';
+import { buildImage, type GuestImage } from './image.ts';
+import { AgentChannel, AgentError, AgentReplyError } from './agent/channel.ts';
+import { abortError } from './process.ts';
+
+const execFileP = promisify(execFile);
+
+export interface QemuDriverOptions {
+  /** Host-local state: run directories with disks, sockets and pid files (reaped after a crash). */
+  stateDir: string;
+  /** Where images are built and cached. */
+  imageDir: string;
+  /** Console logs, one per guest boot, kept for diagnosis. Defaults to consoles/ in the state dir. */
+  consoleDir?: string;
+  log?: (msg: string) => void;
+  env?: NodeJS.ProcessEnv;
+}
+
+type Accel = 'kvm' | 'tcg';
+
+interface Guest {
+  index: number;
+  name: string;
+  proc: ChildProcess;
+  channel?: AgentChannel;
+  socket?: net.Socket;
+  console: string;
+  exited: Promise<void>;
+  alive: boolean;
+  stderr: string;
+  sock: string;
+  started: number;
+  /** Why QEMU exited, once it has. */
+  why?: string;
+  bootSeconds?: number;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The CPUs a cpuset names ("0-1,3" -> [0, 1, 3]). */
+export function parseCpuset(s: string): number[] {
+  const out = new Set<number>();
+  for (const part of s.split(',')) {
+    const [a, b] = part.split('-').map(Number);
+    for (let c = a!; c <= (b ?? a!); c++) out.add(c);
+  }
+  return [...out].sort((x, y) => x - y);
+}
+
+/**
+ * Scratch disk size for a set of workloads: the seqread file or the postmark files, whichever is
+ * larger, with room for ext4's metadata and journal. The file is sparse, so a generous size is cheap.
+ */
+export function scratchMiB(workloads: Workload[], override?: number): number {
+  if (override) return override;
+  let need = 0;
+  for (const w of workloads) {
+    if (w.kind === 'seqread') need = Math.max(need, w.sizeMiB * 1.1);
+    if (w.kind === 'postmark') need = Math.max(need, ((w.files + w.transactions) * ((w.minSize + w.maxSize) / 2 + 4096)) / 2 ** 20 * 1.5);
+  }
+  return Math.ceil(Math.max(256, need + 128));
+}
+
+function tail(file: string, bytes = 1500): string {
+  try {
+    const fd = fsSync.openSync(file, 'r');
+    try {
+      const size = fsSync.fstatSync(fd).size;
+      const buf = Buffer.alloc(Math.min(bytes, size));
+      fsSync.readSync(fd, buf, 0, buf.length, size - buf.length);
+      // eslint-disable-next-line no-control-regex
+      return buf.toString('utf8').replace(/\x1b\[[0-9;?]*[A-Za-z]|\x1bc/g, '').replace(/\r/g, '').trim();
+    } finally {
+      fsSync.closeSync(fd);
+    }
+  } catch {
+    return '';
+  }
+}
+
+function lastLines(s: string, n: number): string {
+  return s.split('\n').filter((l) => l.trim()).slice(-n).join(' | ');
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+export class QemuDriver implements GuestDriver {
+  readonly name = 'qemu' as const;
+  private image?: Promise<GuestImage>;
+  private kvm?: Promise<{ ok: boolean; reason?: string }>;
+  private readonly qemuBin: string;
+  private readonly runRoot: string;
+  private readonly consoleDir: string;
+  private readonly log: (msg: string) => void;
+  private readonly env: NodeJS.ProcessEnv;
+
+  constructor(private opts: QemuDriverOptions) {
+    this.env = opts.env ?? process.env;
+    this.qemuBin = this.env.KVMQ_QEMU || 'qemu-system-x86_64';
+    this.runRoot = path.join(opts.stateDir, 'qemu');
+    this.consoleDir = opts.consoleDir ?? path.join(opts.stateDir, 'consoles');
+    this.log = opts.log ?? (() => {});
+  }
+
+  /** The image, built on first need (progress in the log) and then taken from the cache. */
+  ensureImage(log: (m: string) => void = this.log): Promise<GuestImage> {
+    this.image ??= buildImage({ cacheDir: this.opts.imageDir, log, env: this.env }).catch((err) => {
+      this.image = undefined;
+      throw err;
+    });
+    return this.image;
+  }
+
+  async probe(): Promise<DriverProbe> {
+    let version: string;
+    try {
+      version = (await execFileP(this.qemuBin, ['--version'])).stdout.split('\n')[0] ?? '';
+    } catch {
+      return { ok: false, reason: `${this.qemuBin} is not installed (apt-get install qemu-system-x86)` };
+    }
+    for (const [tool, pkg] of [['mkfs.ext4', 'e2fsprogs'], ['taskset', 'util-linux']] as const) {
+      try {
+        await execFileP(tool, ['-V']);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { ok: false, reason: `${tool} is not installed (apt-get install ${pkg})` };
+      }
+    }
+    // Built here, before any profile is applied and far from any timed part.
+    let image: GuestImage;
+    try {
+      image = await this.ensureImage();
+    } catch (err) {
+      return { ok: false, reason: `cannot build the guest image: ${(err as Error).message}` };
+    }
+    const m = /version\s+(\S+)/.exec(version);
+    return { ok: true, versions: { qemu: m?.[1] ?? version, guestKernel: image.kernelVersion } };
+  }
+
+  /** Does KVM boot a guest here? Asked once per driver: a nested host may create VMs that never run. */
+  probeKvm(): Promise<{ ok: boolean; reason?: string }> {
+    this.kvm ??= (async () => {
+      try {
+        await fs.access('/dev/kvm', fs.constants.R_OK | fs.constants.W_OK);
+      } catch (err) {
+        return { ok: false, reason: `/dev/kvm is not usable (${(err as NodeJS.ErrnoException).code})` };
+      }
+      const image = await this.ensureImage();
+      const deadline = Number(this.env.KVMQ_KVM_PROBE_TIMEOUT_S ?? 20) * 1000;
+      const run = await this.newRun('kvm-probe');
+      const ac = new AbortController();
+      let guest: Guest | undefined;
+      try {
+        guest = await this.startGuest(run, 0, image, { memoryMiB: 256, vcpus: 1, cpuset: '', accel: 'kvm', diskCache: 'unsafe' }, 'kvm', 32);
+        await this.waitReady(guest, deadline, ac.signal);
+        this.log(`KVM works here: a probe guest was ready in ${guest.bootSeconds!.toFixed(1)} s`);
+        return { ok: true };
+      } catch (err) {
+        return { ok: false, reason: `a KVM probe guest did not reach its agent: ${(err as Error).message}` };
+      } finally {
+        if (guest) await this.stopGuests([guest]);
+        await fs.rm(run, { recursive: true, force: true });
+      }
+    })();
+    return this.kvm;
+  }
+
+  private async resolveAccel(want: GuestConfig['accel'], log: (m: string) => void): Promise<Accel> {
+    if (want === 'tcg') return 'tcg';
+    const k = await this.probeKvm();
+    if (k.ok) return 'kvm';
+    if (want === 'kvm') throw new PermanentError(`accel "kvm" was asked for, but KVM does not work on this host: ${k.reason}; use accel "tcg" or "auto"`);
+    log(`KVM does not work here (${k.reason}); guests run under emulation (tcg), and every result says so`);
+    return 'tcg';
+  }
+
+  /** A run directory for one scenario's guests, with the worker's pid so a live worker's run is never reaped. */
+  private async newRun(tag: string): Promise<string> {
+    const safe = tag.replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 60);
+    const dir = path.join(this.runRoot, `${safe}-${crypto.randomBytes(4).toString('hex')}`);
+    await fs.mkdir(dir, { recursive: true });
+    await fs.writeFile(path.join(dir, 'owner'), String(process.pid));
+    return dir;
+  }
+
+  private async startGuest(run: string, index: number, image: GuestImage, g: GuestConfig, accel: Accel, diskMiB: number): Promise<Guest> {
+    const name = `guest ${index + 1}`;
+    const disk = path.join(run, `g${index}.disk`);
+    const sock = path.join(run, `g${index}.sock`);
+    await fs.mkdir(this.consoleDir, { recursive: true });
+    const console = path.join(this.consoleDir, `${path.basename(run)}-g${index}.log`);
+    // A sparse file with ext4 on it: no mount, no loop device, no root needed for this part.
+    const fh = await fs.open(disk, 'w');
+    await fh.truncate(diskMiB * 2 ** 20);
+    await fh.close();
+    try {
+      await execFileP('mkfs.ext4', ['-q', '-F', '-m', '0', '-L', 'kvmq-scratch', disk]);
+    } catch (err) {
+      throw new PermanentError(`mkfs.ext4 failed on the scratch disk of ${name}: ${((err as { stderr?: string }).stderr || (err as Error).message).trim()}`);
+    }
+    const qemu = [
+      this.qemuBin,
+      '-name', `kvmq-${path.basename(run)}-g${index}`,
+      '-accel', accel,
+      ...(accel === 'kvm' ? ['-cpu', 'host'] : []),
+      '-m', String(g.memoryMiB),
+      '-smp', String(g.vcpus),
+      '-nodefaults', '-no-user-config', '-no-reboot',
+      '-display', 'none', '-monitor', 'none',
+      '-kernel', image.kernel,
+      '-initrd', image.initramfs,
+      '-append', 'console=ttyS0 panic=-1 quiet',
+      '-serial', `file:${console}`,
+      '-chardev', `socket,id=agent,path=${sock},server=on,wait=off`,
+      '-serial', 'chardev:agent',
+      '-drive', `file=${disk},format=raw,if=virtio,cache=${g.diskCache}`,
+    ];
+    // taskset execs QEMU, so the pid below is QEMU's and every thread it starts inherits the CPU set.
+    const argv = g.cpuset ? ['taskset', '-c', g.cpuset, ...qemu] : qemu;
+    const started = Date.now();
+    const proc = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+    const guest: Guest = { index, name, proc, console, sock, started, alive: true, stderr: '', exited: Promise.resolve() };
+    guest.exited = new Promise<void>((resolve) => {
+      proc.on('error', (err) => {
+        guest.alive = false;
+        guest.stderr += err.message;
+        guest.channel?.fail(new AgentError(`${name}: cannot start QEMU: ${err.message}`));
+        resolve();
+      });
+      proc.on('exit', (code, sig) => {
+        guest.alive = false;
+        const why = `${name}: QEMU exited (${sig ?? `code ${code}`})${guest.stderr.trim() ? `: ${guest.stderr.trim().slice(-400)}` : ''}; console: ${lastLines(tail(console), 4) || '(empty)'}`;
+        guest.why = why;
+        guest.channel?.fail(new AgentError(why));
+        resolve();
+      });
+    });
+    proc.stderr!.setEncoding('utf8');
+    proc.stderr!.on('data', (d: string) => (guest.stderr = (guest.stderr + d).slice(-2000)));
+    if (proc.pid) await fs.writeFile(path.join(run, `g${index}.pid`), String(proc.pid));
+    return guest;
+  }
+
+  /** Attach to the guest's agent socket and wait for "ready", within the deadline. */
+  private async waitReady(guest: Guest, deadlineMs: number, signal: AbortSignal): Promise<void> {
+    const { started, sock } = guest;
+    const end = started + deadlineMs;
+    const why = () => guest.why;
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        reject(new AgentError(`${guest.name}: the agent was not ready within ${Math.round(deadlineMs / 1000)} s; console: ${lastLines(tail(guest.console), 4) || '(empty)'}`));
+      }, Math.max(0, end - Date.now()));
+    });
+    const aborted = new Promise<never>((_, reject) => {
+      if (signal.aborted) reject(abortError(signal));
+      signal.addEventListener('abort', () => reject(abortError(signal)), { once: true });
+    });
+    const attach = (async () => {
+      // QEMU creates the socket a moment after it starts; connect as soon as it is there.
+      for (;;) {
+        if (!guest.alive) throw new AgentError(why() ?? `${guest.name}: QEMU exited`);
+        if (Date.now() > end) return;
+        const s = await new Promise<net.Socket | undefined>((resolve) => {
+          const c = net.createConnection(sock);
+          c.once('connect', () => resolve(c));
+          c.once('error', () => {
+            c.destroy();
+            resolve(undefined);
+          });
+        });
+        if (s) {
+          guest.socket = s;
+          guest.channel = new AgentChannel(guest.name, s, s);
+          if (!guest.alive) guest.channel.fail(new AgentError(why() ?? `${guest.name}: QEMU exited`));
+          break;
+        }
+        await sleep(50);
+      }
+      await guest.channel!.waitReady();
+      guest.bootSeconds = (Date.now() - started) / 1000;
+    })();
+    attach.catch(() => {});
+    try {
+      await Promise.race([attach, deadline, aborted]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Ask each guest to power off, then make sure: whatever still runs after a grace period is killed. */
+  private async stopGuests(guests: Guest[]): Promise<void> {
+    await Promise.all(
+      guests.map(async (g) => {
+        if (g.alive && g.channel && !g.channel.failed) {
+          await g.channel.request('shutdown', {}, { timeoutMs: 5000 }).catch(() => {});
+          await Promise.race([g.exited, sleep(10_000)]);
+        }
+        if (g.alive && g.proc.pid) {
+          try {
+            process.kill(-g.proc.pid, 'SIGKILL');
+          } catch {
+            /* gone */
+          }
+          await Promise.race([g.exited, sleep(5000)]);
+        }
+        g.socket?.destroy();
+      }),
+    );
+  }
+
+  async boot(req: BootRequest): Promise<BootedScenario> {
+    const { guest: g, scenario, signal, log } = req;
+    const image = await this.ensureImage(log);
+    const cpus = os.cpus().length;
+    const bad = g.cpuset ? parseCpuset(g.cpuset).filter((c) => c >= cpus) : [];
+    if (bad.length) throw new PermanentError(`cpuset "${g.cpuset}" names CPU ${bad.join(', ')}, but this host has CPUs 0-${cpus - 1}`);
+    const minMiB = Math.ceil((2 * image.bytes.initramfs) / 2 ** 20 + 96);
+    if (g.memoryMiB < minMiB) throw new PermanentError(`memoryMiB ${g.memoryMiB} is too small for the guest image; give each guest at least ${minMiB} MiB`);
+    const accel = await this.resolveAccel(g.accel, log);
+    signal.throwIfAborted();
+    const diskMiB = scratchMiB(req.workloads, g.scratchMiB);
+    const run = await this.newRun(`${req.experimentId}-${scenario.id}`);
+    const guests: Guest[] = [];
+    const bootMs = Number(this.env.KVMQ_BOOT_TIMEOUT_S ?? (accel === 'kvm' ? 60 : 60 + 30 * scenario.guests)) * 1000;
+    let closed: Promise<void> | undefined;
+    const shutdown = () =>
+      (closed ??= (async () => {
+        await this.stopGuests(guests);
+        await fs.rm(run, { recursive: true, force: true });
+      })());
+    try {
+      log(`booting ${scenario.guests} QEMU guest(s) under ${accel}: ${g.memoryMiB} MiB, ${g.vcpus} vCPU, cpuset ${g.cpuset || 'any'}, cache=${g.diskCache}, ${diskMiB} MiB scratch`);
+      for (let i = 0; i < scenario.guests; i++) guests.push(await this.startGuest(run, i, image, g, accel, diskMiB));
+      await Promise.all(guests.map((x) => this.waitReady(x, bootMs, signal)));
+      log(`${scenario.guests} guest(s) ready in ${guests.map((x) => x.bootSeconds!.toFixed(1)).join(', ')} s`);
+    } catch (err) {
+      await shutdown();
+      if (err instanceof AgentError && accel === 'kvm' && g.accel === 'kvm') throw new PermanentError(err.message);
+      throw err;
+    }
+
+    const channelOf = (x: Guest): AgentChannel => {
+      const c = x.channel!;
+      if (c.failed) throw c.failed;
+      return c;
+    };
+    // An agent's own error (a command that fails in the guest) repeats on a retry; a lost guest may not.
+    const permanent = (err: unknown): never => {
+      if (err instanceof AgentReplyError) throw new PermanentError(err.message);
+      throw err;
+    };
+
+    return {
+      bootSeconds: guests.map((x) => Number(x.bootSeconds!.toFixed(3))),
+      accel,
+      run: async (plan: WorkloadPlan, loaded: number, runSignal: AbortSignal) => {
+        if (loaded < 1 || loaded > guests.length) throw new PermanentError(`cannot load ${loaded} of ${guests.length} guests`);
+        const targets = guests.slice(0, loaded);
+        try {
+          await Promise.all(targets.map((x) => channelOf(x).request('prepare', { setup: plan.setup, command: plan.command }, { signal: runSignal })));
+          runSignal.throwIfAborted();
+          // The barrier: every loaded guest is prepared; "go" goes to all of them in one synchronous loop.
+          const results = targets.map((x) => channelOf(x).request('go', {}, { signal: runSignal }));
+          const replies = await Promise.all(results);
+          if (plan.cleanup.length) await Promise.all(targets.map((x) => channelOf(x).request('steps', { steps: plan.cleanup }, { signal: runSignal })));
+          return replies.map((r, i) => {
+            if (typeof r.seconds !== 'number' || !Number.isFinite(r.seconds)) throw new Error(`${targets[i]!.name}: the agent's result has no seconds`);
+            return r.seconds;
+          });
+        } catch (err) {
+          return permanent(err);
+        }
+      },
+      applySysctl: async (values: SysctlValues) => {
+        try {
+          const replies = await Promise.all(guests.map((x) => channelOf(x).request('sysctl', { values }, { timeoutMs: 30_000, signal })));
+          return replies.map((r) => r.readBack ?? {});
+        } catch (err) {
+          return permanent(err);
+        }
+      },
+      shutdown,
+    };
+  }
+
+  async reapLeftovers(): Promise<string[]> {
+    const runs = await fs.readdir(this.runRoot).catch(() => [] as string[]);
+    const reaped: string[] = [];
+    for (const r of runs) {
+      const dir = path.join(this.runRoot, r);
+      const owner = Number(await fs.readFile(path.join(dir, 'owner'), 'utf8').catch(() => '0'));
+      // A run whose worker still lives belongs to another worker process on this host.
+      if (owner && owner !== process.pid && alive(owner)) continue;
+      const files = await fs.readdir(dir).catch(() => [] as string[]);
+      for (const f of files.filter((x) => x.endsWith('.pid'))) {
+        const pid = Number(await fs.readFile(path.join(dir, f), 'utf8').catch(() => '0'));
+        if (!pid || !alive(pid)) continue;
+        // Only a QEMU started for this run: a recycled pid belongs to someone else.
+        const cmdline = await fs.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+        if (!cmdline.includes(dir)) continue;
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+        for (let i = 0; i < 100 && alive(pid); i++) await sleep(50);
+        reaped.push(`qemu pid ${pid}`);
+      }
+      await fs.rm(dir, { recursive: true, force: true });
+      reaped.push(`qemu/${r}`);
+    }
+    return reaped;
+  }
+}
