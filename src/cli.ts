@@ -29,6 +29,7 @@ const USAGE = `kvmq: server-consolidation experiments on KVM hosts
   kvmq cancel ID
 ${QUEUE_USAGE}
   kvmq doctor              what this host can run
+  kvmq image build         build (or find cached) the guest kernel + initramfs for the qemu driver
 
 Client commands talk to KVMQ_URL (default http://127.0.0.1:8080) with KVMQ_TOKEN if set.`;
 
@@ -185,6 +186,15 @@ async function main(argv: string[]): Promise<number> {
       if (!positionals[0]) throw new Error('usage: kvmq cancel ID');
       const { json } = await api('DELETE', `/v1/experiments/${positionals[0]}`);
       console.log(json.cancelling ? `cancel sent to the worker running ${json.id}` : `${json.id} cancelled`);
+      return 0;
+    }
+    case 'image': {
+      if (positionals[0] !== 'build') throw new Error('usage: kvmq image build');
+      const { buildImage, imageCacheDir } = await import('./image.ts');
+      const started = Date.now();
+      const image = await buildImage({ cacheDir: imageCacheDir(loadConfig().dataDir), log: (m) => console.error(`kvmq image: ${m}`) });
+      console.error(`kvmq image: ${image.hash} ready (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+      console.log(JSON.stringify(image, null, 2));
       return 0;
     }
     case 'doctor':
