@@ -3,16 +3,18 @@
 # when everything is present. Used by `npm start`, `npm run demo`, `npm test` and CI.
 #   --quiet   only speak when installing something
 #   --test    also what the test suite needs
+#   --bench   also what `npm run bench` needs (wrk, the HTTP load generator)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-quiet=0; test=0
-for a in "$@"; do case "$a" in --quiet) quiet=1;; --test) test=1;; esac; done
+quiet=0; test=0; bench=0
+for a in "$@"; do case "$a" in --quiet) quiet=1;; --test) test=1;; --bench) bench=1;; esac; done
 say() { [ "$quiet" = 1 ] || echo "setup: $*" >&2; }
 
 # command -> Debian package
 declare -A need=( [redis-server]=redis-server [sysbench]=sysbench [stress-ng]=stress-ng [postmark]=postmark [busybox]=busybox-static
   [gcc]=gcc [qemu-system-x86_64]=qemu-system-x86 [cpio]=cpio [depmod]=kmod [mkfs.ext4]=e2fsprogs )
 if [ "$test" = 1 ]; then need[jq]=jq; need[curl]=curl; need[chromium]=chromium; fi
+if [ "$bench" = 1 ]; then need[wrk]=wrk; fi
 missing=()
 for cmd in "${!need[@]}"; do command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}"); done
 # The guest agent is compiled static, which needs the C library archive (not pulled in without recommends).

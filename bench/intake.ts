@@ -1,0 +1,190 @@
+// API intake: experiments accepted per second over HTTP (parsing, zod validation, the record stored, the
+// job queued) against BullMQ's own Queue.add of the same payload, alternated round by round. The HTTP
+// load comes from wrk (C, epoll, keep-alive, a fixed number of connections), so the client's own CPU
+// takes as little as possible from the two cores the API and Redis share. A third arm, the HTTP floor
+// (bench/floor.ts), shows how much of the gap is HTTP itself rather than kvmq.
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { spawn } from 'node:child_process';
+import { Queue } from 'bullmq';
+import { connect } from '../src/queue.ts';
+import { interleave, median, percentile, ratio } from './measure.ts';
+import { figure, type Figure } from './report.ts';
+import { ROOT } from './procs.ts';
+
+export interface IntakeOptions {
+  apiUrl: string;
+  redisUrl: string;
+  prefix: string;
+  spec: Record<string, unknown>;
+  /** Connections kept open by wrk, and Queue.add calls in flight for the raw arm. */
+  concurrency: number;
+  /** Seconds of each HTTP round; the raw arm adds `rawPerBatch` jobs per round. */
+  seconds: number;
+  rawPerBatch: number;
+  rounds: number;
+  warmup: number;
+  dir: string;
+  log: (m: string) => void;
+}
+
+interface Batch {
+  perSecond: number;
+  /** Latencies in ms (the raw arm keeps all; wrk reports percentiles). */
+  latencies?: number[];
+  p50ms?: number;
+  p99ms?: number;
+}
+
+/** Run `n` calls of `one` with `concurrency` in flight at all times; answers the rate and each latency (ms). */
+export async function closedLoop(n: number, concurrency: number, one: () => Promise<void>): Promise<Batch> {
+  let next = 0;
+  const latencies: number[] = [];
+  const started = process.hrtime.bigint();
+  const lane = async () => {
+    while (next < n) {
+      next++;
+      const t = process.hrtime.bigint();
+      await one();
+      latencies.push(Number(process.hrtime.bigint() - t) / 1e6);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, n) }, lane));
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  return { perSecond: n / seconds, latencies };
+}
+
+/** A wrk script that POSTs `body` as JSON and prints its summary as one JSON line. */
+export function wrkScript(body: string): string {
+  if (body.includes(']==]')) throw new Error('the body cannot be quoted for Lua');
+  return [
+    'wrk.method = "POST"',
+    'wrk.headers["Content-Type"] = "application/json"',
+    `wrk.body = [==[${body}]==]`,
+    'done = function(summary, latency, requests)',
+    '  local e = summary.errors',
+    '  io.write(string.format(\'WRK {"requests":%d,"us":%d,"non2xx":%d,"socket":%d,"p50":%d,"p99":%d}\\n\',',
+    '    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,',
+    '    latency:percentile(50), latency:percentile(99)))',
+    'end',
+    '',
+  ].join('\n');
+}
+
+export function parseWrk(out: string): { requests: number; us: number; non2xx: number; socket: number; p50: number; p99: number } {
+  const m = /^WRK (\{.*\})$/m.exec(out);
+  if (!m) throw new Error(`wrk printed no summary: ${out.slice(-800)}`);
+  return JSON.parse(m[1]!);
+}
+
+async function wrk(url: string, script: string, concurrency: number, seconds: number): Promise<Batch> {
+  const argv = ['-t1', `-c${concurrency}`, `-d${seconds}s`, '--timeout', '10s', '-s', script, url];
+  const out = await new Promise<string>((resolve, reject) => {
+    const child = spawn('wrk', argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let text = '';
+    child.stdout.on('data', (b) => (text += b));
+    child.stderr.on('data', (b) => (text += b));
+    child.on('error', (err) => reject(new Error(`wrk did not start (${err.message}); run scripts/setup.sh --bench`)));
+    child.on('close', (code) => (code === 0 ? resolve(text) : reject(new Error(`wrk exited with ${code}: ${text.slice(-600)}`))));
+  });
+  const r = parseWrk(out);
+  // A rejected request is not an accepted experiment: the figure is only valid when every answer was 202.
+  if (r.non2xx || r.socket) throw new Error(`wrk against ${url}: ${r.non2xx} non-2xx answers and ${r.socket} socket errors in ${r.requests} requests`);
+  return { perSecond: r.requests / (r.us / 1e6), p50ms: r.p50 / 1000, p99ms: r.p99 / 1000 };
+}
+
+export async function intakeFigure(opts: IntakeOptions): Promise<Figure> {
+  const conn = connect(opts.redisUrl);
+  // Its own queue name: no worker listens to it, and the API's jobs are not counted twice.
+  const raw = new Queue('bench-raw-intake', { connection: conn, prefix: opts.prefix });
+  const floor = await startFloor();
+  const script = path.join(opts.dir, 'intake.lua');
+  await fs.writeFile(script, wrkScript(JSON.stringify(opts.spec)));
+  try {
+    await raw.waitUntilReady();
+    const arms = {
+      api: () => wrk(`${opts.apiUrl}/v1/experiments`, script, opts.concurrency, opts.seconds),
+      floor: () => wrk(`${floor.url}/v1/experiments`, script, opts.concurrency, opts.seconds),
+      raw: () => closedLoop(opts.rawPerBatch, opts.concurrency, async () => void (await raw.add('experiment', opts.spec))),
+    };
+    const rates = { api: [] as number[], floor: [] as number[], raw: [] as number[] };
+    const p99 = { api: [] as number[], floor: [] as number[] };
+    const p50 = { api: [] as number[], floor: [] as number[] };
+    const rawLatencies: number[] = [];
+    for (const step of interleave(['api', 'raw', 'floor'] as const, opts.rounds, opts.warmup)) {
+      const b = await arms[step.arm]();
+      if (step.warmup) continue;
+      rates[step.arm].push(b.perSecond);
+      if (step.arm === 'raw') rawLatencies.push(...b.latencies!);
+      else {
+        p99[step.arm].push(b.p99ms!);
+        p50[step.arm].push(b.p50ms!);
+      }
+      opts.log(`intake round ${step.round + 1}/${opts.rounds}: ${step.arm} ${b.perSecond.toFixed(0)}/s`);
+    }
+    return figure({
+      key: 'apiIntake',
+      title: 'API intake (HTTP vs raw Queue.add)',
+      value: ratio(rates.api, rates.raw),
+      unit: 'ratio',
+      target: { min: 0.5, text: '>= 0.5' },
+      comparison: {
+        of: 'experiments accepted per second over HTTP (validated, stored, queued) / raw BullMQ Queue.add of the same payload',
+        unit: 'experiments/s',
+        medians: { measured: median(rates.api), baseline: median(rates.raw) },
+        samples: { measured: rates.api, baseline: rates.raw },
+      },
+      details: {
+        apiPerSecond: median(rates.api),
+        rawPerSecond: median(rates.raw),
+        httpFloorPerSecond: median(rates.floor),
+        apiOverFloor: ratio(rates.api, rates.floor),
+        floorOverRaw: ratio(rates.floor, rates.raw),
+        // wrk reports percentiles per round; the median round's value is the one quoted.
+        apiP50ms: median(p50.api),
+        apiP99ms: median(p99.api),
+        floorP99ms: median(p99.floor),
+        rawP50ms: percentile(rawLatencies, 50),
+        rawP99ms: percentile(rawLatencies, 99),
+        concurrency: opts.concurrency,
+        httpRoundSeconds: opts.seconds,
+        rawPerBatch: opts.rawPerBatch,
+      },
+    });
+  } finally {
+    await floor.stop();
+    await raw.obliterate({ force: true }).catch(() => {});
+    await raw.close();
+    await conn.quit().catch(() => conn.disconnect());
+  }
+}
+
+/** The floor server as its own process, through the same loader as kvmq (tsx), so both pay the same costs. */
+async function startFloor(): Promise<{ url: string; stop: () => Promise<void> }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'bench', 'floor.ts')], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+  let log = '';
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`the HTTP floor did not start: ${log}`)), 60_000);
+    child.stderr.on('data', (b: Buffer) => {
+      log += b;
+      const m = /floor on (http:\/\/\S+)/.exec(log);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]!);
+      }
+    });
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`the HTTP floor exited with ${code}: ${log}`));
+    });
+  });
+  return {
+    url,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null || child.signalCode) return resolve();
+        child.once('exit', () => resolve());
+        child.kill('SIGTERM');
+      }),
+  };
+}

@@ -1,0 +1,191 @@
+// `npm run bench`: every promise kvmq makes about its own cost, measured against a baseline in the same
+// run, written to bench/results.json and bench/RESULTS.md. Environment knobs (for a quicker look, not for
+// the committed figures): BENCH_ROUNDS, BENCH_DISPATCH, BENCH_ONLY (comma list of figure groups:
+// harness, container, readiness, intake, dispatch, memory).
+import fs from 'node:fs/promises';
+import fsSync from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { spawn, type ChildProcess } from 'node:child_process';
+import Docker from 'dockerode';
+import { startStack, type Stack } from '../src/stack.ts';
+import { loadConfig } from '../src/config.ts';
+import { startRedisServer, type RedisChild } from '../src/redis-server.ts';
+import { IMPLEMENTED_DRIVERS } from '../src/drivers.ts';
+import { systemInfo } from '../src/system.ts';
+import { Client, ROOT, sleep, startKvmq, tempDir, type KvmqProcess } from './procs.ts';
+import { overheadFigure } from './overhead.ts';
+import { intakeFigure } from './intake.ts';
+import { dispatchFigures } from './dispatch.ts';
+import { apiMemoryFigure, workerMemoryFigure } from './memory.ts';
+import { readinessFigures } from './readiness.ts';
+import { missing, toJson, toMarkdown, type BenchRun, type Figure } from './report.ts';
+import { sig } from './measure.ts';
+
+const started = Date.now();
+const log = (m: string) => console.error(`bench [${((Date.now() - started) / 1000).toFixed(0).padStart(3)} s] ${m}`);
+const only = new Set((process.env.BENCH_ONLY ?? 'harness,container,readiness,intake,dispatch,memory').split(',').map((s) => s.trim()));
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7);
+const settings = {
+  rounds: ROUNDS,
+  warmup: 1,
+  // About a second of sysbench on this machine: long enough that a spawn's cost shows as a ratio, short
+  // enough that the suite stays under ten minutes.
+  workload: { kind: 'integer', events: 1500, maxPrime: 20000 },
+  intake: { concurrency: 16, seconds: 3, rawPerBatch: 10000, rounds: 5 },
+  dispatch: { experiments: Number(process.env.BENCH_DISPATCH ?? 1000), workers: 4 },
+  memory: { workload: { kind: 'integer', events: 3000, maxPrime: 20000 } },
+  readiness: { rounds: Math.min(ROUNDS, 5), accel: 'tcg' },
+};
+const commands = ['npm run bench   # = bash scripts/setup.sh --bench && node --import tsx bench/run.ts'];
+const cores = os.cpus().length;
+const imageDir = path.resolve(process.env.KVMQ_IMAGE_DIR ?? path.join(ROOT, '.kvmq', 'images'));
+process.env.KVMQ_IMAGE_DIR = imageDir;
+
+/** The Docker engine, started as the environment notes say when it is not running (and stopped after). */
+async function ensureDockerd(): Promise<{ ok: boolean; reason?: string; started?: ChildProcess }> {
+  const docker = new Docker();
+  const ping = () => docker.ping().then(() => true, () => false);
+  if (await ping()) return { ok: true };
+  if (process.getuid?.() !== 0) return { ok: false, reason: 'dockerd is not running and the benchmark is not root' };
+  log('starting dockerd (vfs storage driver)');
+  const out = fsSync.openSync(path.join(os.tmpdir(), 'kvmq-bench-dockerd.log'), 'a');
+  const child = spawn('dockerd', ['--storage-driver=vfs'], { detached: true, stdio: ['ignore', out, out] });
+  child.on('error', () => {});
+  for (let i = 0; i < 60; i++) {
+    if (await ping()) return { ok: true, started: child };
+    await sleep(1000);
+  }
+  child.kill('SIGTERM');
+  return { ok: false, reason: 'dockerd did not answer within 60 s' };
+}
+
+async function main(): Promise<number> {
+  const figures: Figure[] = [];
+  const dir = await tempDir('run');
+  const cleanups: (() => Promise<unknown>)[] = [];
+  const system = await systemInfo();
+  log(`${system.cpu}, ${cores} cores; rounds ${ROUNDS}`);
+  const dockerd = only.has('container') || only.has('memory') ? await ensureDockerd() : { ok: false, reason: 'not asked for' };
+  if (dockerd.started) cleanups.push(async () => dockerd.started!.kill('SIGTERM'));
+  const baseEnv: NodeJS.ProcessEnv = {
+    ...process.env, PORT: '0', HOST: '127.0.0.1', KVMQ_RATE_LIMIT: '0', KVMQ_ALLOW_COMMANDS: '1',
+    KVMQ_DATA_DIR: path.join(dir, 'data'), KVMQ_STATE_DIR: path.join(dir, 'state'), KVMQ_IMAGE_DIR: imageDir,
+  };
+  try {
+    // 1. Overheads through the real stack: API, queue and worker in this process, Redis as a child.
+    if (only.has('harness') || only.has('container')) {
+      const stack: Stack = await startStack({ api: true, worker: true, config: loadConfig({ ...baseEnv, KVMQ_HOST_ID: 'bench-host' }), log: () => {} });
+      const client = new Client(stack.url!);
+      const scratch = path.join(dir, 'bare');
+      await fs.mkdir(scratch, { recursive: true });
+      const common = { client, rounds: ROUNDS, warmup: 1, cwd: scratch, log };
+      try {
+        if (only.has('harness')) {
+          log('harness overhead: host-baseline experiments against bare runs');
+          figures.push(await overheadFigure({
+            key: 'harnessOverhead', title: 'Harness overhead (host column vs bare)', target: { max: 1.02, text: '<= 1.02' },
+            of: 'seconds kvmq reports for the host column / the same argv spawned directly',
+            spec: { name: 'bench-harness', scenarios: [{ id: 'host', guests: 0 }], workloads: [settings.workload], repetitions: 1 },
+            timeoutMs: 120_000,
+          }, common));
+        }
+        if (only.has('container')) {
+          const title = 'Container overhead (one container vs bare)';
+          const target = { max: 1.05, text: '<= 1.05' };
+          if (!IMPLEMENTED_DRIVERS.has('docker')) figures.push(missing('containerOverhead', title, 'ratio', target, 'the docker driver is not in IMPLEMENTED_DRIVERS in this build'));
+          else if (!dockerd.ok) figures.push(missing('containerOverhead', title, 'ratio', target, dockerd.reason ?? 'no Docker engine'));
+          else {
+            log('container overhead: one-container experiments against bare runs');
+            figures.push(await overheadFigure({
+              key: 'containerOverhead', title, target,
+              of: 'seconds the agent measures inside one container / the same argv spawned directly on the host',
+              // Not pinned more tightly than the bare run: the figure is the container's cost, not pinning's.
+              spec: {
+                name: 'bench-container', driver: 'docker', scenarios: [{ id: 'container', guests: 1 }], workloads: [settings.workload],
+                repetitions: 1, guest: { cpuset: `0-${cores - 1}`, vcpus: 1 },
+              },
+              timeoutMs: 600_000,
+            }, common));
+          }
+        }
+      } finally {
+        client.close();
+        await stack.stop();
+      }
+    }
+
+    // 2. Guest readiness: the qemu driver's boot against a bare QEMU boot of the same kernel and initramfs.
+    if (only.has('readiness')) figures.push(...(await readinessFigures({ rounds: settings.readiness.rounds, warmup: 1, dir, imageDir, log })));
+
+    // 3. The parts as their own processes on one Redis: intake, dispatch, memory.
+    if (only.has('intake') || only.has('dispatch') || only.has('memory')) {
+      const redis: RedisChild = await startRedisServer(path.join(dir, 'shared'), () => {});
+      const env = { ...baseEnv, REDIS_URL: redis.url };
+      let api: KvmqProcess | undefined;
+      let client: Client | undefined;
+      try {
+        api = await startKvmq(['api'], env, /API on (http:\/\/\S+)/);
+        client = new Client(api.ready[1]!);
+        await client.json('GET', '/readyz');
+        await sleep(2000);
+        figures.push(await apiMemoryFigure(api.pid, 'after start-up and one /readyz, before any experiment'));
+        if (only.has('intake')) {
+          log('API intake: HTTP against raw Queue.add');
+          figures.push(await intakeFigure({
+            apiUrl: api.ready[1]!, redisUrl: redis.url, prefix: loadConfig(env).prefix, concurrency: settings.intake.concurrency,
+            seconds: settings.intake.seconds, rawPerBatch: settings.intake.rawPerBatch, rounds: settings.intake.rounds, warmup: 1, dir, log,
+            spec: { name: 'bench-intake', pool: 'bench-intake', scenarios: [{ id: 'host', guests: 0 }], workloads: [settings.workload], repetitions: 3 },
+          }));
+        }
+        if (only.has('dispatch')) {
+          log(`dispatch: ${settings.dispatch.experiments} experiments through ${settings.dispatch.workers} workers`);
+          figures.push(...(await dispatchFigures({
+            client, redisUrl: redis.url, prefix: loadConfig(env).prefix, env, dir, experiments: settings.dispatch.experiments,
+            workers: settings.dispatch.workers, timeoutMs: 300_000, log,
+          })));
+        }
+        if (only.has('memory')) {
+          const title = 'Worker resident memory, four guests running';
+          const driver = IMPLEMENTED_DRIVERS.has('qemu') ? 'qemu' : IMPLEMENTED_DRIVERS.has('docker') && dockerd.ok ? 'docker' : undefined;
+          if (!driver) figures.push(missing('workerMemory', title, 'MiB', null, 'no guest driver can run here (qemu not in this build; docker not reachable)'));
+          else {
+            log(`memory: worker with four ${driver} guests`);
+            figures.push(await workerMemoryFigure({ client, env, dir, driver, workload: settings.memory.workload, timeoutMs: 300_000, log }));
+          }
+        }
+      } finally {
+        client?.close();
+        await api?.stop();
+        await redis.stop();
+      }
+    }
+  } finally {
+    for (const c of cleanups) await c().catch(() => {});
+    await fs.rm(dir, { recursive: true, force: true }).catch(() => {});
+  }
+
+  const run: BenchRun = {
+    startedAt: new Date(started).toISOString(), finishedAt: new Date().toISOString(), seconds: (Date.now() - started) / 1000,
+    system, commands, settings, figures,
+  };
+  const out = process.env.BENCH_OUT ? path.resolve(process.env.BENCH_OUT) : path.join(ROOT, 'bench');
+  await fs.mkdir(out, { recursive: true });
+  await fs.writeFile(path.join(out, 'results.json'), JSON.stringify(toJson(run), null, 2) + '\n');
+  await fs.writeFile(path.join(out, 'RESULTS.md'), toMarkdown(run));
+  console.log(['figure'.padEnd(58), 'value'.padStart(10), 'target'.padStart(9), '  verdict'].join(''));
+  for (const f of figures) {
+    const verdict = f.value === null ? `missing: ${f.missing}` : f.met === null ? 'reported' : f.met ? 'met' : 'MISSED';
+    console.log([f.title.padEnd(58), (f.value === null ? '-' : `${sig(f.value)}`).padStart(10), (f.target?.text ?? '-').padStart(9), `  ${verdict}`].join(''));
+  }
+  console.log(`written: ${path.relative(process.cwd(), path.join(out, 'results.json'))}, ${path.relative(process.cwd(), path.join(out, 'RESULTS.md'))} (${Math.round(run.seconds)} s)`);
+  return 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err) => {
+    console.error(err);
+    process.exit(1);
+  },
+);
