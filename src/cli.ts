@@ -161,7 +161,7 @@ async function main(argv: string[]): Promise<number> {
       if (values.chart) {
         const { json } = await api('GET', `/v1/experiments/${positionals[0]}/results?format=json`);
         await saveChart(renderChart(json), values.chart);
-        console.error(`kvmq: chart of ${json.summary.length} cells written to ${values.chart}`);
+        console.error(`kvmq: chart of ${json.summary.length} means (profile, scenario, workload) written to ${values.chart}`);
         if (!values.format) return 0;
       }
       const { text } = await api('GET', `/v1/experiments/${positionals[0]}/results?format=${values.format ?? 'markdown'}`);
