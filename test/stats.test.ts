@@ -103,3 +103,24 @@ test('cell order: sequential is one pass, interleaved and shuffled a pass per ro
   const orders = new Set(Array.from({ length: 20 }, (_, i) => shuffled(items, `exp1/p/${i}`).join()));
   assert.ok(orders.size > 5, `20 seeds gave only ${orders.size} orders`);
 });
+
+test('spec: repetitions as a number or {min, max, targetCv}, and order, with pointers on bad input', async () => {
+  const { SpecInputSchema, parseSpec } = await import('../src/spec.ts');
+  const { zodProblems } = await import('../api/problem.ts');
+  const base = { name: 'x', scenarios: [{ id: 'host', guests: 0 }], workloads: [{ kind: 'integer', events: 1 }] };
+  const bad = (extra: object) => {
+    const p = SpecInputSchema.safeParse({ ...base, ...extra });
+    assert.equal(p.success, false, JSON.stringify(extra));
+    return zodProblems(p.error!).map((e) => e.pointer);
+  };
+  assert.deepEqual(bad({ repetitions: { min: 1, max: 3 } }), ['/repetitions/min']);
+  assert.deepEqual(bad({ repetitions: { max: 2 } }), ['/repetitions/max'], 'min defaults to 3, above max');
+  assert.deepEqual(bad({ repetitions: { max: 4, targetCv: 0 } }), ['/repetitions/targetCv']);
+  assert.deepEqual(bad({ repetitions: { max: 4, every: 1 } }), ['/repetitions/every']);
+  assert.deepEqual(bad({ repetitions: 0 }), ['/repetitions']);
+  assert.deepEqual(bad({ order: 'random' }), ['/order']);
+  const a = parseSpec({ ...base, repetitions: { max: 10 }, order: 'interleaved' });
+  assert.deepEqual([a.repetitions, a.adaptive, a.order], [3, { min: 3, max: 10, targetCv: 0.035 }, 'interleaved']);
+  const f = parseSpec({ ...base, repetitions: 4, order: 'sequential' });
+  assert.deepEqual([f.repetitions, f.adaptive, f.order], [4, undefined, undefined], 'a fixed number still works; sequential is the default');
+});
