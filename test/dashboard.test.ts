@@ -192,6 +192,9 @@ test('a running experiment is followed live: status and progress change on the p
     return rows.length === 2 && rows.every((r) => /host5/.test(r.replace(/\s+/g, '')));
   }, 15_000, 'the statistics table to show n = 5');
   assert.equal(await page.locator('#chart svg rect.bar').count(), 2);
+  // A target of 0.0001% cannot be met: the page says so for both workloads.
+  assert.equal(await page.locator('#warnings li').count(), 2);
+  assert.match(await page.textContent('#warnings') ?? '', /cv [\d.]+% above the target 0\.0001% after 5 repetitions/);
   assert.equal((await statusOf(id)).status, 'completed');
   assert.deepEqual(errors, []);
   await page.close();

@@ -24,7 +24,7 @@ function h(tag, attrs = {}, ...children) {
 }
 const $main = () => document.getElementById('main');
 const fmt = (x) => (x === undefined || x === null || !Number.isFinite(x) ? '-' : x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
-const pct = (x) => (Number.isFinite(x) ? `${(x * 100).toFixed(1)}%` : '-');
+const pct = (x) => (Number.isFinite(x) ? `${x < 0.001 ? Number((x * 100).toPrecision(2)) : (x * 100).toFixed(1)}%` : "-");
 const when = (iso) => (iso ? new Date(iso).toLocaleString() : '-');
 const sleep = (ms, signal) => new Promise((r) => { const t = setTimeout(r, ms); signal?.addEventListener('abort', () => { clearTimeout(t); r(); }, { once: true }); });
 const enc = encodeURIComponent;
@@ -301,6 +301,15 @@ function renderResults(box, results, spec) {
       parts.push(h('section', {}, h('h3', {}, `${p.name} relative to ${base}`),
         meansTable(results, spec, p.name, 'vsProfile', "below 1.00 is faster; * = significant (Welch's t-test, p < 0.05)")));
     }
+  }
+  // The same warnings the markdown export ends with: outliers, and spreads above the adaptive target.
+  const noisy = results.summary.filter((x) => x.outliers.length || (reps.targetCv !== undefined && x.cv > reps.targetCv));
+  if (noisy.length) {
+    parts.push(h('div', { class: 'warn', id: 'warnings' }, h('strong', {}, 'Warnings'), h('ul', {}, noisy.map((x) => h('li', {},
+      `${x.profile}/${x.scenario}/${x.workload}: `,
+      [x.outliers.length ? `outlier repetition(s) ${x.outliers.join(', ')}` : null,
+        reps.targetCv !== undefined && x.cv > reps.targetCv ? `cv ${pct(x.cv)} above the target ${pct(reps.targetCv)} after ${x.n} repetitions` : null]
+        .filter(Boolean).join('; '))))));
   }
   const chart = h('div', { class: 'chart', id: 'chart' }, h('p', { class: 'muted' }, 'Drawing the chart…'));
   parts.push(h('section', {}, h('h3', {}, 'Seconds per scenario (error bars: 95% CI)'), chart));
