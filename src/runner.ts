@@ -17,6 +17,15 @@ export interface RunnerDeps {
   stateDir: string;
   log: (msg: string) => void;
   onProgress?: (p: Progress) => Promise<void> | void;
+  /** True once the worker is shutting down and wants the job back after the cell in flight. */
+  draining?: () => boolean;
+}
+
+/** The worker is stopping: the job goes back to the queue, with every stored cell kept. */
+export class ShutdownError extends Error {
+  constructor() {
+    super('worker shutting down; the experiment will continue on the next worker');
+  }
 }
 
 export async function runExperiment(deps: RunnerDeps, id: string, signal: AbortSignal): Promise<void> {
@@ -95,6 +104,7 @@ export async function runExperiment(deps: RunnerDeps, id: string, signal: AbortS
           signal.throwIfAborted();
           log(`booting ${scenario.guests} guest(s) for ${profile.name}/${scenario.id} with ${driver.name}`);
           const booted: BootedScenario = await driver.boot({ experimentId: id, scenario, guest: spec.guest, workloads: spec.workloads, signal, log });
+          if (scenario.guests > 0) await store.count(`boots_${booted.accel ?? driver.name}`, scenario.guests).catch(() => {});
           try {
             if (profile.target !== 'host' && Object.keys(profile.sysctl).length > 0 && scenario.guests > 0) {
               if (!booted.applySysctl) throw new PermanentError(`the ${driver.name} driver cannot apply a profile inside guests`);
@@ -109,6 +119,7 @@ export async function runExperiment(deps: RunnerDeps, id: string, signal: AbortS
                 if (!wants(ref)) break;
                 if (repetition > spec.repetitions) progress.total++;
                 signal.throwIfAborted();
+                if (deps.draining?.()) throw new ShutdownError();
                 progress.current = ref;
                 await report(deps, id, progress);
                 const loaded = Math.max(1, scenario.loaded);
