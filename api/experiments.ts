@@ -6,7 +6,7 @@ import { Store, STATUSES, FINAL, type ExperimentRecord } from '../src/store.ts';
 import type { Queues } from '../src/queue.ts';
 import { buildResults, toCsv, toMarkdown } from '../src/report.ts';
 import { IMPLEMENTED_DRIVERS } from '../src/drivers.ts';
-import { expandCells } from '../src/cell.ts';
+import { expandCells, maxCells } from '../src/cell.ts';
 import { HttpProblem, validationProblem, type ProblemItem } from './problem.ts';
 import type { Config } from '../src/config.ts';
 import { urlProblem, type Webhooks } from '../src/webhook.ts';
@@ -68,8 +68,9 @@ export function admissionProblems(spec: Spec, config: Config): ProblemItem[] {
       out.push({ pointer: `/workloads/${i}`, detail: 'command workloads are off on this deployment (the operator can set KVMQ_ALLOW_COMMANDS=1)' });
     }
   });
-  const cells = expandCells(spec).length;
-  if (cells > 100_000) out.push({ pointer: '/repetitions', detail: `the matrix has ${cells} cells; the limit is 100000` });
+  // Adaptive repetitions may run up to their max, so the limit counts the largest matrix.
+  const cells = maxCells(spec);
+  if (cells > 100_000) out.push({ pointer: '/repetitions', detail: `the matrix can reach ${cells} cells; the limit is 100000` });
   return out;
 }
 

@@ -47,7 +47,9 @@ export async function runExperiment(deps: RunnerDeps, id: string, signal: AbortS
     Object.assign(versions, p.versions);
   }
   const sys = await systemInfo();
-  await store.putSystem(id, { ...sys, driver: spec.driver, versions: { ...sys.versions, ...versions } });
+  // A host-only experiment never used the guest driver; say so rather than name the spec's default.
+  const driverName = spec.scenarios.some((s) => s.guests > 0) ? spec.driver : 'host';
+  await store.putSystem(id, { ...sys, driver: driverName, versions: { ...sys.versions, ...versions } });
 
   const stored = await store.cells(id);
   // The total grows while adaptive repetitions decide to measure more; a retry starts from what is stored.
@@ -138,7 +140,7 @@ export async function runExperiment(deps: RunnerDeps, id: string, signal: AbortS
                 await report(deps, id, progress);
               }
             }
-            if (booted.accel) await store.putSystem(id, { ...sys, driver: spec.driver, accel: booted.accel, versions: { ...sys.versions, ...versions } });
+            if (booted.accel) await store.putSystem(id, { ...sys, driver: driverName, accel: booted.accel, versions: { ...sys.versions, ...versions } });
           } finally {
             await booted.shutdown();
           }
