@@ -294,7 +294,11 @@ export class QemuDriver implements GuestDriver {
         });
         if (s) {
           guest.socket = s;
-          guest.channel = new AgentChannel(guest.name, s, s);
+          // When the socket ends, QEMU's exit (if that is why) names the cause better than the socket can.
+          guest.channel = new AgentChannel(guest.name, s, s, async () => {
+            await Promise.race([guest.exited, sleep(2000)]);
+            return guest.why ? new AgentError(guest.why) : undefined;
+          });
           if (!guest.alive) guest.channel.fail(new AgentError(why() ?? `${guest.name}: QEMU exited`));
           break;
         }
@@ -315,7 +319,8 @@ export class QemuDriver implements GuestDriver {
   private async stopGuests(guests: Guest[]): Promise<void> {
     await Promise.all(
       guests.map(async (g) => {
-        if (g.alive && g.channel && !g.channel.failed) {
+        if (g.alive && g.channel?.ready && !g.channel.failed) {
+          // A guest whose agent answers powers off cleanly (its disk is closed); any other is killed.
           await g.channel.request('shutdown', {}, { timeoutMs: 5000 }).catch(() => {});
           await Promise.race([g.exited, sleep(10_000)]);
         }

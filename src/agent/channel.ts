@@ -35,10 +35,16 @@ export class AgentChannel {
     readonly name: string,
     private input: Readable,
     private output: Writable,
+    /** Called when the stream ends, to find a better reason (a guest process that exited) before failing. */
+    onEnd?: () => Promise<Error | undefined>,
   ) {
     input.setEncoding('utf8');
     input.on('data', (chunk: string) => this.onData(chunk));
-    input.on('end', () => this.fail(new AgentError(`${name}: the agent channel closed`)));
+    input.on('end', () => {
+      const closed = new AgentError(`${name}: the agent channel closed`);
+      if (!onEnd) return this.fail(closed);
+      onEnd().then((e) => this.fail(e ?? closed), () => this.fail(closed));
+    });
     input.on('error', (e: Error) => this.fail(new AgentError(`${name}: the agent channel failed: ${e.message}`)));
     output.on('error', (e: Error) => this.fail(new AgentError(`${name}: the agent channel failed: ${e.message}`)));
   }
