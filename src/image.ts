@@ -378,6 +378,18 @@ function compressor(env: NodeJS.ProcessEnv): string[] | undefined {
   }
 }
 
+/**
+ * Drop images superseded a day ago or more. A running QEMU has its kernel and initramfs in memory, and
+ * a worker still on an old image finds it gone only at its next start, when it builds the current one.
+ */
+async function pruneImages(cacheDir: string, keep: string): Promise<void> {
+  for (const d of await fs.readdir(cacheDir).catch(() => [] as string[])) {
+    if (!d.startsWith('image-') || d === keep || d.includes('.tmp-')) continue;
+    const st = await fs.stat(path.join(cacheDir, d)).catch(() => undefined);
+    if (st && Date.now() - st.mtimeMs > 86_400_000) await fs.rm(path.join(cacheDir, d), { recursive: true, force: true });
+  }
+}
+
 /** Build (or find in the cache) the guest image. Safe to call on every boot: a cache hit costs a hash. */
 export async function buildImage(opts: ImageOptions): Promise<GuestImage> {
   const log = opts.log ?? (() => {});
@@ -457,6 +469,7 @@ export async function buildImage(opts: ImageOptions): Promise<GuestImage> {
       if (code !== 'ENOTEMPTY' && code !== 'EEXIST') throw err;
       await fs.rm(tmp, { recursive: true, force: true });
     }
+    await pruneImages(cacheDir, path.basename(dir));
     log(`guest image ${hash} ready: initramfs ${(image.bytes.initramfs / 2 ** 20).toFixed(1)} MiB, kernel ${(image.bytes.kernel / 2 ** 20).toFixed(1)} MiB, in ${((Date.now() - started) / 1000).toFixed(1)} s`);
     return image;
   } catch (err) {

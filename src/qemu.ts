@@ -319,10 +319,10 @@ export class QemuDriver implements GuestDriver {
   private async stopGuests(guests: Guest[]): Promise<void> {
     await Promise.all(
       guests.map(async (g) => {
-        if (g.alive && g.channel?.ready && !g.channel.failed) {
-          // A guest whose agent answers powers off cleanly (its disk is closed); any other is killed.
-          await g.channel.request('shutdown', {}, { timeoutMs: 5000 }).catch(() => {});
-          await Promise.race([g.exited, sleep(10_000)]);
+        if (g.alive && g.channel?.ready && !g.channel.failed && !g.channel.busy) {
+          // An idle guest whose agent answers powers off cleanly; a busy, silent or broken one is killed.
+          const bye = await g.channel.request('shutdown', {}, { timeoutMs: 5000 }).then(() => true, () => false);
+          if (bye) await Promise.race([g.exited, sleep(10_000)]);
         }
         if (g.alive && g.proc.pid) {
           try {
@@ -339,7 +339,12 @@ export class QemuDriver implements GuestDriver {
 
   async boot(req: BootRequest): Promise<BootedScenario> {
     const { guest: g, scenario, signal, log } = req;
-    const image = await this.ensureImage(log);
+    let image = await this.ensureImage(log);
+    if (!(await fs.access(image.initramfs).then(() => true, () => false))) {
+      // Pruned by a newer build on this host since this worker found it: build (or find) the current one.
+      this.image = undefined;
+      image = await this.ensureImage(log);
+    }
     const cpus = os.cpus().length;
     const bad = g.cpuset ? parseCpuset(g.cpuset).filter((c) => c >= cpus) : [];
     if (bad.length) throw new PermanentError(`cpuset "${g.cpuset}" names CPU ${bad.join(', ')}, but this host has CPUs 0-${cpus - 1}`);
@@ -365,6 +370,9 @@ export class QemuDriver implements GuestDriver {
     } catch (err) {
       await shutdown();
       if (err instanceof AgentError && accel === 'kvm' && g.accel === 'kvm') throw new PermanentError(err.message);
+      if (guests.some((x) => /O_DIRECT|Invalid argument/.test(x.stderr)) && ['none', 'directsync'].includes(g.diskCache)) {
+        throw new PermanentError(`${(err as Error).message}; diskCache "${g.diskCache}" needs O_DIRECT, which the filesystem of ${this.opts.stateDir} lacks (tmpfs?): use another KVMQ_STATE_DIR or diskCache "writeback"`);
+      }
       throw err;
     }
 
@@ -413,6 +421,13 @@ export class QemuDriver implements GuestDriver {
   }
 
   async reapLeftovers(): Promise<string[]> {
+    // Console logs are kept for diagnosis, for a while.
+    const keepMs = Number(this.env.KVMQ_CONSOLE_KEEP_DAYS ?? 14) * 86_400_000;
+    for (const f of await fs.readdir(this.consoleDir).catch(() => [] as string[])) {
+      const p = path.join(this.consoleDir, f);
+      const st = await fs.stat(p).catch(() => undefined);
+      if (st && Date.now() - st.mtimeMs > keepMs) await fs.rm(p, { force: true });
+    }
     const runs = await fs.readdir(this.runRoot).catch(() => [] as string[]);
     const reaped: string[] = [];
     for (const r of runs) {

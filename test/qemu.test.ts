@@ -111,6 +111,32 @@ test('the five paper scenarios in QEMU guests on one CPU show the consolidation 
   assert.ok((await filesUnder(path.join(s.dir, 'state', 'consoles'), /\.log$/)).length >= 8);
 });
 
+test('cancelling a running experiment stops its guests mid-workload and leaves nothing', { skip, timeout: 300_000 }, async () => {
+  const s = await testStack({ tag: 'qemu-cancel' });
+  stacks.push(s);
+  const sub = await s.fetchJson('POST', '/v1/experiments', {
+    name: 'qemu cancel',
+    driver: 'qemu',
+    scenarios: [{ id: 'guest3', guests: 2, loaded: 2 }],
+    workloads: [{ kind: 'integer', events: 10_000_000 }],
+    profiles: ['unchanged'],
+    repetitions: 1,
+    guest: tcg,
+  });
+  assert.equal(sub.status, 202, sub.text);
+  const id = sub.body.id;
+  await waitFor(async () => (await s.fetchJson('GET', `/v1/experiments/${id}`)).body.progress?.current, 240_000, 'the workload to start');
+  assert.equal((await qemusUnder(s.dir)).length, 2);
+  await new Promise((r) => setTimeout(r, 1000));
+  const started = Date.now();
+  assert.equal((await s.fetchJson('DELETE', `/v1/experiments/${id}`)).status < 300, true);
+  const rec = await waitForStatus(s, id, ['cancelled', 'failed', 'completed'], 60_000);
+  assert.equal(rec.status, 'cancelled', JSON.stringify(rec.error));
+  assert.ok(Date.now() - started < 30_000, 'a busy guest is killed, not waited for');
+  await waitFor(async () => (await qemusUnder(s.dir)).length === 0, 10_000, 'no QEMU left');
+  assert.deepEqual(await filesUnder(path.join(s.dir, 'state', 'qemu'), /./), []);
+});
+
 test('a guest that never becomes ready fails the boot within its deadline and leaves nothing', { skip, timeout: 120_000 }, async () => {
   const dir = await tempDir('qemu-noready');
   const d = new QemuDriver({ stateDir: dir, imageDir, log, env: { ...process.env, KVMQ_BOOT_TIMEOUT_S: '1' } });

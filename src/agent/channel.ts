@@ -30,6 +30,8 @@ export class AgentChannel {
   private readyWaiters: { resolve: (m: AgentMessage) => void; reject: (e: Error) => void }[] = [];
   private readyMsg?: AgentMessage;
   private failure?: Error;
+  /** Requests given up by their caller (cancel): their late replies are dropped, not taken for garbage. */
+  private abandoned = new Set<number>();
 
   constructor(
     readonly name: string,
@@ -55,6 +57,11 @@ export class AgentChannel {
 
   get failed(): Error | undefined {
     return this.failure;
+  }
+
+  /** Is the agent still working on a request (answered or abandoned by the caller)? */
+  get busy(): boolean {
+    return this.pending.size + this.abandoned.size > 0;
   }
 
   private onData(chunk: string): void {
@@ -94,6 +101,7 @@ export class AgentChannel {
     if (typeof m.id !== 'number') {
       return this.fail(new AgentError(`${this.name}: the agent reported an error outside any request: ${m.message ?? line.slice(0, 200)}`));
     }
+    if (this.abandoned.delete(m.id)) return;
     const p = this.pending.get(m.id);
     if (!p) return this.fail(new AgentError(`${this.name}: the agent answered request ${m.id}, which is not pending`));
     this.pending.delete(m.id);
@@ -131,7 +139,7 @@ export class AgentChannel {
     return new Promise<AgentMessage>((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined;
       const onAbort = () => {
-        this.pending.delete(id);
+        if (this.pending.delete(id)) this.abandoned.add(id);
         done();
         const r = opts.signal!.reason;
         reject(r instanceof Error ? r : new Error(String(r ?? 'aborted')));
