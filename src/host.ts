@@ -8,6 +8,7 @@ import type { Step, WorkloadPlan } from './workload.ts';
 import { runChecked } from './process.ts';
 import { PermanentError } from './guest.ts';
 import { toolVersions } from './system.ts';
+import { procSys } from './sysctl.ts';
 
 export class HostDriver implements GuestDriver {
   readonly name = 'host' as const;
@@ -73,7 +74,7 @@ export async function runStep(step: Step, scratch: string, signal: AbortSignal):
     case 'dropCaches':
       // Write back dirty pages first, or dropping the clean ones leaves the file half in memory.
       await runChecked(['sync'], { signal });
-      await fs.writeFile('/proc/sys/vm/drop_caches', '3').catch((err: Error) => {
+      await fs.writeFile(path.join(procSys(), 'vm/drop_caches'), '3').catch((err: Error) => {
         throw new PermanentError(`cannot drop the page cache before a sequential read (${err.message}); run the worker as root`);
       });
       return;
