@@ -3,6 +3,7 @@
 // (QEMU) and containers are not the worker's memory; QEMU's own resident memory is kept as a detail.
 import path from 'node:path';
 import fs from 'node:fs/promises';
+import os from 'node:os';
 import { median } from './measure.ts';
 import { figure, type Figure } from './report.ts';
 import { rssKiB, sleep, startKvmq, type Client } from './procs.ts';
@@ -43,6 +44,8 @@ export async function workerMemoryFigure(opts: MemoryOptions): Promise<Figure> {
       scenarios: [{ id: 'four', guests: 4, loaded: 4 }],
       workloads: [opts.workload],
       repetitions: 1,
+      // Every core, so four emulated guests boot in parallel rather than one after another on CPU 0.
+      guest: { cpuset: `0-${os.cpus().length - 1}` },
     };
     const { id } = await opts.client.json('POST', '/v1/experiments', spec, [202]);
     const running: number[] = [];

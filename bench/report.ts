@@ -41,6 +41,8 @@ export interface BenchRun {
   finishedAt: string;
   seconds: number;
   system: SystemInfo;
+  /** 1-minute load averages at the start and the end: how busy the shared machine was. */
+  load: { start: number; end: number };
   commands: string[];
   settings: Record<string, unknown>;
   figures: Figure[];
@@ -54,7 +56,7 @@ export function toJson(run: BenchRun): Record<string, unknown> {
     figures[key] = rest;
   }
   return {
-    startedAt: run.startedAt, finishedAt: run.finishedAt, seconds: sig(run.seconds), system: run.system,
+    startedAt: run.startedAt, finishedAt: run.finishedAt, seconds: sig(run.seconds), system: run.system, load: run.load,
     commands: run.commands, settings: run.settings, figures,
   };
 }
@@ -84,6 +86,7 @@ export function toMarkdown(run: BenchRun): string {
     '',
     `- ${s.cpu}, ${s.cores} cores, ${s.memoryMiB} MiB, ${s.kernel}${s.root ? ', root' : ''}`,
     `- versions: ${Object.entries(s.versions).map(([k, v]) => `${k} ${v}`).join(', ')}`,
+    `- 1-minute load average: ${run.load.start.toFixed(2)} at the start, ${run.load.end.toFixed(2)} at the end (other work shares these cores)`,
     '',
     '## Figures',
     '',

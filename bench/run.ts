@@ -25,7 +25,7 @@ import { sig } from './measure.ts';
 const started = Date.now();
 const log = (m: string) => console.error(`bench [${((Date.now() - started) / 1000).toFixed(0).padStart(3)} s] ${m}`);
 const only = new Set((process.env.BENCH_ONLY ?? 'harness,container,readiness,intake,dispatch,memory').split(',').map((s) => s.trim()));
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 9);
 const settings = {
   rounds: ROUNDS,
   warmup: 1,
@@ -34,7 +34,9 @@ const settings = {
   workload: { kind: 'integer', events: 1500, maxPrime: 20000 },
   intake: { concurrency: 16, seconds: 3, rawPerBatch: 10000, rounds: 5 },
   dispatch: { experiments: Number(process.env.BENCH_DISPATCH ?? 1000), workers: 4 },
-  memory: { workload: { kind: 'integer', events: 3000, maxPrime: 20000 } },
+  // A few seconds of work for four guests at once, so the worker is sampled while they all run (emulated
+  // guests run sysbench several times slower than containers).
+  memory: { docker: { kind: 'integer', events: 3000, maxPrime: 20000 }, qemu: { kind: 'integer', events: 600, maxPrime: 20000 } },
   readiness: { rounds: Math.min(ROUNDS, 5), accel: 'tcg' },
 };
 const commands = ['npm run bench   # = bash scripts/setup.sh --bench && node --import tsx bench/run.ts'];
@@ -65,6 +67,7 @@ async function main(): Promise<number> {
   const dir = await tempDir('run');
   const cleanups: (() => Promise<unknown>)[] = [];
   const system = await systemInfo();
+  const loadStart = os.loadavg()[0]!;
   log(`${system.cpu}, ${cores} cores; rounds ${ROUNDS}`);
   const dockerd = only.has('container') || only.has('memory') ? await ensureDockerd() : { ok: false, reason: 'not asked for' };
   if (dockerd.started) cleanups.push(async () => dockerd.started!.kill('SIGTERM'));
@@ -151,7 +154,7 @@ async function main(): Promise<number> {
           if (!driver) figures.push(missing('workerMemory', title, 'MiB', null, 'no guest driver can run here (qemu not in this build; docker not reachable)'));
           else {
             log(`memory: worker with four ${driver} guests`);
-            figures.push(await workerMemoryFigure({ client, env, dir, driver, workload: settings.memory.workload, timeoutMs: 300_000, log }));
+            figures.push(await workerMemoryFigure({ client, env, dir, driver, workload: settings.memory[driver], timeoutMs: 300_000, log }));
           }
         }
       } finally {
@@ -165,9 +168,18 @@ async function main(): Promise<number> {
     await fs.rm(dir, { recursive: true, force: true }).catch(() => {});
   }
 
+  // The commands each baseline ran, as recorded by the figures, so RESULTS.md can be repeated by hand.
+  for (const f of figures) {
+    const d = f.details as Record<string, unknown> | undefined;
+    if (typeof d?.command === 'string') commands.push(`${d.command}   # ${f.key}: the workload, bare and through kvmq`);
+    if (typeof d?.bareArgv === 'string') commands.push(`${d.bareArgv}   # ${f.key}: the bare boot`);
+  }
+  if (figures.some((f) => f.key === 'apiIntake' && f.value !== null)) {
+    commands.push(`wrk -t1 -c${settings.intake.concurrency} -d${settings.intake.seconds}s --timeout 10s -s intake.lua URL/v1/experiments   # apiIntake: the API and the HTTP floor (bench/floor.ts)`);
+  }
   const run: BenchRun = {
     startedAt: new Date(started).toISOString(), finishedAt: new Date().toISOString(), seconds: (Date.now() - started) / 1000,
-    system, commands, settings, figures,
+    system, load: { start: loadStart, end: os.loadavg()[0]! }, commands, settings, figures,
   };
   const out = process.env.BENCH_OUT ? path.resolve(process.env.BENCH_OUT) : path.join(ROOT, 'bench');
   await fs.mkdir(out, { recursive: true });

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { interleave, median, meets, parseVmRss, percentile, ratio, sig } from '../bench/measure.ts';
 import { figure, missing, toJson, toMarkdown, type BenchRun } from '../bench/report.ts';
 import { pad4, BARE_INIT } from '../bench/readiness.ts';
+import { closedLoop, parseWrk, wrkScript } from '../bench/intake.ts';
 
 test('median of odd and even counts, unsorted input left as it was', () => {
   const xs = [5, 1, 3];
@@ -85,6 +86,7 @@ test('results.json has one key per figure; RESULTS.md shows met, missed and miss
   const run: BenchRun = {
     startedAt: '2026-11-30T05:00:00.000Z', finishedAt: '2026-11-30T05:05:00.000Z', seconds: 300,
     system: { hostname: 'h', kernel: 'Linux 6', cpu: 'cpu', cores: 2, memoryMiB: 1024, root: true, versions: { node: '20' } },
+    load: { start: 1.5, end: 2.25 },
     commands: ['npm run bench'], settings: { rounds: 7 }, figures: [met, missed, reported, gone],
   };
   const json = toJson(run) as { figures: Record<string, any> };
@@ -99,4 +101,33 @@ test('results.json has one key per figure; RESULTS.md shows met, missed and miss
   assert.match(md, /\| Readiness \| - \| <= 1\.10 \| missing \|/);
   assert.match(md, /Not measured: driver not ready/);
   assert.match(md, /cpu, 2 cores, 1024 MiB/);
+  assert.match(md, /load average: 1\.50 at the start, 2\.25 at the end/);
+});
+
+test('the wrk script posts the body as JSON and its summary line parses; a body that cannot be quoted is refused', () => {
+  const lua = wrkScript('{"name":"x"}');
+  assert.match(lua, /wrk\.method = "POST"/);
+  assert.match(lua, /Content-Type"\] = "application\/json"/);
+  assert.ok(lua.includes('wrk.body = [==[{"name":"x"}]==]'));
+  assert.throws(() => wrkScript('{"a":"]==]"}'), /cannot be quoted/);
+  const r = parseWrk('Running 3s test\nWRK {"requests":300,"us":3000000,"non2xx":0,"socket":0,"p50":9000,"p99":25000}\nRequests/sec: 100\n');
+  assert.deepEqual(r, { requests: 300, us: 3000000, non2xx: 0, socket: 0, p50: 9000, p99: 25000 });
+  assert.throws(() => parseWrk('connection refused'), /no summary/);
+});
+
+test('a closed loop runs exactly n calls with at most `concurrency` in flight', async () => {
+  let inFlight = 0;
+  let most = 0;
+  let calls = 0;
+  const b = await closedLoop(25, 4, async () => {
+    calls++;
+    inFlight++;
+    most = Math.max(most, inFlight);
+    await new Promise((r) => setImmediate(r));
+    inFlight--;
+  });
+  assert.equal(calls, 25);
+  assert.equal(most, 4);
+  assert.equal(b.latencies!.length, 25);
+  assert.ok(b.perSecond > 0);
 });
