@@ -11,6 +11,7 @@ import { IMPLEMENTED_DRIVERS } from '../src/drivers.ts';
 import { QemuDriver } from '../src/qemu.ts';
 import { interleave, median, ratio } from './measure.ts';
 import { figure, missing, type Figure } from './report.ts';
+import { ROOT } from './procs.ts';
 
 export interface ReadinessOptions {
   rounds: number;
@@ -144,7 +145,8 @@ export async function readinessFigures(opts: ReadinessOptions): Promise<Figure[]
     details: {
       image: img.hash, kernel: img.kernelVersion, initramfsMiB: img.bytes.initramfs / 2 ** 20, modules: img.modules.length,
       roundRatios: measured.map((m, i) => Number((m / baseline[i]!).toFixed(4))),
-      bareArgv: bareArgv.join(' '),
+      // Relative to the checkout and the run's temporary directory: the report names no path of this machine.
+      bareArgv: bareArgv.map((a) => a.replace(ROOT + path.sep, '').replace(opts.dir, '$RUN_DIR')).map((a) => (/\s/.test(a) ? `'${a}'` : a)).join(' '),
     },
   });
   if (f.met === false) f.note = READINESS_GAP;
