@@ -32,8 +32,9 @@ node_bin="${KVMQ_NODE:-$(command -v node || true)}"
 [ -x "$node_bin" ] || { echo "base-image: no node binary (set KVMQ_NODE)" >&2; exit 1; }
 case "$("$node_bin" --version)" in v2[0-9]*|v[3-9][0-9]*) ;; *) echo "base-image: kvmq needs Node.js 20 or newer, $node_bin is $("$node_bin" --version)" >&2; exit 1;; esac
 
-# What the api, worker and redis services run. Depends are pulled in by debootstrap, Recommends are not.
-packages=redis-server,sysbench,stress-ng,postmark,busybox-static,qemu-system-x86,cpio,kmod,e2fsprogs,libstdc++6
+# What the api, worker and redis services run (gcc and libc6-dev compile the static guest agent).
+# Depends are pulled in by debootstrap, Recommends are not.
+packages=redis-server,sysbench,stress-ng,postmark,busybox-static,qemu-system-x86,cpio,kmod,e2fsprogs,libstdc++6,gcc,libc6-dev
 
 root="$(mktemp -d /var/tmp/kvmq-base.XXXXXX)"
 trap 'rm -rf "$root"' EXIT
