@@ -211,8 +211,13 @@ async function debianKernel(cacheDir: string, log: (m: string) => void): Promise
     }
     await execFileP('depmod', ['-b', tmp, version]);
     await fs.writeFile(path.join(tmp, '.kvmq-kernel'), JSON.stringify({ package: pkg, modules: closure.map((m) => m.name) }));
-    await fs.rm(dir, { recursive: true, force: true });
-    await fs.rename(tmp, dir);
+    try {
+      await fs.rename(tmp, dir);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'ENOTEMPTY' && code !== 'EEXIST') throw err;
+      await fs.rm(tmp, { recursive: true, force: true }); // another builder finished first; theirs is the same
+    }
     log(`guest kernel ${version} ready (${closure.length} modules kept)`);
     return { vmlinuz: path.join(dir, 'vmlinuz'), version, moduleDir, origin: pkg };
   } finally {
