@@ -181,6 +181,7 @@ async function debianKernel(cacheDir: string, log: (m: string) => void): Promise
     return { vmlinuz: path.join(dir, 'vmlinuz'), version, moduleDir, origin: pkg };
   }
   const work = await fs.mkdtemp(path.join(cacheDir, 'kernel-fetch-'));
+  const tmp = `${dir}.tmp-${process.pid}`;
   try {
     log(`fetching the guest kernel: Debian package ${pkg}`);
     // apt drops privileges to _apt for downloads; a directory it can write avoids a warning.
@@ -197,7 +198,6 @@ async function debianKernel(cacheDir: string, log: (m: string) => void): Promise
     await execFileP('depmod', ['-b', x, version]);
     const xmods = path.join(x, 'lib/modules', version);
     const closure = await moduleClosure(xmods, GUEST_MODULES);
-    const tmp = `${dir}.tmp-${process.pid}`;
     await fs.rm(tmp, { recursive: true, force: true });
     await fs.mkdir(path.join(tmp, 'lib/modules', version), { recursive: true });
     await fs.copyFile(path.join(x, 'boot', `vmlinuz-${version}`), path.join(tmp, 'vmlinuz'));
@@ -222,6 +222,7 @@ async function debianKernel(cacheDir: string, log: (m: string) => void): Promise
     return { vmlinuz: path.join(dir, 'vmlinuz'), version, moduleDir, origin: pkg };
   } finally {
     await fs.rm(work, { recursive: true, force: true });
+    await fs.rm(tmp, { recursive: true, force: true });
   }
 }
 
