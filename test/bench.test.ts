@@ -5,7 +5,8 @@ import assert from 'node:assert/strict';
 import { interleave, median, meets, parseVmRss, percentile, ratio, sig } from '../bench/measure.ts';
 import { figure, missing, toJson, toMarkdown, type BenchRun } from '../bench/report.ts';
 import { pad4, BARE_INIT } from '../bench/readiness.ts';
-import { closedLoop, parseWrk, wrkScript } from '../bench/intake.ts';
+import { closedLoop, intakeGap, parseWrk, wrkScript } from '../bench/intake.ts';
+import { overheadGap } from '../bench/overhead.ts';
 
 test('median of odd and even counts, unsorted input left as it was', () => {
   const xs = [5, 1, 3];
@@ -130,4 +131,11 @@ test('a closed loop runs exactly n calls with at most `concurrency` in flight', 
   assert.equal(most, 4);
   assert.equal(b.latencies!.length, 25);
   assert.ok(b.perSecond > 0);
+});
+
+test('a missed figure says why from the run itself: noise when some rounds meet, a real cost when none do', () => {
+  assert.match(overheadGap([0.98, 1.01, 1.04, 1.06], 1.02), /range from 0\.980 to 1\.060; 2 of 4 rounds are within/);
+  assert.match(overheadGap([0.98, 1.04], 1.02), /inside this run's noise/);
+  assert.match(overheadGap([1.08, 1.1], 1.05), /Every round is above the target/);
+  assert.match(intakeGap(0.35, 0.31), /reached 35% of raw Queue\.add.*reached 31% of that floor/);
 });
