@@ -29,7 +29,10 @@ before(async () => {
   if (!skip) await buildImage({ cacheDir: imageDir, log });
 }, { timeout: 600_000 });
 after(async () => {
-  for (const s of stacks.reverse()) await s.stop();
+  for (const s of stacks.reverse()) {
+    await s.stop();
+    await fs.rm(s.dir, { recursive: true, force: true });
+  }
 });
 
 /** QEMU processes whose command line mentions dir (every guest's disk and socket live under it). */
@@ -228,5 +231,6 @@ test("a crashed worker's QEMU is killed when the next worker starts", { skip, ti
   assert.deepEqual(await filesUnder(path.join(stateDir, 'qemu'), /./), []);
   await s.stop();
   stacks.splice(stacks.indexOf(s), 1);
+  await fs.rm(s.dir, { recursive: true, force: true });
   await fs.rm(dir, { recursive: true, force: true });
 });
