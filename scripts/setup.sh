@@ -34,6 +34,20 @@ else
   say "Debian packages present"
 fi
 
+# The container tests need a running Docker engine; on a fresh machine nothing starts it, so start it
+# here (vfs storage works everywhere, including inside another container).
+if [ "$test" = 1 ] && ! docker info >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "setup: starting dockerd (log in /tmp/kvmq-dockerd.log)" >&2
+    setsid dockerd --storage-driver=vfs >/tmp/kvmq-dockerd.log 2>&1 < /dev/null &
+    for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+    docker info >/dev/null 2>&1 || { echo "setup: dockerd did not start; see /tmp/kvmq-dockerd.log" >&2; exit 1; }
+  else
+    echo "setup: the Docker engine is not running and starting it needs root" >&2
+    exit 1
+  fi
+fi
+
 # npm packages: install when node_modules is missing or older than the lock file.
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "setup: installing npm packages (npm ci)" >&2

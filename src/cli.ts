@@ -21,7 +21,7 @@ const USAGE = `kvmq: server-consolidation experiments on KVM hosts
 
   kvmq dev                 Redis (a child process unless REDIS_URL), API and worker in one process
   kvmq api | kvmq worker   the parts alone (worker: --pool P --host-id H)
-  kvmq demo                start the stack, run the paper-quick preset, print the tables
+  kvmq demo [--driver qemu|docker]   start the stack, run the paper-quick preset, print the tables
   kvmq submit FILE|--preset NAME [--driver D] [--name N] [--wait]
   kvmq status ID [--watch]
   kvmq results ID [--format markdown|csv|json] [--chart out.svg|out.png]
@@ -134,7 +134,7 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'demo':
-      return demo();
+      return demo(values.driver);
     case 'submit': {
       let body: any;
       if (positionals[0]) body = JSON.parse(await fs.readFile(positionals[0], 'utf8'));
@@ -240,9 +240,20 @@ async function doctor(): Promise<number> {
   return ok ? 0 : 1;
 }
 
-/** The first thing a new user runs: the whole stack in this process, the paper-quick matrix, the tables. */
-async function demo(): Promise<number> {
+/**
+ * The first thing a new user runs: the whole stack in this process, the paper-quick matrix on every
+ * column the chosen driver can run (qemu by default, the paper's subject; `--driver docker` for
+ * containers), then the tables.
+ */
+async function demo(requested?: string): Promise<number> {
+  const driver = (requested ?? process.env.KVMQ_DEMO_DRIVER ?? 'qemu') as 'qemu' | 'docker';
+  if (driver !== 'qemu' && driver !== 'docker') throw new Error(`--driver must be qemu or docker, not ${driver}`);
   const config = loadConfig({ ...process.env, PORT: process.env.PORT ?? '0', KVMQ_STATE_DIR: process.env.KVMQ_STATE_DIR ?? `${process.cwd()}/.kvmq/state` });
+  if (driver === 'qemu' && IMPLEMENTED_DRIVERS.has('qemu')) {
+    // Build (or find) the guest image first, with its progress, so the run itself shows only cells.
+    const { buildImage, imageCacheDir } = await import('./image.ts');
+    await buildImage({ cacheDir: imageCacheDir(config.dataDir), log: (m) => console.error(`kvmq image: ${m}`) });
+  }
   const stack = await startStack({ api: true, worker: true, config, log: () => {} });
   process.env.KVMQ_URL = stack.url;
   let stopped = false;
@@ -253,12 +264,12 @@ async function demo(): Promise<number> {
   process.on('SIGINT', () => void stop().then(() => process.exit(130)));
   try {
     const preset = PRESETS['paper-quick'];
-    const driver = [...IMPLEMENTED_DRIVERS][0] ?? 'qemu';
     const scenarios = preset.scenarios.filter((s) => s.guests === 0 || IMPLEMENTED_DRIVERS.has(driver));
-    const body = { name: 'demo: paper-quick', preset: 'paper-quick' as PresetName, driver, scenarios };
-    console.error(`kvmq demo: running the paper-quick preset (${scenarios.map((s) => s.id).join(', ')}; ${preset.profiles.join(' and ')}) on ${stack.url}`);
-    if (scenarios.length < preset.scenarios.length) console.error('kvmq demo: the guest columns need a guest driver; this build runs the host baseline');
+    const body = { name: `demo: paper-quick, ${driver}`, preset: 'paper-quick' as PresetName, driver, scenarios };
+    console.error(`kvmq demo: the paper-quick preset (${scenarios.map((s) => s.id).join(', ')}; ${preset.profiles.join(' and ')}; driver ${driver}) on ${stack.url}`);
+    if (scenarios.length < preset.scenarios.length) console.error(`kvmq demo: the ${driver} driver is not in this build; running the host baseline only`);
     const { json } = await api('POST', '/v1/experiments', body);
+    console.error(`kvmq demo: experiment ${json.id}; the dashboard is at ${stack.url}/ while it runs`);
     const rec = await watch(json.id);
     const { text } = await api('GET', `/v1/experiments/${json.id}/results?format=markdown`);
     process.stdout.write(text);

@@ -73,7 +73,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       const sw = await startScheduleWorker({ config, connection: conn(), schedules, log });
       stops.push(() => sw.close());
       const onFinished = (id: string) => webhooks.experimentFinished(id).catch((err) => log(`webhook for ${id} not queued: ${(err as Error).message}`));
-      const w = await startExperimentWorker({ config, connection: conn(), store, drivers: makeDrivers(config.stateDir), log, onFinished });
+      const w = await startExperimentWorker({ config, connection: conn(), store, drivers: makeDrivers(config.stateDir, { dataDir: config.dataDir, log }), log, onFinished });
       stops.push(() => w.close());
     }
     let url: string | undefined;
