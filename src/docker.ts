@@ -29,7 +29,9 @@ const READY_MS = 60_000;
 
 /**
  * Who owns a container: hostname, pid and the kernel's start time of that pid. A leftover is a container
- * whose owner is not this very process still alive on this machine, which a reused pid cannot fake.
+ * whose owner ran under this hostname and is no longer alive, which a reused pid cannot fake. Containers
+ * of other hostnames belong to other workers on the same engine (a compose worker next to a host one)
+ * and are never touched.
  */
 function processStart(pid: number): string | undefined {
   try {
@@ -41,11 +43,10 @@ function processStart(pid: number): string | undefined {
 }
 const OWNER = `${os.hostname()}:${process.pid}:${processStart(process.pid) ?? '0'}`;
 
-function ownerAlive(owner: string | undefined): boolean {
-  if (!owner) return false;
-  const [host, pid, start] = owner.split(':');
+function isLeftover(owner: string | undefined): boolean {
+  const [host, pid, start] = (owner ?? '').split(':');
   if (host !== os.hostname() || !pid) return false;
-  return processStart(Number(pid)) === start;
+  return processStart(Number(pid)) !== start;
 }
 
 function deadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
@@ -424,7 +425,7 @@ export class DockerDriver implements GuestDriver {
     }
   }
 
-  /** Containers and volumes whose owning worker is gone (crashed or killed); removed at worker start. */
+  /** Containers and volumes whose owning worker on this host is gone (crashed, killed); removed at worker start. */
   async reapLeftovers(): Promise<string[]> {
     const reaped: string[] = [];
     let containers: Docker.ContainerInfo[];
@@ -437,12 +438,12 @@ export class DockerDriver implements GuestDriver {
     }
     const log = () => {};
     for (const c of containers) {
-      if (ownerAlive(c.Labels?.[`${LABEL}.owner`])) continue;
+      if (!isLeftover(c.Labels?.[`${LABEL}.owner`])) continue;
       await this.removeContainer(c.Id, log);
       reaped.push(`container ${(c.Names?.[0] ?? c.Id).replace(/^\//, '')}`);
     }
     for (const v of volumes) {
-      if (ownerAlive(v.Labels?.[`${LABEL}.owner`])) continue;
+      if (!isLeftover(v.Labels?.[`${LABEL}.owner`])) continue;
       await this.removeVolume(v.Name, log);
       reaped.push(`volume ${v.Name}`);
     }
