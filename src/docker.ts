@@ -184,6 +184,8 @@ export interface DockerDriverOptions {
   cacheDir?: string;
   /** Where the guest root tree comes from: the same tree, by the same content hash, as the VM initramfs. */
   rootTree?: (cacheDir: string, log: (m: string) => void) => Promise<{ dir: string; hash: string }>;
+  /** How long the agents of a scenario get to say ready. */
+  readyMs?: number;
 }
 
 export class DockerDriver implements GuestDriver {
@@ -192,8 +194,10 @@ export class DockerDriver implements GuestDriver {
   private rootTree: NonNullable<DockerDriverOptions['rootTree']>;
   private cacheDir: string;
   private image: Promise<string> | undefined;
+  private readyMs: number;
 
   constructor(stateDir: string, opts: DockerDriverOptions = {}) {
+    this.readyMs = opts.readyMs ?? READY_MS;
     this.docker = opts.docker ?? new Docker();
     this.rootTree = opts.rootTree ?? ((cacheDir, log) => buildRootTree({ cacheDir, log }));
     this.cacheDir = opts.cacheDir ?? path.resolve(process.env.KVMQ_IMAGE_DIR || path.join(stateDir, 'images'));
@@ -361,13 +365,24 @@ export class DockerDriver implements GuestDriver {
         });
         link.ready.then(() => (bootSeconds[i] = Number(process.hrtime.bigint() - started) / 1e9)).catch(() => {});
       }
-      await deadline(
-        Promise.all(guests.map((g) => g.link.ready)),
-        READY_MS,
-        'waiting for the agents to say ready',
-      ).catch((err: Error) => {
-        throw new Error(`containers of ${scenario.id} did not become ready: ${err.message}`);
-      });
+      // Every agent says ready, or the boot fails: a deadline and the cancel signal both end the wait.
+      let timer: NodeJS.Timeout | undefined;
+      let onAbort: (() => void) | undefined;
+      try {
+        await Promise.race([
+          Promise.all(guests.map((g) => g.link.ready)),
+          new Promise<never>((_, reject) => {
+            timer = setTimeout(() => reject(new Error(`no "ready" from every agent within ${this.readyMs / 1000} s`)), this.readyMs);
+            onAbort = () => reject(abortError(signal));
+            signal.addEventListener('abort', onAbort, { once: true });
+          }),
+        ]);
+      } catch (err) {
+        throw signal.aborted ? err : new Error(`containers of ${scenario.id} did not become ready: ${(err as Error).message}`);
+      } finally {
+        clearTimeout(timer);
+        if (onAbort) signal.removeEventListener('abort', onAbort);
+      }
       log(`${guests.length} container(s) ready for ${scenario.id}: ${bootSeconds.map((s) => s.toFixed(2)).join(', ')} s`);
     } catch (err) {
       await shutdown();

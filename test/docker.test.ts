@@ -6,8 +6,9 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
+import fs from 'node:fs/promises';
 import Docker from 'dockerode';
-import { testStack, requireTool, waitFor, waitForStatus, type TestStack } from './helpers.ts';
+import { testStack, requireTool, waitFor, waitForStatus, tempDir, type TestStack } from './helpers.ts';
 import { DockerDriver } from '../src/docker.ts';
 import { PermanentError } from '../src/guest.ts';
 import { PAPER_SCENARIOS } from '../src/preset.ts';
@@ -195,3 +196,41 @@ test('a failed image build is a permanent error with the reason', { skip, timeou
     (err: Error) => err instanceof PermanentError && /image/.test(err.message),
   );
 });
+
+/** A root tree whose "agent" is a busybox script, to see how the driver copes with a broken agent. */
+async function brokenTree(script: string): Promise<{ dir: string; hash: string }> {
+  const dir = await tempDir('broken-tree');
+  await fs.mkdir(path.join(dir, 'bin'));
+  await fs.copyFile((await fs.realpath('/bin/busybox')), path.join(dir, 'bin/busybox'));
+  await fs.chmod(path.join(dir, 'bin/busybox'), 0o755);
+  await fs.writeFile(path.join(dir, 'bin/kvmq-agent'), `#!/bin/busybox sh\n${script}\n`, { mode: 0o755 });
+  return { dir, hash: `broken-${Buffer.from(script).toString('hex').slice(0, 24)}` };
+}
+
+for (const [what, script, expect] of [
+  ['an agent that exits at once', 'echo "agent: crashed on purpose" >&2; exit 3', /exited: agent: crashed on purpose/],
+  ['an agent that never says ready', 'exec /bin/busybox sleep 1000', /no "ready" from every agent within 3 s/],
+  ['an agent that prints garbage', 'while :; do echo "garbage {"; /bin/busybox sleep 0.2; done', /no "ready" from every agent within 3 s/],
+] as const) {
+  test(`${what}: the boot fails with the reason and removes its containers`, { skip, timeout: 120_000 }, async () => {
+    const tree = await brokenTree(script);
+    const d = new DockerDriver(tree.dir, { rootTree: async () => tree, readyMs: 3000 });
+    const experimentId = `broken${process.pid}${Date.now()}`;
+    const started = Date.now();
+    await assert.rejects(
+      d.boot({
+        experimentId,
+        scenario: { id: 'guest3', guests: 2, loaded: 2 },
+        guest: { memoryMiB: 64, vcpus: 1, cpuset: '0', accel: 'auto', diskCache: 'none' },
+        workloads: [],
+        signal: new AbortController().signal,
+        log: () => {},
+      }),
+      (err: Error) => expect.test(err.message) || assert.fail(err.message),
+    );
+    assert.ok(Date.now() - started < 90_000, 'it fails within the deadline');
+    assert.deepEqual(await leftovers(experimentId), []);
+    await fs.rm(tree.dir, { recursive: true, force: true });
+    await docker.getImage(`kvmq-guest:${tree.hash}`).remove({ force: true }).catch(() => {});
+  });
+}
