@@ -37,19 +37,19 @@ interface Batch {
 }
 
 /** Why the intake figure misses, with what this run measured, and what would close the gap. */
-export function intakeGap(floorOverRaw: number, apiOverFloor: number): string {
+export function intakeGap(floorOverRaw: number, apiOverFloor: number, rawPerSecond: number): string {
   const pct = (x: number) => `${Math.round(x * 100)}%`;
   return [
-    `Why: on this machine HTTP itself is the limit. The HTTP floor (bench/floor.ts: the same express parsing the same JSON`,
-    `and answering 202, with no validation and no storage) reached ${pct(floorOverRaw)} of raw Queue.add, so no HTTP API`,
-    `on these two shared cores can reach 50%; kvmq's API reached ${pct(apiOverFloor)} of that floor. A CPU profile of the`,
-    `API under this load puts the rest in its two Redis round trips per submit (the record's MULTI, then BullMQ's add`,
-    `script; each a write system call that costs tens of microseconds on this nested host), then zod validation, express`,
-    `routing and JSON. Changed: experiment ids no longer draw from the CSPRNG once per submit (a pooled buffer).`,
-    `Plan: (1) run one API process per core (the API is stateless; several \`kvmq api\` behind the proxy), since Redis`,
-    `takes about ten thousand adds a second; (2) write the record and the job in one round trip (one MULTI holding the`,
-    `record and BullMQ's add); (3) repeat this figure on a host with more than two shared cores, where HTTP is cheaper`,
-    `relative to a raw add.`,
+    `Why: on this machine HTTP itself is the limit. The HTTP floor (bench/floor.ts: Node's HTTP server and express`,
+    `parsing the same JSON and answering 202, with no validation and no storage) reached ${pct(floorOverRaw)} of raw`,
+    `Queue.add, so an API on this HTTP stack cannot reach 50% on these two shared cores; kvmq's API reached`,
+    `${pct(apiOverFloor)} of that floor. A CPU profile of the API under this load puts the rest in its two Redis round`,
+    `trips per submit (the record's MULTI, then BullMQ's add script; each a write system call that costs tens of`,
+    `microseconds on this nested host), then zod validation, express routing and JSON. Changed: experiment ids no`,
+    `longer draw from the CSPRNG once per submit (a pooled buffer). Plan: (1) run one API process per core (the API`,
+    `is stateless; several \`kvmq api\` behind the proxy), since Redis took ${Math.round(rawPerSecond)} raw adds a second`,
+    `here; (2) write the record and the job in one round trip (one MULTI holding the record and BullMQ's add, which`,
+    `Job.addJob accepts); (3) repeat this figure on a host with more cores, where HTTP costs less relative to a raw add.`,
   ].join(' ');
 }
 
@@ -168,7 +168,7 @@ export async function intakeFigure(opts: IntakeOptions): Promise<Figure> {
         rawPerBatch: opts.rawPerBatch,
       },
     });
-    if (f.met === false) f.note = intakeGap(median(rates.floor) / median(rates.raw), median(rates.api) / median(rates.floor));
+    if (f.met === false) f.note = intakeGap(median(rates.floor) / median(rates.raw), median(rates.api) / median(rates.floor), median(rates.raw));
     return f;
   } finally {
     await floor.stop();
