@@ -316,9 +316,8 @@ export PATH=/bin:/sbin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-for m in ${modules.join(' ')}; do
-  insmod /lib/modules/kvmq/$m.ko || echo "kvmq-init: insmod $m failed"
-done
+# One process inserts every module, in dependency order (see kvmq-agent.c for why).
+${AGENT_PATH} --load-modules /lib/modules/kvmq ${modules.join(' ')} || echo "kvmq-init: a module failed to load"
 i=0
 while [ ! -b /dev/vda ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
 if [ -b /dev/vda ]; then
