@@ -275,9 +275,12 @@ export class QemuDriver implements GuestDriver {
         reject(new AgentError(`${guest.name}: the agent was not ready within ${Math.round(deadlineMs / 1000)} s; console: ${lastLines(tail(guest.console), 4) || '(empty)'}`));
       }, Math.max(0, end - Date.now()));
     });
+    // The listener is removed once the wait is over: an experiment boots many guests on one signal.
+    let onAbort: (() => void) | undefined;
     const aborted = new Promise<never>((_, reject) => {
       if (signal.aborted) reject(abortError(signal));
-      signal.addEventListener('abort', () => reject(abortError(signal)), { once: true });
+      onAbort = () => reject(abortError(signal));
+      signal.addEventListener('abort', onAbort, { once: true });
     });
     const attach = (async () => {
       // QEMU creates the socket a moment after it starts; connect as soon as it is there.
@@ -312,6 +315,7 @@ export class QemuDriver implements GuestDriver {
       await Promise.race([attach, deadline, aborted]);
     } finally {
       clearTimeout(timer);
+      if (onAbort) signal.removeEventListener('abort', onAbort);
     }
   }
 
