@@ -29,7 +29,7 @@ const READY_MS = 60_000;
 
 /**
  * Who owns a container: hostname, pid and the kernel's start time of that pid. A leftover is a container
- * whose owner ran under this hostname and is no longer alive, which a reused pid cannot fake. Containers
+ * whose owner ran under this hostname and is no longer alive, which a reused pid cannot imitate. Containers
  * of other hostnames belong to other workers on the same engine (a compose worker next to a host one)
  * and are never touched.
  */
