@@ -5,7 +5,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
-import { testStack, testRedis, requireTool, waitFor, waitForStatus, tempDir, type TestStack } from './helpers.ts';
+import { testStack, testRedis, requireTool, waitFor, waitForStatus, waitForFinal, tempDir, type TestStack } from './helpers.ts';
 import { connect, Queues } from '../src/queue.ts';
 import { Store } from '../src/store.ts';
 import { parseSpec } from '../src/spec.ts';
@@ -135,10 +135,7 @@ test('a worker killed mid-experiment is retried and stores every cell exactly on
     const before = await store.cells(id);
     assert.ok(before.size < 6, 'killed before the end');
     worker = startWorker();
-    const done = await waitFor(async () => {
-      const x = await store.get(id);
-      return x && ['completed', 'failed'].includes(x.status) ? x : undefined;
-    }, 90_000, 'the retried experiment to finish');
+    const done = await waitForFinal(store, id, 90_000, 'the retried experiment to finish');
     assert.equal(done.status, 'completed', JSON.stringify(done.error));
     const cells = await store.cells(id);
     assert.equal(cells.size, 6);

@@ -7,6 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { startRedisServer, type RedisChild } from '../src/redis-server.ts';
 import { startStack, type Stack } from '../src/stack.ts';
 import { loadConfig, type Config } from '../src/config.ts';
+import { FINAL, type Store, type ExperimentRecord } from '../src/store.ts';
 
 /** Under CI a missing tool fails the run; elsewhere a test may be skipped with the reason. */
 export function requireTool(cmd: string): string | false {
@@ -80,6 +81,14 @@ export async function waitFor<T>(fn: () => Promise<T | undefined | null | false>
     if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 200));
   }
+}
+
+/** Poll the store until an experiment reaches a final status; answers its record. */
+export async function waitForFinal(store: Store, id: string, ms = 120_000, what = `experiment ${id} to finish`): Promise<ExperimentRecord> {
+  return waitFor(async () => {
+    const x = await store.get(id);
+    return x && FINAL.includes(x.status) ? x : undefined;
+  }, ms, what);
 }
 
 export async function waitForStatus(s: TestStack, id: string, statuses: string[], ms = 120_000): Promise<any> {

@@ -3,7 +3,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
-import { testStack, testRedis, requireTool, waitFor, tempDir, type TestStack } from './helpers.ts';
+import { testStack, testRedis, requireTool, waitFor, waitForFinal, tempDir, type TestStack } from './helpers.ts';
 import { connect, Queues } from '../src/queue.ts';
 import { Store } from '../src/store.ts';
 import { parseSpec } from '../src/spec.ts';
@@ -102,10 +102,7 @@ test('SIGTERM hands a running experiment back to the queue; the next worker fini
     assert.equal(mid!.status, 'queued', 'handed back, not failed');
     assert.ok((await store.cells(id)).size < 5);
     w = start();
-    const done = await waitFor(async () => {
-      const x = await store.get(id);
-      return x && ['completed', 'failed'].includes(x.status) ? x : undefined;
-    }, 90_000, 'completion on the next worker');
+    const done = await waitForFinal(store, id, 90_000, 'completion on the next worker');
     assert.equal(done.status, 'completed', JSON.stringify(done.error));
     assert.equal((await store.cells(id)).size, 5);
   } finally {

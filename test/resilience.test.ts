@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
-import { testRedis, requireTool, waitFor, tempDir } from './helpers.ts';
+import { testRedis, requireTool, waitFor, waitForFinal, tempDir } from './helpers.ts';
 import { startRedisServer } from '../src/redis-server.ts';
 import { connect, Queues } from '../src/queue.ts';
 import { Store, type ExperimentRecord } from '../src/store.ts';
@@ -28,11 +28,6 @@ async function submit(store: Store, queues: Queues, events: number, repetitions:
   return rec.id;
 }
 
-const finished = (store: Store, id: string, ms: number) =>
-  waitFor(async () => {
-    const x = await store.get(id);
-    return x && ['completed', 'failed', 'cancelled'].includes(x.status) ? x : undefined;
-  }, ms, `experiment ${id} to finish`);
 
 test('Redis stopped and restarted mid-experiment: the worker reconnects and nothing stored is lost', { skip }, async () => {
   let r = await testRedis('restart');
@@ -49,7 +44,7 @@ test('Redis stopped and restarted mid-experiment: the worker reconnects and noth
     await r.stop(); // SIGTERM: redis-server writes its AOF and exits
     await new Promise((res) => setTimeout(res, 2000));
     r = { ...(await startRedisServer(r.dir, () => {})), dir: r.dir };
-    const done = await finished(store, id, 120_000);
+    const done = await waitForFinal(store, id, 120_000);
     assert.equal(done.status, 'completed', JSON.stringify(done.error));
     const cells = await store.cells(id);
     assert.equal(cells.size, 10);
@@ -73,7 +68,7 @@ test('several workers on three hosts: experiments spread, never two at once on o
   try {
     const ids: string[] = [];
     for (let i = 0; i < 6; i++) ids.push(await submit(store, queues, 400, 3));
-    const recs = await Promise.all(ids.map((id) => finished(store, id, 180_000)));
+    const recs = await Promise.all(ids.map((id) => waitForFinal(store, id, 180_000)));
     for (const rec of recs) assert.equal(rec.status, 'completed', JSON.stringify(rec.error));
     const hosts = new Set(recs.map((x) => x.host));
     assert.ok(hosts.size >= 2, `spread over ${[...hosts].join(', ')}`);
