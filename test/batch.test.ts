@@ -3,10 +3,8 @@
 // pool, and the shared webhook with one batch.completed at the end.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { Queue } from 'bullmq';
-import { testStack, waitFor, waitForStatus, requireTool, type TestStack } from './helpers.ts';
+import { testStack, waitFor, waitForStatus, requireTool, webhookReceiver, type TestStack } from './helpers.ts';
 import { insideWindow, nextOpening, earliestStart, instantOf } from '../src/window.ts';
 import { queueName, connect, Queues } from '../src/queue.ts';
 import { Store } from '../src/store.ts';
@@ -40,31 +38,22 @@ test('window arithmetic in a time zone, across midnight and daylight saving', ()
   assert.equal(earliestStart(undefined, 5), 5);
 });
 
-let hits: { body: any }[] = [];
-let server: http.Server;
+let rx: Awaited<ReturnType<typeof webhookReceiver>> | undefined;
 let hookUrl = '';
+/** What the receiver got, as parsed messages. */
+const hooks = (): any[] => (rx?.hits ?? []).map((h) => JSON.parse(h.body));
 let s: TestStack;
 const skip = () => requireTool('redis-server') || requireTool('sysbench');
 
 before(async () => {
   if (skip()) return;
-  server = http.createServer((req, res) => {
-    let body = '';
-    req.on('data', (b) => (body += b));
-    req.on('end', () => {
-      hits.push({ body: JSON.parse(body) });
-      res.statusCode = 204;
-      res.end();
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  hookUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/batch`;
+  rx = await webhookReceiver();
+  hookUrl = `${rx.url}/batch`;
   s = await testStack({ tag: 'batch', env: { KVMQ_WEBHOOK_ALLOW_PRIVATE: '1', KVMQ_WEBHOOK_BACKOFF_MS: '200' } });
 });
 after(async () => {
   await s?.stop();
-  server?.closeAllConnections();
-  await new Promise((r) => (server ? server.close(r) : r(undefined)));
+  await rx?.close();
 });
 
 test('a bad batch is refused with pointers into it, and nothing of it is stored', async (t) => {
@@ -105,7 +94,7 @@ test('a bad batch is refused with pointers into it, and nothing of it is stored'
 test('a delayed batch does not start before its time, then runs and reports once as a batch', async (t) => {
   const why = skip();
   if (why) return void t.skip(why);
-  hits = [];
+  rx!.hits.length = 0;
   const notBefore = Date.now() + 4000;
   const secret = newSecret();
   const r = await s.fetchJson('POST', '/v1/batches', {
@@ -136,12 +125,12 @@ test('a delayed batch does not start before its time, then runs and reports once
   assert.equal(done.webhook.secret, '(set)');
   assert.ok(!JSON.stringify(done).includes(secret.slice(6)));
 
-  const batchHook = await waitFor(async () => hits.find((h) => h.body.type === 'batch.completed'), 10_000, 'batch.completed');
-  assert.equal(batchHook.body.data.id, id);
-  assert.deepEqual(batchHook.body.data.counts, { completed: 2 });
-  await waitFor(async () => hits.filter((h) => h.body.type === 'experiment.completed').length === 2, 10_000, 'two experiment.completed');
+  const batchHook = await waitFor(async () => hooks().find((h) => h.type === 'batch.completed'), 10_000, 'batch.completed');
+  assert.equal(batchHook.data.id, id);
+  assert.deepEqual(batchHook.data.counts, { completed: 2 });
+  await waitFor(async () => hooks().filter((h) => h.type === 'experiment.completed').length === 2, 10_000, 'two experiment.completed');
   await new Promise((res) => setTimeout(res, 300));
-  assert.equal(hits.filter((h) => h.body.type === 'batch.completed').length, 1, 'batch.completed once');
+  assert.equal(hooks().filter((h) => h.type === 'batch.completed').length, 1, 'batch.completed once');
   const d = await s.fetchJson('GET', `/v1/batches/${id}/deliveries`);
   assert.deepEqual(d.body.items.map((a: any) => [a.type, a.outcome]), [['batch.completed', 'delivered']]);
   const list = await s.fetchJson('GET', '/v1/batches');
@@ -246,7 +235,7 @@ test('the command line: kvmq batch, kvmq batch status, kvmq deliveries, kvmq sch
   const b = path.join(s.dir, 'b.json');
   await fs.writeFile(a, JSON.stringify(tiny('cli-a')));
   await fs.writeFile(b, JSON.stringify(tiny('cli-b')));
-  hits = [];
+  rx!.hits.length = 0;
   const sub = await kvmq('batch', a, b, '--name', 'from the cli', '--priority', '3', '--webhook', hookUrl, '--not-before', iso(Date.now() + 1000), '--wait');
   assert.equal(sub.code, 0, sub.err);
   const id = sub.out.trim().split('\n')[0]!;
@@ -258,7 +247,7 @@ test('the command line: kvmq batch, kvmq batch status, kvmq deliveries, kvmq sch
   const st = await kvmq('batch', 'status', id);
   assert.match(st.out, /cli-a\s+completed/);
   assert.match(st.out, /cli-b\s+completed/);
-  await waitFor(async () => hits.some((h) => h.body.type === 'batch.completed' && h.body.data.id === id), 10_000, 'batch.completed');
+  await waitFor(async () => hooks().some((h) => h.type === 'batch.completed' && h.data.id === id), 10_000, 'batch.completed');
   const d = await kvmq('deliveries', view.experiments[0].id);
   assert.equal(d.code, 0, d.err);
   assert.match(d.out, /experiment\.completed\s+204\s+\d+\s+delivered/);

@@ -4,12 +4,10 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
-import http from 'node:http';
 import path from 'node:path';
 import { createHmac } from 'node:crypto';
-import type { AddressInfo } from 'node:net';
 import { Redis } from 'ioredis';
-import { testStack, waitFor, waitForStatus, requireTool, type TestStack } from './helpers.ts';
+import { testStack, waitFor, waitForStatus, requireTool, webhookReceiver, type TestStack } from './helpers.ts';
 import { newSecret } from '../src/webhook.ts';
 import { queueName } from '../src/queue.ts';
 import { Queue } from 'bullmq';
@@ -28,11 +26,9 @@ async function processesUnder(dir: string): Promise<string[]> {
   return out;
 }
 
-interface Hit { headers: http.IncomingHttpHeaders; body: string }
 let s: TestStack;
-let server: http.Server;
+let rx: Awaited<ReturnType<typeof webhookReceiver>> | undefined;
 let hookUrl = '';
-const hits: Hit[] = [];
 const notRoot = () => {
   if (process.getuid?.() === 0) return false;
   if (process.env.CI) throw new Error('the cancel tests write sysctls and need root in CI');
@@ -42,26 +38,16 @@ const skip = () => requireTool('redis-server') || requireTool('sysbench') || not
 
 before(async () => {
   if (skip()) return;
-  server = http.createServer((req, res) => {
-    let body = '';
-    req.on('data', (b) => (body += b));
-    req.on('end', () => {
-      hits.push({ headers: req.headers, body });
-      res.statusCode = 204;
-      res.end();
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  hookUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
+  rx = await webhookReceiver();
+  hookUrl = `${rx.url}/hook`;
   s = await testStack({ tag: 'cancel', env: { KVMQ_WEBHOOK_ALLOW_PRIVATE: '1', KVMQ_WEBHOOK_BACKOFF_MS: '200' } });
 });
 after(async () => {
   await s?.stop();
-  server?.closeAllConnections();
-  await new Promise((r) => (server ? server.close(r) : r(undefined)));
+  await rx?.close();
 });
 
-const hookFor = (id: string) => hits.filter((h) => JSON.parse(h.body).data?.id === id);
+const hookFor = (id: string) => (rx?.hits ?? []).filter((h) => JSON.parse(h.body).data?.id === id);
 
 test('cancelling a running experiment kills the workload, restores the host and keeps the stored cells', async (t) => {
   const why = skip();

@@ -4,6 +4,8 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { startRedisServer, type RedisChild } from '../src/redis-server.ts';
 import { startStack, type Stack } from '../src/stack.ts';
 import { loadConfig, type Config } from '../src/config.ts';
@@ -96,4 +98,31 @@ export async function waitForStatus(s: TestStack, id: string, statuses: string[]
     const r = await s.fetchJson('GET', `/v1/experiments/${id}`);
     return statuses.includes(r.body?.status) ? r.body : undefined;
   }, ms, `experiment ${id} to reach ${statuses.join('|')}`);
+}
+
+export interface WebhookHit {
+  path: string;
+  headers: http.IncomingHttpHeaders;
+  body: string;
+  at: number;
+}
+
+/** A real HTTP receiver on loopback that answers each path from a script of status codes (the last repeats). */
+export async function webhookReceiver(script: Record<string, number[]> = {}) {
+  const hits: WebhookHit[] = [];
+  const server = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', (b) => (body += b));
+    req.on('end', () => {
+      const path = req.url ?? '/';
+      const n = hits.filter((h) => h.path === path).length;
+      hits.push({ path, headers: req.headers, body, at: Date.now() });
+      const codes = script[path] ?? [204];
+      res.statusCode = codes[Math.min(n, codes.length - 1)]!;
+      res.end();
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return { hits, url, close: () => new Promise<void>((r) => { server.close(() => r()); server.closeAllConnections(); }) };
 }

@@ -7,37 +7,10 @@ import dns from 'node:dns/promises';
 import os from 'node:os';
 import { createHmac } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
-import { testStack, waitFor, waitForStatus, requireTool, type TestStack } from './helpers.ts';
+import { testStack, waitFor, waitForStatus, requireTool, webhookReceiver, type TestStack } from './helpers.ts';
 import { isPrivateAddress, urlProblem, resolveTarget, sendOnce, backoffDelay, newSecret, sign, ForbiddenTarget, experimentMessage } from '../src/webhook.ts';
 import type { ExperimentRecord } from '../src/store.ts';
 import { loadConfig } from '../src/config.ts';
-
-interface Hit {
-  path: string;
-  headers: http.IncomingHttpHeaders;
-  body: string;
-  at: number;
-}
-
-/** A receiver that answers each path from a script of status codes (the last one repeats). */
-async function receiver(script: Record<string, number[]>) {
-  const hits: Hit[] = [];
-  const server = http.createServer((req, res) => {
-    let body = '';
-    req.on('data', (b) => (body += b));
-    req.on('end', () => {
-      const path = req.url ?? '/';
-      const n = hits.filter((h) => h.path === path).length;
-      hits.push({ path, headers: req.headers, body, at: Date.now() });
-      const codes = script[path] ?? [204];
-      res.statusCode = codes[Math.min(n, codes.length - 1)]!;
-      res.end();
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  return { hits, url, close: () => new Promise<void>((r) => { server.close(() => r()); server.closeAllConnections(); }) };
-}
 
 /** The receiver's own check, written from the Standard Webhooks text, not with kvmq's sign(). */
 function verifies(secret: string, h: http.IncomingHttpHeaders, body: string): boolean {
@@ -84,7 +57,7 @@ test('backoff: the schedule with ±20 % jitter; KVMQ_WEBHOOK_BACKOFF_MS is check
 });
 
 test('at delivery time the resolved address is checked, and a refused target is never contacted', async () => {
-  const rx = await receiver({});
+  const rx = await webhookReceiver({});
   try {
     await assert.rejects(resolveTarget('localhost', false), ForbiddenTarget);
     assert.ok((await resolveTarget('localhost', true)).length > 0);
@@ -160,11 +133,11 @@ test('a webhook to a loopback or private address is refused at submission withou
 });
 
 let s: TestStack;
-let rx: Awaited<ReturnType<typeof receiver>>;
+let rx: Awaited<ReturnType<typeof webhookReceiver>>;
 
 before(async () => {
   if (requireTool('redis-server') || requireTool('sysbench')) return;
-  rx = await receiver({ '/flaky': [500, 500, 204], '/gone': [410], '/ok': [204] });
+  rx = await webhookReceiver({ '/flaky': [500, 500, 204], '/gone': [410], '/ok': [204] });
   s = await testStack({ tag: 'webhook', env: { KVMQ_WEBHOOK_ALLOW_PRIVATE: '1', KVMQ_WEBHOOK_BACKOFF_MS: '150,300,300' } });
 });
 after(async () => {
