@@ -57,7 +57,12 @@ export async function startExperimentWorker(opts: ExperimentWorkerOptions): Prom
   // Cancel requests arrive over pub/sub: only the process holding a job can abort it.
   const running = new Map<string, AbortController>();
   let draining = false;
-  let beatNow: () => Promise<void> = async () => {};
+  // The registry entry says which experiment this host runs: refreshed on a timer and at each change.
+  const beat = () =>
+    announce(store, {
+      id: config.hostId, pool: config.pool, capabilities: capabilities(), heartbeatAt: new Date().toISOString(),
+      current: [...running.keys()][0] ?? null, pid: process.pid,
+    }).catch((err) => log(`heartbeat: ${(err as Error).message}`));
   const sub = store.redis.duplicate();
   sub.on('error', (err) => log(`redis (cancel channel): ${err.message}`));
   await sub.subscribe(store.key(CANCEL_CHANNEL));
@@ -91,7 +96,7 @@ export async function startExperimentWorker(opts: ExperimentWorkerOptions): Prom
     running.set(id, ac);
     // A cancel published before this job was in `running` would be lost on pub/sub alone.
     if (await store.redis.exists(store.key(CANCEL_CHANNEL, id))) ac.abort(new CancelledError());
-    void beatNow();
+    void beat();
     signal?.addEventListener('abort', () => ac.abort(signal.reason), { once: true });
     try {
       const started = await store.transition(id, ['queued', 'scheduled', 'running'], {
@@ -142,7 +147,7 @@ export async function startExperimentWorker(opts: ExperimentWorkerOptions): Prom
     } finally {
       clearInterval(renew);
       running.delete(id);
-      void beatNow();
+      void beat();
       // Release the host lock only if it is still ours.
       await store.redis.eval(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`, 1, lockKey, id).catch(() => {});
     }
@@ -159,14 +164,8 @@ export async function startExperimentWorker(opts: ExperimentWorkerOptions): Prom
   worker.on('error', (err) => log(`worker error: ${err.message}`));
   await worker.waitUntilReady();
 
-  const beat = () =>
-    announce(store, {
-      id: config.hostId, pool: config.pool, capabilities: capabilities(), heartbeatAt: new Date().toISOString(),
-      current: [...running.keys()][0] ?? null, pid: process.pid,
-    }).catch((err) => log(`heartbeat: ${(err as Error).message}`));
   await beat();
   const heartbeat = setInterval(beat, HEARTBEAT_MS);
-  beatNow = beat;
   log(`worker ${config.hostId} taking experiments from pool ${config.pool}`);
 
   return {
