@@ -4,8 +4,8 @@ import express, { type NextFunction, type Request, type Response } from 'express
 import { timingSafeEqual, createHash } from 'node:crypto';
 import { experimentsRouter, type ApiDeps } from './experiments.ts';
 import { HttpProblem, sendProblem } from './problem.ts';
-import { BUILTIN_PROFILES, SYSCTL_KEYS } from '../src/profile.ts';
-import { PRESETS } from '../src/preset.ts';
+import { BUILTIN_PROFILES, SYSCTL_KEYS } from '../src/model/profile.ts';
+import { PRESETS } from '../src/model/preset.ts';
 import { openApiDocument } from './openapi.ts';
 import { hostsRouter } from './hosts.ts';
 import { metricsRouter } from './metrics.ts';
@@ -15,7 +15,7 @@ import { rateLimit } from './ratelimit.ts';
 import { batchesRouter } from './batches.ts';
 import { schedulesRouter } from './schedules.ts';
 import { deliveriesRouter } from './deliveries.ts';
-import { Schedules } from '../src/schedule.ts';
+import { Schedules } from '../src/queue/schedule.ts';
 
 export function createApp(deps: ApiDeps): express.Express {
   const app = express();

@@ -1,9 +1,9 @@
 // OpenAPI entries for batches, schedules, webhook deliveries, and the webhook messages kvmq sends
 // (OpenAPI 3.1 `webhooks`), all from the zod schemas that validate these requests.
 import type { OpenAPIRegistry } from '@asteasolutions/zod-to-openapi';
-import { z } from '../src/zod.ts';
-import { BatchInputSchema } from '../src/batch.ts';
-import { RecurringScheduleSchema } from '../src/schedule.ts';
+import { z } from '../src/model/zod.ts';
+import { BatchInputSchema } from '../src/queue/batch.ts';
+import { RecurringScheduleSchema } from '../src/queue/schedule.ts';
 import { BatchListQuery } from './batches.ts';
 
 type Helpers = {

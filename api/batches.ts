@@ -1,10 +1,10 @@
 // /v1/batches: several experiments queued as one, with a shared webhook, start time or nightly window,
 // and priority. Every spec is checked before anything is stored: one bad experiment refuses the batch.
 import { Router } from 'express';
-import { z } from '../src/zod.ts';
-import { normalizeSpec } from '../src/spec.ts';
-import { BatchInputSchema, batchView, createBatch, getBatch, listBatches } from '../src/batch.ts';
-import { urlProblem } from '../src/webhook.ts';
+import { z } from '../src/model/zod.ts';
+import { normalizeSpec } from '../src/model/spec.ts';
+import { BatchInputSchema, batchView, createBatch, getBatch, listBatches } from '../src/queue/batch.ts';
+import { urlProblem } from '../src/webhooks/webhook.ts';
 import { admissionProblems, type ApiDeps } from './experiments.ts';
 import { HttpProblem, validationProblem, type ProblemItem } from './problem.ts';
 

@@ -1,10 +1,10 @@
 // GET /v1/compare?base=ID&other=ID: per cell ratio other/base with its interval and Welch's t-test, and a
 // warning when the two results ran on different systems.
 import { Router } from 'express';
-import { z } from '../src/zod.ts';
-import { buildResults } from '../src/report.ts';
-import { compareResults, comparisonMarkdown } from '../src/compare.ts';
-import { renderComparisonChart } from '../src/chart.ts';
+import { z } from '../src/model/zod.ts';
+import { buildResults } from '../src/results/report.ts';
+import { compareResults, comparisonMarkdown } from '../src/results/compare.ts';
+import { renderComparisonChart } from '../src/results/chart.ts';
 import type { ApiDeps } from './experiments.ts';
 import { HttpProblem, validationProblem } from './problem.ts';
 

@@ -5,8 +5,8 @@ import { Router, type Response } from 'express';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { buildResults } from '../src/report.ts';
-import { renderChart } from '../src/chart.ts';
+import { buildResults } from '../src/results/report.ts';
+import { renderChart } from '../src/results/chart.ts';
 import type { ApiDeps } from './experiments.ts';
 import { HttpProblem } from './problem.ts';
 

@@ -1,8 +1,8 @@
 // Webhook delivery attempts of an experiment or a batch: when, what the receiver answered, how long it
 // took, and when the next attempt is due. The webhook secret is not part of an attempt.
 import { Router } from 'express';
-import { deliveries } from '../src/webhook.ts';
-import { getBatch } from '../src/batch.ts';
+import { deliveries } from '../src/webhooks/webhook.ts';
+import { getBatch } from '../src/queue/batch.ts';
 import type { ApiDeps } from './experiments.ts';
 import { HttpProblem } from './problem.ts';
 

@@ -1,18 +1,18 @@
 // /v1/experiments: submit, list, read, results, live events, cancel.
 import { Router, type Request, type Response } from 'express';
-import { z } from '../src/zod.ts';
-import { SpecInputSchema, normalizeSpec, type Spec } from '../src/spec.ts';
-import { Store, STATUSES, FINAL, type ExperimentRecord } from '../src/store.ts';
-import type { Queues } from '../src/queue.ts';
-import { buildResults, toCsv, toMarkdown } from '../src/report.ts';
-import { IMPLEMENTED_DRIVERS } from '../src/drivers.ts';
-import { expandCells, maxCells } from '../src/cell.ts';
+import { z } from '../src/model/zod.ts';
+import { SpecInputSchema, normalizeSpec, type Spec } from '../src/model/spec.ts';
+import { Store, STATUSES, FINAL, type ExperimentRecord } from '../src/store/store.ts';
+import type { Queues } from '../src/queue/queue.ts';
+import { buildResults, toCsv, toMarkdown } from '../src/results/report.ts';
+import { IMPLEMENTED_DRIVERS } from '../src/guests/drivers.ts';
+import { expandCells, maxCells } from '../src/model/cell.ts';
 import { HttpProblem, validationProblem, type ProblemItem } from './problem.ts';
 import type { Config } from '../src/config.ts';
-import { urlProblem, type Webhooks } from '../src/webhook.ts';
-import type { Schedules } from '../src/schedule.ts';
-import { enqueue } from '../src/batch.ts';
-import { earliestStart } from '../src/window.ts';
+import { urlProblem, type Webhooks } from '../src/webhooks/webhook.ts';
+import type { Schedules } from '../src/queue/schedule.ts';
+import { enqueue } from '../src/queue/batch.ts';
+import { earliestStart } from '../src/model/window.ts';
 
 export const ListQuery = z.strictObject({
   status: z.enum(STATUSES as [string, ...string[]]).optional(),

@@ -1,7 +1,7 @@
 // GET /v1/hosts: the worker hosts that sent a heartbeat recently.
 import { Router } from 'express';
-import type { Store } from '../src/store.ts';
-import { listHosts } from '../src/registry.ts';
+import type { Store } from '../src/store/store.ts';
+import { listHosts } from '../src/store/registry.ts';
 
 export function hostsRouter(store: Store): Router {
   const r = Router();

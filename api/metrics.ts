@@ -2,11 +2,11 @@
 // guest boots by accelerator, webhook attempts. Counters are kept in one Redis hash by the workers,
 // so any API process can serve them and they survive restarts.
 import { Router } from 'express';
-import type { Store } from '../src/store.ts';
-import type { Queues } from '../src/queue.ts';
-import { STATUSES } from '../src/store.ts';
-import { listHosts } from '../src/registry.ts';
-import { CELL_BUCKETS } from '../src/store.ts';
+import type { Store } from '../src/store/store.ts';
+import type { Queues } from '../src/queue/queue.ts';
+import { STATUSES } from '../src/store/store.ts';
+import { listHosts } from '../src/store/registry.ts';
+import { CELL_BUCKETS } from '../src/store/store.ts';
 
 const esc = (v: string) => v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
 

@@ -1,7 +1,7 @@
 // The OpenAPI 3.1 document, generated from the same zod schemas that validate requests.
 import { OpenAPIRegistry, OpenApiGeneratorV31 } from '@asteasolutions/zod-to-openapi';
-import { z } from '../src/zod.ts';
-import { SpecInputSchema } from '../src/spec.ts';
+import { z } from '../src/model/zod.ts';
+import { SpecInputSchema } from '../src/model/spec.ts';
 import { ListQuery, ResultsQuery } from './experiments.ts';
 import { registerBatchPaths } from './batch-openapi.ts';
 import { CompareQuery } from './compare.ts';

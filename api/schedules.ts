@@ -1,7 +1,7 @@
 // /v1/schedules: recurring experiments by cron expression and time zone (BullMQ job schedulers).
 import { Router } from 'express';
-import { normalizeSpec } from '../src/spec.ts';
-import { RecurringScheduleSchema, Schedules } from '../src/schedule.ts';
+import { normalizeSpec } from '../src/model/spec.ts';
+import { RecurringScheduleSchema, Schedules } from '../src/queue/schedule.ts';
 import { admissionProblems, type ApiDeps } from './experiments.ts';
 import { HttpProblem, validationProblem } from './problem.ts';
 

@@ -4,7 +4,7 @@
 // start-up. Every experiment must end completed; any other end is a lost experiment.
 import path from 'node:path';
 import { Queue } from 'bullmq';
-import { connect, queueName } from '../src/queue.ts';
+import { connect, queueName } from '../src/queue/queue.ts';
 import { figure, type Figure } from './report.ts';
 import { startKvmq, sleep, type Client, type KvmqProcess } from './procs.ts';
 import { closedLoop } from './intake.ts';

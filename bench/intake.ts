@@ -7,7 +7,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { Queue } from 'bullmq';
-import { connect } from '../src/queue.ts';
+import { connect } from '../src/queue/queue.ts';
 import { interleave, median, percentile, ratio } from './measure.ts';
 import { figure, type Figure } from './report.ts';
 import { ROOT } from './procs.ts';

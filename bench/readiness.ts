@@ -7,8 +7,8 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import os from 'node:os';
-import { IMPLEMENTED_DRIVERS } from '../src/drivers.ts';
-import { QemuDriver } from '../src/qemu.ts';
+import { IMPLEMENTED_DRIVERS } from '../src/guests/drivers.ts';
+import { QemuDriver } from '../src/guests/qemu.ts';
 import { interleave, median, ratio } from './measure.ts';
 import { figure, missing, type Figure } from './report.ts';
 import { ROOT } from './procs.ts';
@@ -99,7 +99,7 @@ export async function readinessFigures(opts: ReadinessOptions): Promise<Figure[]
   const initrd = await bareInitramfs(img.initramfs, opts.dir);
   const memoryMiB = 512;
   const cpuset = `0-${os.cpus().length - 1}`;
-  // The driver's own QEMU command line (src/qemu.ts) with the agent's devices left out: no scratch disk,
+  // The driver's own QEMU command line (src/guests/qemu.ts) with the agent's devices left out: no scratch disk,
   // no second UART; the console goes to stdout, where the marker is read.
   const bareArgv = [
     'taskset', '-c', cpuset, process.env.KVMQ_QEMU || 'qemu-system-x86_64', '-accel', 'tcg', '-m', String(memoryMiB), '-smp', '1',

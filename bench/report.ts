@@ -2,7 +2,7 @@
 // A figure that could not be measured stays in both files with its reason, so a missing number is never
 // mistaken for a met one.
 import { meets, sig, type Comparison } from './measure.ts';
-import type { SystemInfo } from '../src/system.ts';
+import type { SystemInfo } from '../src/host/system.ts';
 
 export interface Target {
   max?: number;

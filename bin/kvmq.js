@@ -3,4 +3,4 @@
 // between a checkout and a working tool.
 import { register } from 'tsx/esm/api';
 register();
-await import('../src/cli.ts');
+await import('../src/cli/main.ts');

@@ -5,12 +5,12 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { Queue } from 'bullmq';
 import { testStack, waitFor, waitForStatus, requireTool, webhookReceiver, type TestStack } from './helpers.ts';
-import { insideWindow, nextOpening, earliestStart, instantOf } from '../src/window.ts';
-import { queueName, connect, Queues } from '../src/queue.ts';
-import { Store } from '../src/store.ts';
-import { newRecord } from '../src/batch.ts';
-import { normalizeSpec, SpecInputSchema } from '../src/spec.ts';
-import { newSecret } from '../src/webhook.ts';
+import { insideWindow, nextOpening, earliestStart, instantOf } from '../src/model/window.ts';
+import { queueName, connect, Queues } from '../src/queue/queue.ts';
+import { Store } from '../src/store/store.ts';
+import { newRecord } from '../src/queue/batch.ts';
+import { normalizeSpec, SpecInputSchema } from '../src/model/spec.ts';
+import { newSecret } from '../src/webhooks/webhook.ts';
 
 const iso = (ms: number) => new Date(ms).toISOString();
 const tiny = (name: string, extra: Record<string, unknown> = {}) => ({

@@ -8,8 +8,8 @@ import path from 'node:path';
 import { createHmac } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { testStack, waitFor, waitForStatus, requireTool, webhookReceiver, type TestStack } from './helpers.ts';
-import { newSecret } from '../src/webhook.ts';
-import { queueName } from '../src/queue.ts';
+import { newSecret } from '../src/webhooks/webhook.ts';
+import { queueName } from '../src/queue/queue.ts';
 import { Queue } from 'bullmq';
 
 const KEYS = ['dirty_ratio', 'dirty_background_ratio', 'dirty_expire_centisecs', 'dirty_writeback_centisecs'];

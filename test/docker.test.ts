@@ -9,9 +9,9 @@ import path from 'node:path';
 import fs from 'node:fs/promises';
 import Docker from 'dockerode';
 import { testStack, requireTool, waitFor, waitForStatus, tempDir, type TestStack } from './helpers.ts';
-import { DockerDriver } from '../src/docker.ts';
-import { PermanentError } from '../src/guest.ts';
-import { PAPER_SCENARIOS } from '../src/preset.ts';
+import { DockerDriver } from '../src/guests/docker.ts';
+import { PermanentError } from '../src/errors.ts';
+import { PAPER_SCENARIOS } from '../src/model/preset.ts';
 
 const docker = new Docker();
 const skip =

@@ -6,12 +6,12 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { testStack, testRedis, requireTool, waitFor, waitForStatus, waitForFinal, tempDir, type TestStack } from './helpers.ts';
-import { connect, Queues } from '../src/queue.ts';
-import { Store } from '../src/store.ts';
-import { parseSpec } from '../src/spec.ts';
-import { expandCells } from '../src/cell.ts';
-import { runExperiment } from '../src/runner.ts';
-import { HostDriver } from '../src/host.ts';
+import { connect, Queues } from '../src/queue/queue.ts';
+import { Store } from '../src/store/store.ts';
+import { parseSpec } from '../src/model/spec.ts';
+import { expandCells } from '../src/model/cell.ts';
+import { runExperiment } from '../src/run/runner.ts';
+import { HostDriver } from '../src/guests/host.ts';
 
 const skip = requireTool('redis-server') || requireTool('sysbench') || requireTool('postmark') || requireTool('stress-ng');
 const stacks: TestStack[] = [];

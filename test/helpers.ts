@@ -6,10 +6,10 @@ import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { startRedisServer, type RedisChild } from '../src/redis-server.ts';
-import { startStack, type Stack } from '../src/stack.ts';
+import { startRedisServer, type RedisChild } from '../src/cli/redis-server.ts';
+import { startStack, type Stack } from '../src/cli/stack.ts';
 import { loadConfig, type Config } from '../src/config.ts';
-import { FINAL, type Store, type ExperimentRecord } from '../src/store.ts';
+import { FINAL, type Store, type ExperimentRecord } from '../src/store/store.ts';
 
 /** Under CI a missing tool fails the run; elsewhere a test may be skipped with the reason. */
 export function requireTool(cmd: string): string | false {

@@ -4,12 +4,12 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { testStack, testRedis, requireTool, waitFor, waitForFinal, tempDir, type TestStack } from './helpers.ts';
-import { connect, Queues } from '../src/queue.ts';
-import { Store } from '../src/store.ts';
-import { parseSpec } from '../src/spec.ts';
-import { expandCells } from '../src/cell.ts';
+import { connect, Queues } from '../src/queue/queue.ts';
+import { Store } from '../src/store/store.ts';
+import { parseSpec } from '../src/model/spec.ts';
+import { expandCells } from '../src/model/cell.ts';
 import { checkEvictionPolicy } from '../workers/experiment.ts';
-import { startStack } from '../src/stack.ts';
+import { startStack } from '../src/cli/stack.ts';
 import { loadConfig } from '../src/config.ts';
 
 const skip = requireTool('redis-server') || requireTool('sysbench');

@@ -2,7 +2,7 @@
 // same refusals through the real API as 400 problem+json naming the key.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { BUILTIN_PROFILES, InlineProfileSchema, ProfileRefSchema, SYSCTL_KEYS, resolveProfile } from '../src/profile.ts';
+import { BUILTIN_PROFILES, InlineProfileSchema, ProfileRefSchema, SYSCTL_KEYS, resolveProfile } from '../src/model/profile.ts';
 import { testStack, requireTool, type TestStack } from './helpers.ts';
 
 const issues = (input: unknown) => {

@@ -9,12 +9,12 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { testStack, requireTool, tempDir, waitFor, waitForStatus, type TestStack } from './helpers.ts';
-import { QemuDriver } from '../src/qemu.ts';
-import { buildImage, imageCacheDir } from '../src/image.ts';
+import { QemuDriver } from '../src/guests/qemu.ts';
+import { buildImage, imageCacheDir } from '../src/guests/image.ts';
 import { loadConfig } from '../src/config.ts';
-import { planWorkload, type Workload } from '../src/workload.ts';
-import { PermanentError } from '../src/guest.ts';
-import { PAPER_SCENARIOS } from '../src/preset.ts';
+import { planWorkload, type Workload } from '../src/model/workload.ts';
+import { PermanentError } from '../src/errors.ts';
+import { PAPER_SCENARIOS } from '../src/model/preset.ts';
 
 const skip =
   requireTool('qemu-system-x86_64') || requireTool('redis-server') || requireTool('sysbench') || requireTool('gcc') ||
@@ -210,7 +210,7 @@ test("a crashed worker's QEMU is killed when the next worker starts", { skip, ti
   const stateDir = path.join(dir, 'state');
   // A real worker-like process boots a guest and dies with SIGKILL, leaving QEMU behind.
   const script = `
-    import { QemuDriver } from ${JSON.stringify(path.join(repo, 'src/qemu.ts'))};
+    import { QemuDriver } from ${JSON.stringify(path.join(repo, 'src/guests/qemu.ts'))};
     const d = new QemuDriver({ stateDir: ${JSON.stringify(stateDir)}, imageDir: ${JSON.stringify(imageDir)} });
     await d.boot({ experimentId: 'reap', scenario: { id: 'guest1', guests: 1, loaded: 1 }, guest: ${JSON.stringify(tcg)},
       workloads: [], signal: new AbortController().signal, log: () => {} });

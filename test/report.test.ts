@@ -2,17 +2,17 @@
 // against a real Redis, including a retry that must take the same decisions from the stored samples.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseSpec } from '../src/spec.ts';
-import type { Cell } from '../src/cell.ts';
-import { summarize, toMarkdown, toCsv, orderCells, type Results } from '../src/report.ts';
-import { renderChart, renderComparisonChart } from '../src/chart.ts';
-import { compareResults, comparisonMarkdown, systemDifferences } from '../src/compare.ts';
-import type { SystemInfo } from '../src/system.ts';
+import { parseSpec } from '../src/model/spec.ts';
+import type { Cell } from '../src/model/cell.ts';
+import { summarize, toMarkdown, toCsv, orderCells, type Results } from '../src/results/report.ts';
+import { renderChart, renderComparisonChart } from '../src/results/chart.ts';
+import { compareResults, comparisonMarkdown, systemDifferences } from '../src/results/compare.ts';
+import type { SystemInfo } from '../src/host/system.ts';
 import { testRedis, tempDir, requireTool } from './helpers.ts';
-import { connect } from '../src/queue.ts';
-import { Store } from '../src/store.ts';
-import { runExperiment } from '../src/runner.ts';
-import { HostDriver } from '../src/host.ts';
+import { connect } from '../src/queue/queue.ts';
+import { Store } from '../src/store/store.ts';
+import { runExperiment } from '../src/run/runner.ts';
+import { HostDriver } from '../src/guests/host.ts';
 
 const input = {
   name: 'paper <table> & 3',

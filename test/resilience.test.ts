@@ -5,11 +5,11 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { testRedis, requireTool, waitFor, waitForFinal, tempDir } from './helpers.ts';
-import { startRedisServer } from '../src/redis-server.ts';
-import { connect, Queues } from '../src/queue.ts';
-import { Store, type ExperimentRecord } from '../src/store.ts';
-import { parseSpec } from '../src/spec.ts';
-import { expandCells } from '../src/cell.ts';
+import { startRedisServer } from '../src/cli/redis-server.ts';
+import { connect, Queues } from '../src/queue/queue.ts';
+import { Store, type ExperimentRecord } from '../src/store/store.ts';
+import { parseSpec } from '../src/model/spec.ts';
+import { expandCells } from '../src/model/cell.ts';
 
 const skip = requireTool('redis-server') || requireTool('sysbench');
 

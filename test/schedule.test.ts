@@ -4,10 +4,10 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { Queue } from 'bullmq';
 import { testStack, waitFor, waitForStatus, requireTool, type TestStack } from './helpers.ts';
-import { SCHEDULE_QUEUE, Schedules } from '../src/schedule.ts';
-import { Store } from '../src/store.ts';
-import { Queues, connect } from '../src/queue.ts';
-import { newSecret } from '../src/webhook.ts';
+import { SCHEDULE_QUEUE, Schedules } from '../src/queue/schedule.ts';
+import { Store } from '../src/store/store.ts';
+import { Queues, connect } from '../src/queue/queue.ts';
+import { newSecret } from '../src/webhooks/webhook.ts';
 
 const spec = (name: string, extra: Record<string, unknown> = {}) => ({
   name, scenarios: [{ id: 'host', guests: 0 }], workloads: [{ kind: 'integer', events: 20, maxPrime: 2000 }], profiles: ['unchanged'], repetitions: 1, ...extra,

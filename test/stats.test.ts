@@ -2,8 +2,8 @@
 // statistics package: Student's t quantiles and CDF, Welch's test, the regularized incomplete beta).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { describe, describeWithOutliers, incompleteBeta, outliers, ratioOfMeans, round, tCdf, tQuantile, tQuantile95, welch } from '../src/stats.ts';
-import { passes, shuffled, wantsRepetition, maxRepetitions } from '../src/cell.ts';
+import { describe, describeWithOutliers, incompleteBeta, outliers, ratioOfMeans, round, tCdf, tQuantile, tQuantile95, welch } from '../src/results/stats.ts';
+import { passes, shuffled, wantsRepetition, maxRepetitions } from '../src/model/cell.ts';
 
 const close = (actual: number, expected: number, tol = 1e-6, what = '') =>
   assert.ok(Math.abs(actual - expected) <= tol * Math.max(1, Math.abs(expected)), `${what} ${actual} is not ${expected}`);
@@ -105,7 +105,7 @@ test('cell order: sequential is one pass, interleaved and shuffled a pass per ro
 });
 
 test('spec: repetitions as a number or {min, max, targetCv}, and order, with pointers on bad input', async () => {
-  const { SpecInputSchema, parseSpec } = await import('../src/spec.ts');
+  const { SpecInputSchema, parseSpec } = await import('../src/model/spec.ts');
   const { zodProblems } = await import('../api/problem.ts');
   const base = { name: 'x', scenarios: [{ id: 'host', guests: 0 }], workloads: [{ kind: 'integer', events: 1 }] };
   const bad = (extra: object) => {

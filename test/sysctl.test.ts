@@ -7,17 +7,17 @@ import assert from 'node:assert/strict';
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { SYSCTL_KEYS, BUILTIN_PROFILES, type SysctlKey, type SysctlValues } from '../src/profile.ts';
-import * as sysctl from '../src/sysctl.ts';
+import { SYSCTL_KEYS, BUILTIN_PROFILES, type SysctlKey, type SysctlValues } from '../src/model/profile.ts';
+import * as sysctl from '../src/host/sysctl.ts';
 import { testRedis, requireTool, tempDir, waitFor } from './helpers.ts';
-import { connect, Queues } from '../src/queue.ts';
-import { Store } from '../src/store.ts';
-import { parseSpec } from '../src/spec.ts';
-import { expandCells } from '../src/cell.ts';
-import { runExperiment } from '../src/runner.ts';
-import { HostDriver } from '../src/host.ts';
-import { buildResults } from '../src/report.ts';
-import type { GuestDriver } from '../src/guest.ts';
+import { connect, Queues } from '../src/queue/queue.ts';
+import { Store } from '../src/store/store.ts';
+import { parseSpec } from '../src/model/spec.ts';
+import { expandCells } from '../src/model/cell.ts';
+import { runExperiment } from '../src/run/runner.ts';
+import { HostDriver } from '../src/guests/host.ts';
+import { buildResults } from '../src/results/report.ts';
+import type { GuestDriver } from '../src/guests/guest.ts';
 
 const root = process.getuid?.() === 0;
 const notRoot = root ? false : 'needs root to write /proc/sys';
@@ -263,7 +263,7 @@ test('/proc/sys read-only: a writing profile fails before any guest boots; uncha
 test('not root: preflight names the cause before anything is written', { skip: notRoot || requireTool('setpriv') }, async () => {
   const dir = await tempDir('nonroot');
   await fs.chmod(dir, 0o777);
-  const script = `import('${path.resolve('src/sysctl.ts')}').then((m) => m.preflight(${JSON.stringify(path.join(dir, 'state'))}, [${JSON.stringify(tuned)}])).then(() => console.log('PASSED'), (e) => console.log('REFUSED ' + e.constructor.name + ': ' + e.message))`;
+  const script = `import('${path.resolve('src/host/sysctl.ts')}').then((m) => m.preflight(${JSON.stringify(path.join(dir, 'state'))}, [${JSON.stringify(tuned)}])).then(() => console.log('PASSED'), (e) => console.log('REFUSED ' + e.constructor.name + ': ' + e.message))`;
   const out = execFileSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '--import', 'tsx', '-e', script], {
     cwd: process.cwd(), env: { ...process.env, HOME: dir, TMPDIR: dir }, encoding: 'utf8',
   });

@@ -8,8 +8,8 @@ import os from 'node:os';
 import { createHmac } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { testStack, waitFor, waitForStatus, requireTool, webhookReceiver, type TestStack } from './helpers.ts';
-import { isPrivateAddress, urlProblem, resolveTarget, sendOnce, backoffDelay, newSecret, sign, ForbiddenTarget, experimentMessage } from '../src/webhook.ts';
-import type { ExperimentRecord } from '../src/store.ts';
+import { isPrivateAddress, urlProblem, resolveTarget, sendOnce, backoffDelay, newSecret, sign, ForbiddenTarget, experimentMessage } from '../src/webhooks/webhook.ts';
+import type { ExperimentRecord } from '../src/store/store.ts';
 import { loadConfig } from '../src/config.ts';
 
 /** The receiver's own check, written from the Standard Webhooks text, not with kvmq's sign(). */

@@ -3,15 +3,16 @@
 // when several worker processes share a host), and turns the runner's outcome into the record's status.
 import { Worker, DelayedError, UnrecoverableError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { Store } from '../src/store.ts';
-import { queueName } from '../src/queue.ts';
-import { runExperiment, ShutdownError } from '../src/runner.ts';
-import { PermanentError, type GuestDriver } from '../src/guest.ts';
-import * as sysctl from '../src/sysctl.ts';
+import { Store } from '../src/store/store.ts';
+import { queueName } from '../src/queue/queue.ts';
+import { runExperiment, ShutdownError } from '../src/run/runner.ts';
+import { PermanentError } from '../src/errors.ts';
+import type { GuestDriver } from '../src/guests/guest.ts';
+import * as sysctl from '../src/host/sysctl.ts';
 import type { Config } from '../src/config.ts';
-import { announce, withdraw, HEARTBEAT_MS } from '../src/registry.ts';
-import { capabilities } from '../src/system.ts';
-import { earliestStart } from '../src/window.ts';
+import { announce, withdraw, HEARTBEAT_MS } from '../src/store/registry.ts';
+import { capabilities } from '../src/host/system.ts';
+import { earliestStart } from '../src/model/window.ts';
 
 export interface ExperimentWorkerOptions {
   config: Config;

@@ -2,7 +2,7 @@
 import { Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from '../src/config.ts';
-import { SCHEDULE_QUEUE, type Schedules } from '../src/schedule.ts';
+import { SCHEDULE_QUEUE, type Schedules } from '../src/queue/schedule.ts';
 
 export async function startScheduleWorker(opts: { config: Config; connection: Redis; schedules: Schedules; log: (m: string) => void }) {
   const worker = new Worker<{ scheduleId: string }>(

@@ -4,9 +4,9 @@
 // is recorded, so a user can see at GET .../deliveries what their receiver answered and when.
 import { Worker, UnrecoverableError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
-import type { Store } from '../src/store.ts';
+import type { Store } from '../src/store/store.ts';
 import type { Config } from '../src/config.ts';
-import { WEBHOOK_QUEUE, backoffDelay, recordAttempt, sendOnce, sign, targetOf, type DeliveryAttempt, type WebhookJob } from '../src/webhook.ts';
+import { WEBHOOK_QUEUE, backoffDelay, recordAttempt, sendOnce, sign, targetOf, type DeliveryAttempt, type WebhookJob } from '../src/webhooks/webhook.ts';
 
 /** Carries the delay chosen (and recorded) by the processor to BullMQ's backoff strategy. */
 class RetryLater extends Error {

@@ -3,13 +3,13 @@
 // repetition behind the start barrier; it stores each cell the moment it is measured and skips cells
 // already stored, so a job retried after a crash continues where it stopped. Drivers, the store and
 // the sysctl state directory come in as parameters: the side effects stay at the edges.
-import type { Store, ProfileRecord, Progress } from './store.ts';
-import type { GuestDriver, BootedScenario } from './guest.ts';
-import { PermanentError } from './guest.ts';
-import { cellKey, expandCells, maxRepetitions, passes, shuffled, wantsRepetition, type Cell, type CellRef } from './cell.ts';
-import { planWorkload, workloadId } from './workload.ts';
-import { systemInfo } from './system.ts';
-import * as sysctl from './sysctl.ts';
+import type { Store, ProfileRecord, Progress } from '../store/store.ts';
+import type { GuestDriver, BootedScenario } from '../guests/guest.ts';
+import { PermanentError } from '../errors.ts';
+import { cellKey, expandCells, maxRepetitions, passes, shuffled, wantsRepetition, type Cell, type CellRef } from '../model/cell.ts';
+import { planWorkload, workloadId } from '../model/workload.ts';
+import { systemInfo } from '../host/system.ts';
+import * as sysctl from '../host/sysctl.ts';
 
 export interface RunnerDeps {
   store: Store;

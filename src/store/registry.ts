@@ -2,7 +2,7 @@
 // heartbeat, so GET /v1/hosts shows which lab machines are alive and what each is doing. An entry
 // expires on its own when heartbeats stop, so a dead host disappears without anyone cleaning up.
 import type { Store } from './store.ts';
-import type { Capabilities } from './system.ts';
+import type { Capabilities } from '../host/system.ts';
 
 export interface HostEntry {
   id: string;

@@ -12,11 +12,11 @@ import { spawn } from 'node:child_process';
 import { PassThrough, type Duplex, type Readable } from 'node:stream';
 import Docker from 'dockerode';
 import type { BootRequest, BootedScenario, DriverProbe, GuestDriver } from './guest.ts';
-import { PermanentError } from './guest.ts';
-import type { Step, WorkloadPlan } from './workload.ts';
+import { PermanentError } from '../errors.ts';
+import type { Step, WorkloadPlan } from '../model/workload.ts';
 import { runStep } from './host.ts';
-import { abortError } from './process.ts';
-import { toolVersions } from './system.ts';
+import { abortError } from '../process.ts';
+import { toolVersions } from '../host/system.ts';
 import { buildRootTree, AGENT_PATH, SCRATCH_PATH } from './rootfs.ts';
 
 const LABEL = 'io.kvmq';

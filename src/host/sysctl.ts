@@ -10,8 +10,8 @@
 //   threshold instead (the paper's tuned profile, 90/90, runs with an effective background of 45).
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { SYSCTL_KEYS, type SysctlKey, type SysctlValues } from './profile.ts';
-import { PermanentError } from './guest.ts';
+import { SYSCTL_KEYS, type SysctlKey, type SysctlValues } from '../model/profile.ts';
+import { PermanentError } from '../errors.ts';
 
 /** Where sysctl files live; KVMQ_PROC_SYS points elsewhere only to test a read-only /proc/sys. */
 export function procSys(): string {

@@ -1,9 +1,9 @@
 // The guest driver contract. A driver boots the guests of one scenario, releases the loaded ones at the
 // same moment for each workload (the start barrier), and tears everything down. The host baseline is a
 // driver too, so the runner has one code path for every column of the paper's tables.
-import type { GuestConfig, Scenario } from './spec.ts';
-import type { Workload, WorkloadPlan } from './workload.ts';
-import type { SysctlValues } from './profile.ts';
+import type { GuestConfig, Scenario } from '../model/spec.ts';
+import type { Workload, WorkloadPlan } from '../model/workload.ts';
+import type { SysctlValues } from '../model/profile.ts';
 
 export interface BootRequest {
   experimentId: string;
@@ -43,5 +43,3 @@ export interface GuestDriver {
   reapLeftovers(): Promise<string[]>;
 }
 
-/** Thrown for a failure that retrying cannot fix (the worker turns it into UnrecoverableError). */
-export class PermanentError extends Error {}

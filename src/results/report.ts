@@ -1,11 +1,11 @@
 // Results of an experiment: the JSON document, and the paper's tables as markdown and CSV, each with the
 // statistics a reader needs to trust a number (spread, interval, outliers) and the system it ran on.
-import type { Store, ExperimentRecord, ProfileRecord } from './store.ts';
-import type { Cell } from './cell.ts';
+import type { Store, ExperimentRecord, ProfileRecord } from '../store/store.ts';
+import type { Cell } from '../model/cell.ts';
 import { describe, outliers, ratioOfMeans, round, welch, type Stats } from './stats.ts';
-import type { SystemInfo } from './system.ts';
-import type { Spec } from './spec.ts';
-import { workloadId } from './workload.ts';
+import type { SystemInfo } from '../host/system.ts';
+import type { Spec } from '../model/spec.ts';
+import { workloadId } from '../model/workload.ts';
 
 export interface SummaryRow extends Stats {
   profile: string;

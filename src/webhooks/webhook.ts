@@ -9,9 +9,9 @@ import https from 'node:https';
 import net from 'node:net';
 import { Queue, type JobsOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
-import type { ExperimentRecord, Store } from './store.ts';
-import type { Config } from './config.ts';
-import { FINAL } from './store.ts';
+import type { ExperimentRecord, Store } from '../store/store.ts';
+import type { Config } from '../config.ts';
+import { FINAL } from '../store/store.ts';
 
 export const WEBHOOK_QUEUE = 'webhooks';
 

@@ -4,14 +4,14 @@
 // The spec is stored with the schedule, validated once when the schedule is made.
 import { Queue, getNextMillis } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { z } from './zod.ts';
-import { SpecInputSchema, type Spec } from './spec.ts';
-import { Store } from './store.ts';
+import { z } from '../model/zod.ts';
+import { SpecInputSchema, type Spec } from '../model/spec.ts';
+import { Store } from '../store/store.ts';
 import type { Queues } from './queue.ts';
-import type { Config } from './config.ts';
-import { TimeZoneSchema, isTimeZone } from './window.ts';
+import type { Config } from '../config.ts';
+import { TimeZoneSchema, isTimeZone } from '../model/window.ts';
 import { enqueue, newRecord } from './batch.ts';
-import { redactWebhook } from './webhook.ts';
+import { redactWebhook } from '../webhooks/webhook.ts';
 
 export const SCHEDULE_QUEUE = 'schedules';
 

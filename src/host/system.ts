@@ -1,7 +1,7 @@
 // What a result ran on: enough about the host to compare two results honestly.
 import os from 'node:os';
 import fs from 'node:fs';
-import { runArgv } from './process.ts';
+import { runArgv } from '../process.ts';
 
 export interface SystemInfo {
   hostname: string;

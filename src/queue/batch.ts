@@ -1,12 +1,12 @@
 // Batches: several experiments queued as one, typically in the evening for the night. A batch shares
 // a webhook (each experiment reports on it, and the batch reports once more as batch.completed when
 // its last experiment is final), a start time or nightly window, and a priority within its pool.
-import { z } from './zod.ts';
-import { ScheduleSchema, SpecInputSchema, WebhookSchema, type Spec } from './spec.ts';
-import { Store, FINAL, type ExperimentRecord } from './store.ts';
+import { z } from '../model/zod.ts';
+import { ScheduleSchema, SpecInputSchema, WebhookSchema, type Spec } from '../model/spec.ts';
+import { Store, FINAL, type ExperimentRecord } from '../store/store.ts';
 import { jobOptions, type Queues } from './queue.ts';
-import { expandCells } from './cell.ts';
-import { earliestStart } from './window.ts';
+import { expandCells } from '../model/cell.ts';
+import { earliestStart } from '../model/window.ts';
 
 export const BatchInputSchema = z
   .strictObject({

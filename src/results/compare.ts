@@ -4,7 +4,7 @@
 import type { Results } from './report.ts';
 import { samplesByCell, systemLine } from './report.ts';
 import { describe, ratioOfMeans, round, welch } from './stats.ts';
-import type { SystemInfo } from './system.ts';
+import type { SystemInfo } from '../host/system.ts';
 
 export interface SideSummary {
   n: number;

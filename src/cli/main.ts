@@ -3,19 +3,19 @@
 import fs from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { startStack } from './stack.ts';
-import { loadConfig } from './config.ts';
-import { PRESETS, type PresetName } from './preset.ts';
-import { IMPLEMENTED_DRIVERS } from './drivers.ts';
-import { systemInfo, capabilities } from './system.ts';
-import { runArgv } from './process.ts';
-import { queueCommand, QUEUE_USAGE } from './cli-queue.ts';
-import { renderChart } from './chart.ts';
-import type { Results } from './report.ts';
+import { loadConfig } from '../config.ts';
+import { PRESETS, type PresetName } from '../model/preset.ts';
+import { IMPLEMENTED_DRIVERS } from '../guests/drivers.ts';
+import { systemInfo, capabilities } from '../host/system.ts';
+import { runArgv } from '../process.ts';
+import { queueCommand, QUEUE_USAGE } from './queue.ts';
+import { renderChart } from '../results/chart.ts';
+import type { Results } from '../results/report.ts';
 import { existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { shutdown as shutdownSysctl } from './sysctl.ts';
+import { shutdown as shutdownSysctl } from '../host/sysctl.ts';
 
 const USAGE = `kvmq: server-consolidation experiments on KVM hosts
 
@@ -190,7 +190,7 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'image': {
       if (positionals[0] !== 'build') throw new Error('usage: kvmq image build');
-      const { buildImage, imageCacheDir } = await import('./image.ts');
+      const { buildImage, imageCacheDir } = await import('../guests/image.ts');
       const started = Date.now();
       const image = await buildImage({ cacheDir: imageCacheDir(loadConfig().dataDir), log: (m) => console.error(`kvmq image: ${m}`) });
       console.error(`kvmq image: ${image.hash} ready (${((Date.now() - started) / 1000).toFixed(1)} s)`);
@@ -246,7 +246,7 @@ async function demo(requested?: string): Promise<number> {
   const config = loadConfig({ ...process.env, PORT: process.env.PORT ?? '0', KVMQ_STATE_DIR: process.env.KVMQ_STATE_DIR ?? `${process.cwd()}/.kvmq/state` });
   if (driver === 'qemu' && IMPLEMENTED_DRIVERS.has('qemu')) {
     // Build (or find) the guest image first, with its progress, so the run itself shows only cells.
-    const { buildImage, imageCacheDir } = await import('./image.ts');
+    const { buildImage, imageCacheDir } = await import('../guests/image.ts');
     await buildImage({ cacheDir: imageCacheDir(config.dataDir), log: (m) => console.error(`kvmq image: ${m}`) });
   }
   const stack = await startStack({ api: true, worker: true, config, log: () => {} });

@@ -2,7 +2,7 @@
 // They talk to the API like the other client commands; the caller passes its request function in.
 import fs from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { newSecret } from './webhook.ts';
+import { newSecret } from '../webhooks/webhook.ts';
 
 type Api = (method: string, path: string, body?: unknown) => Promise<{ status: number; json: any; text: string }>;
 

@@ -4,10 +4,10 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import Docker from 'dockerode';
-import { runArgv } from './process.ts';
-import { capabilities } from './system.ts';
-import { procSys } from './sysctl.ts';
-import type { Config } from './config.ts';
+import { runArgv } from '../process.ts';
+import { capabilities } from '../host/system.ts';
+import { procSys } from '../host/sysctl.ts';
+import type { Config } from '../config.ts';
 
 export interface Check {
   name: string;
@@ -66,7 +66,7 @@ export async function runDoctor(config: Config, opts: { probeKvm: boolean; log: 
   const docker = await new Docker().ping().then(() => true, (e: Error) => e.message);
   checks.push({ name: 'docker', ok: docker === true, detail: docker === true ? 'engine reachable' : `engine not reachable (${docker})`, fix: 'apt-get install docker.io and start dockerd (needed only for driver "docker")', optional: true });
 
-  const { imageCacheDir } = await import('./image.ts');
+  const { imageCacheDir } = await import('../guests/image.ts');
   const cache = imageCacheDir(config.dataDir);
   const images = (await fs.readdir(cache).catch(() => [] as string[])).filter((d) => /^image-[0-9a-f]+$/.test(d));
   checks.push({ name: 'guest image', ok: images.length > 0, detail: images.length ? `${images.join(', ')} in ${cache}` : `none in ${cache}`, fix: 'kvmq image build (the worker also builds it on first need)', optional: true });
@@ -75,7 +75,7 @@ export async function runDoctor(config: Config, opts: { probeKvm: boolean; log: 
   if (!kvmNode) {
     checks.push({ name: 'kvm', ok: false, detail: '/dev/kvm is absent: guests run under emulation (tcg)', fix: 'enable virtualisation in the firmware and load kvm_intel or kvm_amd', optional: true });
   } else if (opts.probeKvm && (await onPath('qemu-system-x86_64'))) {
-    const { QemuDriver } = await import('./qemu.ts');
+    const { QemuDriver } = await import('../guests/qemu.ts');
     const driver = new QemuDriver({ stateDir: config.stateDir, imageDir: cache, log: opts.log });
     const k = await driver.probeKvm().catch((e: Error) => ({ ok: false, reason: e.message }));
     checks.push({ name: 'kvm', ok: k.ok, detail: k.ok ? 'a probe guest booted under KVM' : `/dev/kvm exists but ${k.reason}: guests run under emulation (tcg)`, fix: 'on a nested host, enable nested virtualisation for the outer VM; accel "auto" falls back to tcg meanwhile', optional: true });

@@ -3,17 +3,17 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Redis } from 'ioredis';
-import { loadConfig, type Config } from './config.ts';
+import { loadConfig, type Config } from '../config.ts';
 import { startRedisServer, type RedisChild } from './redis-server.ts';
-import { connect, Queues } from './queue.ts';
-import { Store } from './store.ts';
-import { makeDrivers } from './drivers.ts';
-import { createApp } from '../api/app.ts';
-import { startExperimentWorker } from '../workers/experiment.ts';
-import { startWebhookWorker } from '../workers/webhook.ts';
-import { startScheduleWorker } from '../workers/schedule.ts';
-import { Webhooks } from './webhook.ts';
-import { Schedules } from './schedule.ts';
+import { connect, Queues } from '../queue/queue.ts';
+import { Store } from '../store/store.ts';
+import { makeDrivers } from '../guests/drivers.ts';
+import { createApp } from '../../api/app.ts';
+import { startExperimentWorker } from '../../workers/experiment.ts';
+import { startWebhookWorker } from '../../workers/webhook.ts';
+import { startScheduleWorker } from '../../workers/schedule.ts';
+import { Webhooks } from '../webhooks/webhook.ts';
+import { Schedules } from '../queue/schedule.ts';
 
 export interface StackOptions {
   api?: boolean;

@@ -2,7 +2,7 @@
 // so a double submit cannot queue it twice), Redis connections that BullMQ can block on.
 import { Queue, type JobsOptions } from 'bullmq';
 import { Redis } from 'ioredis';
-import type { ExperimentRecord } from './store.ts';
+import type { ExperimentRecord } from '../store/store.ts';
 
 export const queueName = (pool: string) => `experiments-${pool}`;
 

@@ -11,7 +11,7 @@ import crypto from 'node:crypto';
 import { spawn, execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { buildRootTree, AGENT_PATH, SCRATCH_PATH, type RootTree } from './rootfs.ts';
-import { PermanentError } from './guest.ts';
+import { PermanentError } from '../errors.ts';
 
 const execFileP = promisify(execFile);
 

@@ -4,11 +4,11 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { BootRequest, BootedScenario, DriverProbe, GuestDriver } from './guest.ts';
-import type { Step, WorkloadPlan } from './workload.ts';
-import { runChecked } from './process.ts';
-import { PermanentError } from './guest.ts';
-import { toolVersions } from './system.ts';
-import { procSys } from './sysctl.ts';
+import type { Step, WorkloadPlan } from '../model/workload.ts';
+import { runChecked } from '../process.ts';
+import { PermanentError } from '../errors.ts';
+import { toolVersions } from '../host/system.ts';
+import { procSys } from '../host/sysctl.ts';
 
 export class HostDriver implements GuestDriver {
   readonly name = 'host' as const;

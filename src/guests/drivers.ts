@@ -5,7 +5,7 @@ import { HostDriver } from './host.ts';
 import { DockerDriver } from './docker.ts';
 import { QemuDriver } from './qemu.ts';
 import { imageCacheDir } from './image.ts';
-import { loadConfig } from './config.ts';
+import { loadConfig } from '../config.ts';
 
 export const IMPLEMENTED_DRIVERS: ReadonlySet<'qemu' | 'docker'> = new Set(['docker', 'qemu']);
 

@@ -3,9 +3,9 @@
 // stores a cell twice), profile read-backs, the system a run saw, and a pub/sub channel of events.
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import type { Spec } from './spec.ts';
-import { cellKey, type Cell } from './cell.ts';
-import type { SystemInfo } from './system.ts';
+import type { Spec } from '../model/spec.ts';
+import { cellKey, type Cell } from '../model/cell.ts';
+import type { SystemInfo } from '../host/system.ts';
 
 export type Status = 'queued' | 'scheduled' | 'running' | 'completed' | 'failed' | 'cancelled';
 export const STATUSES: Status[] = ['queued', 'scheduled', 'running', 'completed', 'failed', 'cancelled'];

@@ -12,13 +12,13 @@ import crypto from 'node:crypto';
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
 import type { BootRequest, BootedScenario, DriverProbe, GuestDriver } from './guest.ts';
-import { PermanentError } from './guest.ts';
-import type { GuestConfig } from './spec.ts';
-import type { Workload, WorkloadPlan } from './workload.ts';
-import type { SysctlValues } from './profile.ts';
+import { PermanentError } from '../errors.ts';
+import type { GuestConfig } from '../model/spec.ts';
+import type { Workload, WorkloadPlan } from '../model/workload.ts';
+import type { SysctlValues } from '../model/profile.ts';
 import { buildImage, type GuestImage } from './image.ts';
 import { AgentChannel, AgentError, AgentReplyError } from './agent/channel.ts';
-import { abortError } from './process.ts';
+import { abortError } from '../process.ts';
 
 const execFileP = promisify(execFile);
 

@@ -8,7 +8,7 @@ import crypto from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { PermanentError } from './guest.ts';
+import { PermanentError } from '../errors.ts';
 
 const execFileP = promisify(execFile);
 
