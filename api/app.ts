@@ -12,6 +12,7 @@ import { metricsRouter } from './metrics.ts';
 import { compareRouter } from './compare.ts';
 import { dashboardRouter, chartRouter } from './dashboard.ts';
 import { rateLimit } from './ratelimit.ts';
+import { browserGuard } from './guard.ts';
 import { batchesRouter } from './batches.ts';
 import { schedulesRouter } from './schedules.ts';
 import { deliveriesRouter } from './deliveries.ts';
@@ -25,6 +26,8 @@ export function createApp(deps: ApiDeps): express.Express {
     res.set({ 'x-content-type-options': 'nosniff', 'referrer-policy': 'no-referrer', 'x-frame-options': 'DENY' });
     next();
   });
+
+  app.use(browserGuard({ tokens: deps.config.apiTokens.length > 0, allowedHosts: deps.config.allowedHosts }));
 
   app.get('/healthz', (_req, res) => void res.json({ status: 'ok' }));
   app.get('/readyz', async (_req, res) => {

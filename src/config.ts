@@ -20,6 +20,8 @@ export interface Config {
   shutdown: 'abort' | 'finish';
   /** Requests a minute per API client on /v1 (KVMQ_RATE_LIMIT; 0 turns the limit off). */
   rateLimit: number;
+  /** Host names (besides loopback ones) the API answers for when it runs without tokens (KVMQ_ALLOWED_HOSTS). */
+  allowedHosts: string[];
   /** Webhook targets on loopback or private networks are refused unless set (KVMQ_WEBHOOK_ALLOW_PRIVATE=1). */
   webhookAllowPrivate: boolean;
   /** Delays between webhook attempts (KVMQ_WEBHOOK_BACKOFF_MS, a comma list); the first attempt is at once. */
@@ -53,6 +55,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     hostId: env.KVMQ_HOST_ID ?? os.hostname(),
     allowCommands: env.KVMQ_ALLOW_COMMANDS === '1',
     prefix: env.KVMQ_PREFIX ?? '{kvmq}',
+    allowedHosts: (env.KVMQ_ALLOWED_HOSTS ?? '').split(',').map((h) => h.trim().toLowerCase()).filter(Boolean),
     rateLimit: Math.max(0, Number(env.KVMQ_RATE_LIMIT ?? 1200) || 0),
     shutdown: env.KVMQ_SHUTDOWN === 'finish' ? 'finish' : 'abort',
     lockMs: Math.max(1000, Number(env.KVMQ_LOCK_MS ?? 60_000) || 60_000),
