@@ -6,6 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
+import * as esbuild from 'esbuild';
 import path from 'node:path';
 import { SYSCTL_KEYS, BUILTIN_PROFILES, type SysctlKey, type SysctlValues } from '../src/model/profile.ts';
 import * as sysctl from '../src/host/sysctl.ts';
@@ -261,13 +262,41 @@ test('/proc/sys read-only: a writing profile fails before any guest boots; uncha
 });
 
 test('not root: preflight names the cause before anything is written', { skip: notRoot || requireTool('setpriv') }, async () => {
+  // uid 65534 may not be able to read this checkout (a clone under /root is 0700), so the real preflight
+  // is bundled with its imports into one file in a directory that user can read, and run by plain node.
   const dir = await tempDir('nonroot');
-  await fs.chmod(dir, 0o777);
-  const script = `import('${path.resolve('src/host/sysctl.ts')}').then((m) => m.preflight(${JSON.stringify(path.join(dir, 'state'))}, [${JSON.stringify(tuned)}])).then(() => console.log('PASSED'), (e) => console.log('REFUSED ' + e.constructor.name + ': ' + e.message))`;
-  const out = execFileSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '--import', 'tsx', '-e', script], {
-    cwd: process.cwd(), env: { ...process.env, HOME: dir, TMPDIR: dir }, encoding: 'utf8',
+  await fs.chmod(dir, 0o755);
+  const state = path.join(dir, 'state');
+  await fs.mkdir(state, { mode: 0o777 });
+  await fs.chmod(state, 0o777);
+  const entry = path.join(dir, 'preflight.mjs');
+  await esbuild.build({
+    stdin: {
+      contents: `import { preflight } from ${JSON.stringify(path.resolve('src/host/sysctl.ts'))};
+const [stateDir, profiles] = JSON.parse(process.argv[2]);
+console.log('UID ' + process.getuid());
+preflight(stateDir, profiles).then(() => console.log('PASSED'), (e) => console.log('REFUSED ' + e.constructor.name + ': ' + e.message));`,
+      resolveDir: process.cwd(), loader: 'ts',
+    },
+    bundle: true, platform: 'node', format: 'esm', outfile: entry, logLevel: 'silent', keepNames: true,
   });
+  await fs.chmod(entry, 0o644);
+  const asNobody = (argv: string[]) => execFileSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', ...argv], {
+    cwd: dir, env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: dir, TMPDIR: dir }, encoding: 'utf8',
+  });
+  // node itself may live where that user cannot reach it (a version manager under /root): use a copy then.
+  let node = process.execPath;
+  try {
+    asNobody([node, '--version']);
+  } catch {
+    node = path.join(dir, 'node');
+    await fs.copyFile(process.execPath, node);
+    await fs.chmod(node, 0o755);
+  }
+  const out = asNobody([node, entry, JSON.stringify([state, [tuned]])]);
+  assert.match(out, /^UID 65534$/m, 'the check ran unprivileged');
   assert.match(out, /^REFUSED PermanentError: cannot write vm\.dirty_\w+ \((EACCES|EPERM)\): a profile that changes sysctls needs a worker running as root/m);
+  assert.deepEqual(await fs.readdir(state), [], 'nothing written to the state directory');
   assert.deepEqual(await sysctl.readAll(ALL), snapshot);
 });
 
