@@ -31,8 +31,9 @@ export function createApp(deps: ApiDeps): express.Express {
 
   app.get('/healthz', (_req, res) => void res.json({ status: 'ok' }));
   app.get('/readyz', async (_req, res) => {
-    const ok = await deps.store.redis.ping().then(() => true, () => false);
-    if (!ok) throw new HttpProblem(503, 'Not ready', 'Redis is not reachable');
+    // A real write and read under the base tag and every pool's tag: reachable is not the same as usable.
+    const problem = await readiness(deps.store);
+    if (problem) throw new HttpProblem(503, 'Not ready', problem);
     res.json({ status: 'ready' });
   });
   app.get('/openapi.json', (_req, res) => void res.json(openApiDocument()));
@@ -55,6 +56,23 @@ export function createApp(deps: ApiDeps): express.Express {
   app.use((req, _res, next) => next(new HttpProblem(404, 'Not found', `no route for ${req.method} ${req.path}`)));
   app.use(errorHandler);
   return app;
+}
+
+const READY_TIMEOUT_MS = 3000;
+
+/** Undefined when the store takes writes; else why not (never a secret: Redis errors carry none). */
+async function readiness(store: ApiDeps['store']): Promise<string | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<string>((r) => (timer = setTimeout(() => r(`Redis did not answer a write and read within ${READY_TIMEOUT_MS} ms`), READY_TIMEOUT_MS)));
+  const check = store.pools().then((pools) => store.probe(pools)).then(
+    () => undefined,
+    (err: Error) => `Redis cannot take writes: ${err.message}`,
+  );
+  try {
+    return await Promise.race([check, late]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 function bearerAuth(tokens: string[]) {

@@ -23,7 +23,7 @@ export function metricsRouter(store: Store, queues: Queues): Router {
     };
 
     const hosts = await listHosts(store);
-    const pools = [...new Set(['default', ...hosts.map((h) => h.pool)])];
+    const pools = [...new Set([...(await store.pools()), ...hosts.map((h) => h.pool)])].sort();
     const depth: [Record<string, string>, number][] = [];
     for (const pool of pools) {
       const counts = await queues.get(pool).getJobCounts('waiting', 'active', 'delayed', 'prioritized', 'completed', 'failed');
@@ -31,10 +31,7 @@ export function metricsRouter(store: Store, queues: Queues): Router {
     }
     metric('kvmq_queue_jobs', 'gauge', 'Experiment jobs in each pool queue by state.', depth);
 
-    const ids = await store.redis.zrange(store.key('exps'), 0, -1);
-    const pipe = store.redis.pipeline();
-    for (const id of ids) pipe.hget(store.key('exp', id), 'status');
-    const statuses = ((await pipe.exec()) ?? []).map(([, v]) => (v ? JSON.parse(v as string) : null));
+    const statuses = await store.statuses();
     metric('kvmq_experiments', 'gauge', 'Experiments by status.', STATUSES.map((s) => [{ status: s }, statuses.filter((x) => x === s).length]));
     metric('kvmq_hosts', 'gauge', 'Worker hosts with a recent heartbeat.', [[{}, hosts.length]]);
     metric('kvmq_hosts_busy', 'gauge', 'Worker hosts running an experiment.', [[{}, hosts.filter((h) => h.current).length]]);

@@ -95,7 +95,7 @@ export function openApiDocument(): object {
   reg.registerPath({ method: 'get', path: '/v1/hosts', summary: 'Worker hosts with a recent heartbeat', security: sec, responses: { 200: { description: 'Hosts', content: { 'application/json': { schema: z.object({ items: z.array(Host) }) } } }, 401: problem('Unauthorized') } });
   reg.registerPath({ method: 'get', path: '/metrics', summary: 'Prometheus metrics', security: sec, responses: { 200: { description: 'Prometheus text format', content: { 'text/plain': { schema: z.string() } } }, 401: problem('Unauthorized') } });
   reg.registerPath({ method: 'get', path: '/healthz', summary: 'Liveness', security: [], responses: { 200: { description: 'Alive', content: { 'application/json': { schema: z.object({ status: z.string() }) } } } } });
-  reg.registerPath({ method: 'get', path: '/readyz', summary: 'Readiness (Redis reachable)', security: [], responses: { 200: { description: 'Ready', content: { 'application/json': { schema: z.object({ status: z.string() }) } } }, 503: problem('Not ready') } });
+  reg.registerPath({ method: 'get', path: '/readyz', summary: 'Readiness (Redis takes a write and a read on kvmq keys)', security: [], responses: { 200: { description: 'Ready', content: { 'application/json': { schema: z.object({ status: z.string() }) } } }, 503: problem('Not ready') } });
   registerBatchPaths(reg, { sec, problem, id });
   cached = new OpenApiGeneratorV31(reg.definitions).generateDocument({
     openapi: '3.1.0',

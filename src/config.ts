@@ -4,6 +4,8 @@ import path from 'node:path';
 
 export interface Config {
   redisUrl: string | undefined;
+  /** REDIS_URL parsed (undefined: kvmq dev starts its own redis-server). */
+  redis: RedisTarget | undefined;
   port: number;
   host: string;
   apiTokens: string[];
@@ -12,7 +14,7 @@ export interface Config {
   pool: string;
   hostId: string;
   allowCommands: boolean;
-  /** Redis key prefix; the braces are a Cluster hash tag so every kvmq key lands in one slot. */
+  /** Redis key prefix; the braces are a Cluster hash tag (each pool other than `default` gets its own, see poolPrefix). */
   prefix: string;
   /** How long a worker's claim on a job lasts without renewal; a killed worker's job is retried after it. */
   lockMs: number;
@@ -46,6 +48,7 @@ function delays(raw: string | undefined): number[] {
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   return {
     redisUrl: env.REDIS_URL || undefined,
+    redis: env.REDIS_URL ? parseRedisUrl(env.REDIS_URL, env) : undefined,
     port: Number(env.PORT ?? 8080),
     host: env.HOST ?? '127.0.0.1',
     apiTokens: (env.KVMQ_API_TOKENS ?? '').split(',').map((t) => t.trim()).filter(Boolean),
@@ -63,4 +66,141 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     webhookBackoffMs: delays(env.KVMQ_WEBHOOK_BACKOFF_MS),
     webhookTimeoutMs: Math.max(100, Number(env.KVMQ_WEBHOOK_TIMEOUT_MS ?? 15_000) || 15_000),
   };
+}
+
+// ---- REDIS_URL ---------------------------------------------------------------------------------------
+// One parser for every form an operator may give, so the connection factory (src/store/connection.ts)
+// only builds clients. Secrets never appear in `display`, which is what logs and errors show.
+
+export interface RedisTls {
+  /** Files (PEM) named by KVMQ_REDIS_TLS_CA, KVMQ_REDIS_TLS_CERT and KVMQ_REDIS_TLS_KEY; read when connecting. */
+  caFile?: string;
+  certFile?: string;
+  keyFile?: string;
+  /** TLS server name to check the certificate against (KVMQ_REDIS_TLS_SERVERNAME); defaults to the host. */
+  servername?: string;
+}
+
+export interface RedisNode {
+  host: string;
+  port: number;
+}
+
+interface RedisAuth {
+  username?: string;
+  password?: string;
+  tls?: RedisTls;
+  /** Replicas that must acknowledge a result write (WAIT) before it counts as stored (KVMQ_REDIS_WAIT_REPLICAS). */
+  waitReplicas: number;
+  /** The URL as logs and errors show it: the password replaced by `***`. */
+  display: string;
+}
+
+export type RedisTarget =
+  | ({ kind: 'single'; host: string; port: number; db: number } & RedisAuth)
+  | ({ kind: 'socket'; path: string; db: number } & RedisAuth)
+  | ({ kind: 'sentinel'; sentinels: RedisNode[]; name: string; db: number; sentinelPassword?: string } & RedisAuth)
+  | ({ kind: 'cluster'; nodes: RedisNode[] } & RedisAuth);
+
+const FORMS =
+  'redis://[USER:PASSWORD@]HOST[:PORT][/DB], rediss://… (TLS), unix:///PATH or /PATH (a unix socket), ' +
+  'redis+sentinel://HOST:PORT[,HOST:PORT…]/MASTERNAME, redis+cluster://HOST:PORT[,HOST:PORT…] ' +
+  '(rediss+sentinel:// and rediss+cluster:// with TLS)';
+
+function nodes(list: string, defaultPort: number, shown: string): RedisNode[] {
+  return list.split(',').map((hp) => {
+    const m = /^(\[[0-9a-fA-F:.]+\]|[^:[\]]+)(?::(\d{1,5}))?$/.exec(hp.trim());
+    const port = m?.[2] ? Number(m[2]) : defaultPort;
+    if (!m || port < 1 || port > 65535) throw new Error(`REDIS_URL ${shown}: "${hp}" is not HOST:PORT; expected ${FORMS}`);
+    return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
+  });
+}
+
+/** Parse REDIS_URL (and the KVMQ_REDIS_* variables beside it). Throws a message that names the form expected. */
+export function parseRedisUrl(raw: string, env: NodeJS.ProcessEnv = process.env): RedisTarget {
+  const url = raw.trim();
+  const tls: RedisTls = {
+    ...(env.KVMQ_REDIS_TLS_CA ? { caFile: env.KVMQ_REDIS_TLS_CA } : {}),
+    ...(env.KVMQ_REDIS_TLS_CERT ? { certFile: env.KVMQ_REDIS_TLS_CERT } : {}),
+    ...(env.KVMQ_REDIS_TLS_KEY ? { keyFile: env.KVMQ_REDIS_TLS_KEY } : {}),
+    ...(env.KVMQ_REDIS_TLS_SERVERNAME ? { servername: env.KVMQ_REDIS_TLS_SERVERNAME } : {}),
+  };
+  if (!!tls.certFile !== !!tls.keyFile) throw new Error('KVMQ_REDIS_TLS_CERT and KVMQ_REDIS_TLS_KEY go together (a client certificate and its key)');
+  const waitRaw = env.KVMQ_REDIS_WAIT_REPLICAS;
+  if (waitRaw !== undefined && waitRaw !== '' && !/^\d{1,2}$/.test(waitRaw)) throw new Error(`KVMQ_REDIS_WAIT_REPLICAS must be a number of replicas (0..99); got "${waitRaw}"`);
+
+  // A bare path is a unix socket (what kvmq dev's own redis-server listens on).
+  if (url.startsWith('/')) {
+    const password = env.KVMQ_REDIS_PASSWORD || undefined;
+    return { kind: 'socket', path: url, db: 0, ...(password ? { password } : {}), waitReplicas: Number(waitRaw || 0), display: `unix://${url}` };
+  }
+  const scheme = /^([a-z+]+):\/\//.exec(url)?.[1];
+  if (!scheme) throw new Error(`REDIS_URL is not a Redis URL; expected ${FORMS}`);
+  const secure = scheme.startsWith('rediss');
+  // WHATWG URL parsing does not take comma lists of hosts: split the authority by hand.
+  // The last '@' ends the credentials (a password may hold '/' or '?'); no form has an '@' after it.
+  const rest = url.slice(scheme.length + 3);
+  const at = rest.lastIndexOf('@');
+  const userinfo = at < 0 ? '' : rest.slice(0, at);
+  const afterAt = at < 0 ? rest : rest.slice(at + 1);
+  const slash = afterAt.search(/[/?]/);
+  const hosts = slash < 0 ? afterAt : afterAt.slice(0, slash);
+  const tail = slash < 0 ? '' : afterAt.slice(slash);
+  const colon = userinfo.indexOf(':');
+  const dec = (s: string) => {
+    try {
+      return decodeURIComponent(s);
+    } catch {
+      throw new Error('REDIS_URL has a malformed %-escape in its user or password');
+    }
+  };
+  const username = userinfo ? dec(colon < 0 ? userinfo : userinfo.slice(0, colon)) || undefined : undefined;
+  const password = (colon < 0 ? undefined : dec(userinfo.slice(colon + 1))) || env.KVMQ_REDIS_PASSWORD || undefined;
+  const [pathPart, query = ''] = tail.split('?', 2) as [string, string?];
+  const params = new URLSearchParams(query);
+  const shownAuth = username || password ? `${username ? encodeURIComponent(username) : ''}${password ? ':***' : ''}@` : '';
+  const display = `${scheme}://${shownAuth}${hosts}${pathPart}`;
+  const dbOf = (s: string | null | undefined): number => {
+    if (s === null || s === undefined || s === '') return 0;
+    if (!/^\d{1,2}$/.test(s)) throw new Error(`REDIS_URL ${display}: database "${s}" is not a number 0..15`);
+    return Number(s);
+  };
+  const auth = {
+    ...(username ? { username } : {}),
+    ...(password ? { password } : {}),
+    ...(secure ? { tls } : {}),
+    display,
+  };
+  if (!secure && Object.keys(tls).length) throw new Error(`KVMQ_REDIS_TLS_* is set but REDIS_URL ${display} is not TLS; use rediss://`);
+
+  switch (scheme) {
+    case 'redis':
+    case 'rediss': {
+      const [n] = nodes(hosts || '127.0.0.1', 6379, display);
+      if (hosts.includes(',')) throw new Error(`REDIS_URL ${display}: several hosts need redis+sentinel:// or redis+cluster://`);
+      return { kind: 'single', host: n!.host, port: n!.port, db: dbOf(pathPart.replace(/^\//, '') || params.get('db')), ...auth, waitReplicas: Number(waitRaw || 0) };
+    }
+    case 'unix': {
+      if (!pathPart.startsWith('/') || hosts) throw new Error(`REDIS_URL ${display}: a socket is unix:///ABSOLUTE/PATH`);
+      return { kind: 'socket', path: dec(pathPart), db: dbOf(params.get('db')), ...auth, waitReplicas: Number(waitRaw || 0) };
+    }
+    case 'redis+sentinel':
+    case 'rediss+sentinel': {
+      const [name, db] = pathPart.replace(/^\//, '').split('/');
+      if (!name) throw new Error(`REDIS_URL ${display}: name the master, e.g. redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster`);
+      const sentinelPassword = env.KVMQ_REDIS_SENTINEL_PASSWORD || undefined;
+      // With Sentinel a replica exists by definition; a result write waits for one unless told otherwise.
+      return {
+        kind: 'sentinel', sentinels: nodes(hosts, 26379, display), name: dec(name), db: dbOf(db ?? params.get('db')),
+        ...(sentinelPassword ? { sentinelPassword } : {}), ...auth, waitReplicas: Number(waitRaw || 1),
+      };
+    }
+    case 'redis+cluster':
+    case 'rediss+cluster': {
+      if (pathPart.replace(/^\//, '')) throw new Error(`REDIS_URL ${display}: a Cluster has only database 0; drop the path`);
+      return { kind: 'cluster', nodes: nodes(hosts, 6379, display), ...auth, waitReplicas: Number(waitRaw || 0) };
+    }
+    default:
+      throw new Error(`REDIS_URL scheme "${scheme}:" is not known; expected ${FORMS}`);
+  }
 }

@@ -1,9 +1,10 @@
 // The experiment worker: one per KVM host. Before it takes work it restores a sysctl journal and reaps
 // guests left by a crashed run. It runs one experiment at a time on its host (a Redis lock holds even
 // when several worker processes share a host), and turns the runner's outcome into the record's status.
-import { Worker, DelayedError, UnrecoverableError, type Job } from 'bullmq';
-import type { Redis } from 'ioredis';
-import { Store } from '../src/store/store.ts';
+import { Queue, Worker, DelayedError, UnrecoverableError, type Job } from 'bullmq';
+import { Cluster } from 'ioredis';
+import type { RedisClient } from '../src/store/connection.ts';
+import { Store, poolPrefix } from '../src/store/store.ts';
 import { queueName } from '../src/queue/queue.ts';
 import { runExperiment, ShutdownError } from '../src/run/runner.ts';
 import { PermanentError } from '../src/errors.ts';
@@ -17,7 +18,7 @@ import { earliestStart } from '../src/model/window.ts';
 export interface ExperimentWorkerOptions {
   config: Config;
   /** A dedicated connection: BullMQ blocks on it. */
-  connection: Redis;
+  connection: RedisClient;
   store: Store;
   drivers: Partial<Record<'host' | 'qemu' | 'docker', GuestDriver>>;
   log: (msg: string) => void;
@@ -43,16 +44,47 @@ export async function recoverHost(opts: Pick<ExperimentWorkerOptions, 'config' |
 }
 
 /** BullMQ may evict job keys under any policy but noeviction, and an evicted job is a lost experiment. */
-export async function checkEvictionPolicy(redis: Redis): Promise<void> {
-  const [, policy] = (await redis.config('GET', 'maxmemory-policy')) as [string, string];
-  if (policy !== 'noeviction') {
-    throw new Error(`Redis maxmemory-policy is ${policy}; kvmq needs noeviction (CONFIG SET maxmemory-policy noeviction)`);
+export async function checkEvictionPolicy(redis: RedisClient): Promise<void> {
+  // On a Cluster every master holds some pool's keys: each must be noeviction.
+  const nodes = redis instanceof Cluster ? redis.nodes('master') : [redis];
+  for (const n of nodes) {
+    const [, policy] = (await n.config('GET', 'maxmemory-policy')) as [string, string];
+    if (policy !== 'noeviction') {
+      const where = redis instanceof Cluster ? ` on ${n.options.host}:${n.options.port}` : '';
+      throw new Error(`Redis maxmemory-policy is ${policy}${where}; kvmq needs noeviction (CONFIG SET maxmemory-policy noeviction)`);
+    }
+  }
+}
+
+/**
+ * Jobs of a pool other than `default` queued before pools had their own hash tag sit in the queue under
+ * the base prefix: move the waiting and delayed ones to the pool's queue (same job id and options).
+ */
+export async function migrateLegacyQueue(connection: RedisClient, prefix: string, pool: string, log: (m: string) => void): Promise<number> {
+  if (poolPrefix(prefix, pool) === prefix) return 0;
+  const legacy = new Queue(queueName(pool), { connection, prefix });
+  const target = new Queue(queueName(pool), { connection, prefix: poolPrefix(prefix, pool) });
+  try {
+    const jobs = await legacy.getJobs(['wait', 'delayed', 'prioritized']);
+    for (const job of jobs) {
+      if (!job?.id) continue;
+      const delay = Math.max(0, job.timestamp + (job.opts.delay ?? 0) - Date.now());
+      await target.add(job.name, job.data, { ...job.opts, jobId: job.id, delay });
+      await job.remove();
+    }
+    if (jobs.length) log(`moved ${jobs.length} queued job(s) of pool ${pool} to its own hash tag ${poolPrefix(prefix, pool)}`);
+    return jobs.length;
+  } finally {
+    await Promise.all([legacy.close(), target.close()]);
   }
 }
 
 export async function startExperimentWorker(opts: ExperimentWorkerOptions): Promise<{ worker: Worker; close: () => Promise<void> }> {
   const { config, store, log } = opts;
   await checkEvictionPolicy(store.redis);
+  // A store that cannot take writes (a replica, NOREPLICAS, a full Redis) must not take work.
+  await store.probe([config.pool]);
+  await migrateLegacyQueue(opts.connection, config.prefix, config.pool, log);
   await recoverHost(opts);
 
   // Cancel requests arrive over pub/sub: only the process holding a job can abort it.
@@ -156,7 +188,7 @@ export async function startExperimentWorker(opts: ExperimentWorkerOptions): Prom
 
   const worker = new Worker(queueName(config.pool), processor, {
     connection: opts.connection,
-    prefix: config.prefix,
+    prefix: poolPrefix(config.prefix, config.pool),
     concurrency: 1,
     lockDuration: config.lockMs,
     stalledInterval: Math.max(1000, Math.round(config.lockMs / 2)),

@@ -1,10 +1,10 @@
 // The schedule worker: each tick of a recurring schedule becomes one experiment on its pool's queue.
 import { Worker, type Job } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../src/store/connection.ts';
 import type { Config } from '../src/config.ts';
 import { SCHEDULE_QUEUE, type Schedules } from '../src/queue/schedule.ts';
 
-export async function startScheduleWorker(opts: { config: Config; connection: Redis; schedules: Schedules; log: (m: string) => void }) {
+export async function startScheduleWorker(opts: { config: Config; connection: RedisClient; schedules: Schedules; log: (m: string) => void }) {
   const worker = new Worker<{ scheduleId: string }>(
     SCHEDULE_QUEUE,
     async (job: Job<{ scheduleId: string }>) => {

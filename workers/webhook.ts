@@ -3,7 +3,7 @@
 // never sooner than a 429/503's retry-after); 410 Gone and a refused target stop at once. Each attempt
 // is recorded, so a user can see at GET .../deliveries what their receiver answered and when.
 import { Worker, UnrecoverableError, type Job } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../src/store/connection.ts';
 import type { Store } from '../src/store/store.ts';
 import type { Config } from '../src/config.ts';
 import { WEBHOOK_QUEUE, backoffDelay, recordAttempt, sendOnce, sign, targetOf, type DeliveryAttempt, type WebhookJob } from '../src/webhooks/webhook.ts';
@@ -17,7 +17,7 @@ class RetryLater extends Error {
 
 export interface WebhookWorkerOptions {
   config: Config;
-  connection: Redis;
+  connection: RedisClient;
   store: Store;
   log: (msg: string) => void;
 }

@@ -2,10 +2,10 @@
 // unless REDIS_URL is set), the HTTP API, the experiment worker.
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Redis } from 'ioredis';
-import { loadConfig, type Config } from '../config.ts';
+import { loadConfig, parseRedisUrl, type Config } from '../config.ts';
 import { startRedisServer, type RedisChild } from './redis-server.ts';
-import { connect, Queues } from '../queue/queue.ts';
+import { Queues } from '../queue/queue.ts';
+import { openRedis, closeRedis, withDeadline, type RedisClient } from '../store/connection.ts';
 import { Store } from '../store/store.ts';
 import { makeDrivers } from '../guests/drivers.ts';
 import { createApp } from '../../api/app.ts';
@@ -45,41 +45,55 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   try {
     let redisChild: RedisChild | undefined;
     let redisUrl = config.redisUrl;
-    if (!redisUrl) {
+    let target = config.redis;
+    if (!redisUrl || !target) {
       redisChild = await startRedisServer(config.dataDir, log);
       redisUrl = redisChild.url;
+      target = parseRedisUrl(redisUrl);
       stops.push(() => redisChild!.stop());
     }
-    const conns: Redis[] = [];
-    const conn = () => {
-      const c = connect(redisUrl!);
-      c.on('error', (err) => log(`redis: ${err.message}`));
+    const redis = target;
+    const conns: RedisClient[] = [];
+    // Every connection of this process comes from the one factory; a failing Redis is logged once per
+    // distinct message, so a long outage does not flood the log with one line per retry.
+    let lastError = '';
+    const conn = (name: string) => {
+      const c = openRedis(redis, { name: `kvmq-${name}` });
+      c.on('error', (err: Error) => {
+        const m = `redis ${redis.display}: ${err.message}`;
+        if (m !== lastError) log(m);
+        lastError = m;
+      });
+      c.on('ready', () => (lastError = ''));
       conns.push(c);
       return c;
     };
-    stops.push(async () => Promise.all(conns.map((c) => c.quit().catch(() => c.disconnect()))));
-    const store = new Store(conn(), config.prefix);
-    await store.redis.ping();
+    stops.push(async () => Promise.all(conns.map(closeRedis)));
+    const store = new Store(conn('store'), config.prefix);
+    store.waitReplicas = redis.waitReplicas;
+    store.onUnreplicated = (what, acked) => log(`redis: ${what} reached ${acked} of ${redis.waitReplicas} replica(s) within 2 s; a failover now could lose it`);
+    // Fail at once with a clear message (the Redis named, no password) rather than retrying forever.
+    await withDeadline(redis, 15_000, () => store.probe());
 
     // The webhook sender and the schedule ticker run wherever experiment workers run (stopped after them).
-    const webhooks = new Webhooks(conn(), store, config);
+    const webhooks = new Webhooks(conn('webhooks'), store, config);
     stops.push(() => webhooks.close());
     if (opts.worker) {
-      const ww = await startWebhookWorker({ config, connection: conn(), store, log });
+      const ww = await startWebhookWorker({ config, connection: conn('webhook-worker'), store, log });
       stops.push(() => ww.close());
-      const poolQueues = new Queues(conn(), config.prefix);
-      const schedules = new Schedules(conn(), store, poolQueues, config);
+      const poolQueues = new Queues(conn('queues'), config.prefix);
+      const schedules = new Schedules(conn('schedules'), store, poolQueues, config);
       stops.push(() => Promise.all([poolQueues.close(), schedules.close()]));
-      const sw = await startScheduleWorker({ config, connection: conn(), schedules, log });
+      const sw = await startScheduleWorker({ config, connection: conn('schedule-worker'), schedules, log });
       stops.push(() => sw.close());
       const onFinished = (id: string) => webhooks.experimentFinished(id).catch((err) => log(`webhook for ${id} not queued: ${(err as Error).message}`));
-      const w = await startExperimentWorker({ config, connection: conn(), store, drivers: makeDrivers(config.stateDir, { dataDir: config.dataDir, log }), log, onFinished });
+      const w = await startExperimentWorker({ config, connection: conn('worker'), store, drivers: makeDrivers(config.stateDir, { dataDir: config.dataDir, log }), log, onFinished });
       stops.push(() => w.close());
     }
     let url: string | undefined;
     if (opts.api) {
-      const queues = new Queues(conn(), config.prefix);
-      const schedules = new Schedules(conn(), store, queues, config);
+      const queues = new Queues(conn('api-queues'), config.prefix);
+      const schedules = new Schedules(conn('api-schedules'), store, queues, config);
       stops.push(() => Promise.all([queues.close(), schedules.close()]));
       const server = http.createServer(createApp({ store, queues, config, webhooks, schedules }));
       await new Promise<void>((resolve, reject) => {

@@ -1,14 +1,17 @@
 // BullMQ wiring: one queue per pool of hosts, one job per experiment (the job id is the experiment id,
 // so a double submit cannot queue it twice), Redis connections that BullMQ can block on.
+// On a Redis Cluster each pool's queue has its own hash-tagged prefix (BullMQ's way of running on a
+// Cluster), so pools spread across shards; see poolPrefix.
 import { Queue, type JobsOptions } from 'bullmq';
-import { Redis } from 'ioredis';
-import type { ExperimentRecord } from '../store/store.ts';
+import { parseRedisUrl } from '../config.ts';
+import { poolPrefix, type ExperimentRecord } from '../store/store.ts';
+import { openRedis, type RedisClient } from '../store/connection.ts';
 
 export const queueName = (pool: string) => `experiments-${pool}`;
 
-/** A connection for BullMQ (workers need maxRetriesPerRequest null to block and to survive reconnects). */
-export function connect(url: string): Redis {
-  return new Redis(url, { maxRetriesPerRequest: null, enableReadyCheck: true, lazyConnect: false });
+/** A connection for BullMQ from a REDIS_URL, through the one connection factory. */
+export function connect(url: string): RedisClient {
+  return openRedis(parseRedisUrl(url));
 }
 
 export function jobOptions(rec: ExperimentRecord, now = Date.now()): JobsOptions {
@@ -28,12 +31,12 @@ export function jobOptions(rec: ExperimentRecord, now = Date.now()): JobsOptions
 
 export class Queues {
   private queues = new Map<string, Queue>();
-  constructor(private connection: Redis, private prefix: string) {}
+  constructor(private connection: RedisClient, private prefix: string) {}
 
   get(pool: string): Queue {
     let q = this.queues.get(pool);
     if (!q) {
-      q = new Queue(queueName(pool), { connection: this.connection, prefix: this.prefix });
+      q = new Queue(queueName(pool), { connection: this.connection, prefix: poolPrefix(this.prefix, pool) });
       this.queues.set(pool, q);
     }
     return q;

@@ -3,7 +3,7 @@
 // schedule worker turns that tick into an ordinary experiment (record + job on its pool's queue).
 // The spec is stored with the schedule, validated once when the schedule is made.
 import { Queue, getNextMillis } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../store/connection.ts';
 import { z } from '../model/zod.ts';
 import { SpecInputSchema, type Spec } from '../model/spec.ts';
 import { Store } from '../store/store.ts';
@@ -60,7 +60,7 @@ const RECENT = 50;
 
 export class Schedules {
   readonly queue: Queue;
-  constructor(connection: Redis, private store: Store, private queues: Queues, config: Config) {
+  constructor(connection: RedisClient, private store: Store, private queues: Queues, config: Config) {
     this.queue = new Queue(SCHEDULE_QUEUE, { connection, prefix: config.prefix });
   }
 

@@ -1,8 +1,15 @@
-// Everything kvmq keeps lives in Redis, under one prefix whose hash tag keeps it in one Cluster slot:
-// experiment records, their cells (one hash field per cell, written with HSETNX so a retried job never
-// stores a cell twice), profile read-backs, the system a run saw, and a pub/sub channel of events.
+// Everything kvmq keeps lives in Redis: experiment records, their cells (one hash field per cell,
+// written with HSETNX so a retried job never stores a cell twice), profile read-backs, the system a run
+// saw, and a pub/sub channel of events.
+//
+// Key layout on a Redis Cluster: each pool's experiments (record, cells, profiles, system, the pool's
+// index) and its queue live under the pool's own hash tag (poolPrefix), so pools spread across shards.
+// The `default` pool keeps the base prefix, so a single Redis from before keeps every key name. What
+// spans pools (the pool list, where each experiment lives, hosts, batches, schedules, webhooks, metrics)
+// stays under the base tag. Every MULTI and Lua script touches keys of one tag only.
 import { randomBytes } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import os from 'node:os';
+import type { RedisClient } from './connection.ts';
 import type { Spec } from '../model/spec.ts';
 import { cellKey, type Cell } from '../model/cell.ts';
 import type { SystemInfo } from '../host/system.ts';
@@ -79,11 +86,79 @@ function randomHex5(): string {
   return pool.toString('hex', poolAt - 5, poolAt);
 }
 
-export class Store {
-  constructor(readonly redis: Redis, readonly prefix = '{kvmq}') {}
+/**
+ * The prefix (with its Cluster hash tag) of a pool's queue and experiments. `default` keeps the base
+ * prefix so single-Redis key names stay what they were; `{kvmq}` becomes `{kvmq:gpu}` for pool gpu.
+ */
+export function poolPrefix(prefix: string, pool: string): string {
+  if (pool === 'default') return prefix;
+  const m = /^([^{]*)\{([^}]*)\}(.*)$/.exec(prefix);
+  return m ? `${m[1]}{${m[2]}:${pool}}${m[3]}` : `${prefix}:${pool}`;
+}
 
+export class Store {
+  /** Pool of each experiment seen: it never changes, so one lookup per id and process is enough. */
+  private poolCache = new Map<string, string>();
+  /** Replicas that acknowledge a result write before it counts (Sentinel: 1 by default). */
+  waitReplicas = 0;
+  /** Called when WAIT saw fewer replicas than asked: the write stands, but a failover now could lose it. */
+  onUnreplicated?: (what: string, acked: number) => void;
+
+  constructor(readonly redis: RedisClient, readonly prefix = '{kvmq}') {}
+
+  /** A key under the base prefix (cross-pool data: hosts, batches, schedules, webhooks, metrics). */
   key(...parts: string[]): string {
     return [this.prefix, ...parts].join(':');
+  }
+
+  /** A key under a pool's own hash tag. */
+  poolKey(pool: string, ...parts: string[]): string {
+    return [poolPrefix(this.prefix, pool), ...parts].join(':');
+  }
+
+  /** Pools that have had experiments (always including `default`), for views across pools. */
+  async pools(): Promise<string[]> {
+    const known = await this.redis.smembers(this.key('pools'));
+    return [...new Set(['default', ...known])].sort();
+  }
+
+  /** The pool an experiment lives in: `default` unless the pool index says otherwise (or it is unknown). */
+  async poolOf(id: string): Promise<string> {
+    const cached = this.poolCache.get(id);
+    if (cached) return cached;
+    const pool = await this.redis.hget(this.key('pool-of'), id);
+    if (pool) this.poolCache.set(id, pool);
+    return pool ?? 'default';
+  }
+
+  private async expKey(id: string, kind: 'exp' | 'cells' | 'profiles' | 'system'): Promise<string> {
+    return this.poolKey(await this.poolOf(id), kind, id);
+  }
+
+  /**
+   * Wait for replicas to hold what this connection wrote (WAIT), when configured. Sent in one pipeline
+   * with a key of the slot written, so on a Cluster it reaches the node that took the write.
+   */
+  private async durable(key: string, what: string): Promise<void> {
+    if (this.waitReplicas <= 0) return;
+    const r = await this.redis.pipeline().exists(key).call('WAIT', String(this.waitReplicas), '2000').exec();
+    const acked = Number(r?.[1]?.[1] ?? 0);
+    if (acked < this.waitReplicas) this.onUnreplicated?.(what, acked);
+  }
+
+  /**
+   * Readiness that means it: write, read back and delete a key under the base tag and under each
+   * pool's tag given. A replica, a master refusing writes (min-replicas-to-write) or a full Redis fails.
+   */
+  async probe(pools: string[] = []): Promise<void> {
+    const token = `${os.hostname()}:${process.pid}:${randomHex5()}`;
+    for (const pfx of [...new Set([this.prefix, ...pools.map((p) => poolPrefix(this.prefix, p))])]) {
+      const key = `${pfx}:ready:${token}`;
+      await this.redis.set(key, token, 'PX', 10_000);
+      const back = await this.redis.get(key);
+      await this.redis.del(key);
+      if (back !== token) throw new Error(`wrote ${key} but read back ${back === null ? 'nothing' : 'something else'}`);
+    }
   }
 
   static newId(): string {
@@ -92,47 +167,88 @@ export class Store {
   }
 
   async create(rec: ExperimentRecord): Promise<void> {
+    // Where it lives first (base tag), then the record and its pool's index together (pool tag).
+    if (rec.pool !== 'default') {
+      await this.redis.multi().sadd(this.key('pools'), rec.pool).hset(this.key('pool-of'), rec.id, rec.pool).exec();
+    }
+    this.poolCache.set(rec.id, rec.pool);
+    const exp = this.poolKey(rec.pool, 'exp', rec.id);
     await this.redis
       .multi()
-      .hset(this.key('exp', rec.id), encode(rec))
-      .zadd(this.key('exps'), Date.parse(rec.createdAt), rec.id)
+      .hset(exp, encode(rec))
+      .zadd(this.poolKey(rec.pool, 'exps'), Date.parse(rec.createdAt), rec.id)
       .exec();
+    await this.durable(exp, `experiment ${rec.id}`);
   }
 
   async get(id: string): Promise<ExperimentRecord | null> {
     if (!/^[a-z0-9]{1,64}$/.test(id)) return null;
-    const h = await this.redis.hgetall(this.key('exp', id));
+    const h = await this.redis.hgetall(await this.expKey(id, 'exp'));
     return h.id ? decode(h) : null;
+  }
+
+  /** Ids of every pool's index, newest first (each pool's index read whole, or its first `upto`). */
+  private async indexed(upto = -1): Promise<{ ids: string[]; total: number }> {
+    const pools = await this.pools();
+    const per = await Promise.all(
+      pools.map(async (p) => {
+        const k = this.poolKey(p, 'exps');
+        const [flat, n] = await Promise.all([this.redis.zrevrange(k, 0, upto, 'WITHSCORES'), this.redis.zcard(k)]);
+        const out: [string, number][] = [];
+        for (let i = 0; i < flat.length; i += 2) out.push([flat[i]!, Number(flat[i + 1])]);
+        return { out, n };
+      }),
+    );
+    const seen = new Set<string>();
+    const all = per.flatMap((x) => x.out).sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? 1 : -1));
+    const ids = all.map(([id]) => id).filter((id) => !seen.has(id) && !!seen.add(id));
+    return { ids, total: per.reduce((a, x) => a + x.n, 0) };
   }
 
   async list(opts: { status?: Status; limit: number; offset: number }): Promise<{ items: ExperimentRecord[]; total: number }> {
     if (!opts.status) {
-      const ids = await this.redis.zrevrange(this.key('exps'), opts.offset, opts.offset + opts.limit - 1);
-      const total = await this.redis.zcard(this.key('exps'));
-      return { items: (await Promise.all(ids.map((id) => this.get(id)))).filter((r): r is ExperimentRecord => !!r), total };
+      // Each pool's newest offset+limit, merged: the page is right whatever the pools hold.
+      const { ids, total } = await this.indexed(opts.offset + opts.limit - 1);
+      const page = ids.slice(opts.offset, opts.offset + opts.limit);
+      return { items: (await Promise.all(page.map((id) => this.get(id)))).filter((r): r is ExperimentRecord => !!r), total };
     }
-    // Filtering by status scans the index; fine for the thousands of experiments a lab keeps.
-    const ids = await this.redis.zrevrange(this.key('exps'), 0, -1);
-    const statuses = await Promise.all(ids.map((id) => this.redis.hget(this.key('exp', id), 'status')));
+    // Filtering by status scans the indexes; fine for the thousands of experiments a lab keeps.
+    const { ids } = await this.indexed();
+    const statuses = await Promise.all(ids.map(async (id) => this.redis.hget(await this.expKey(id, 'exp'), 'status')));
     const matching = ids.filter((_, i) => statuses[i] === JSON.stringify(opts.status));
     const page = matching.slice(opts.offset, opts.offset + opts.limit);
     return { items: (await Promise.all(page.map((id) => this.get(id)))).filter((r): r is ExperimentRecord => !!r), total: matching.length };
   }
 
+  /** Every experiment's status, across pools (for /metrics). */
+  async statuses(): Promise<(Status | null)[]> {
+    const { ids } = await this.indexed();
+    return Promise.all(ids.map(async (id) => {
+      const v = await this.redis.hget(await this.expKey(id, 'exp'), 'status');
+      return v ? (JSON.parse(v) as Status) : null;
+    }));
+  }
+
   async update(id: string, patch: Partial<ExperimentRecord>): Promise<void> {
-    await this.redis.hset(this.key('exp', id), encode(patch));
+    await this.redis.hset(await this.expKey(id, 'exp'), encode(patch));
   }
 
   /** Move to a new status only from one of `from`; answers whether it happened. */
   async transition(id: string, from: Status[], patch: Partial<ExperimentRecord> & { status: Status }): Promise<boolean> {
-    const r = await this.redis.eval(TRANSITION, 1, this.key('exp', id), JSON.stringify(encode(patch)), ...from.map((s) => JSON.stringify(s)));
-    if (r === 1) await this.publish({ type: 'status', id, status: patch.status, ...(patch.error ? { error: patch.error } : {}) });
+    const key = await this.expKey(id, 'exp');
+    const r = await this.redis.eval(TRANSITION, 1, key, JSON.stringify(encode(patch)), ...from.map((s) => JSON.stringify(s)));
+    if (r === 1) {
+      if (FINAL.includes(patch.status)) await this.durable(key, `experiment ${id} ${patch.status}`);
+      await this.publish({ type: 'status', id, status: patch.status, ...(patch.error ? { error: patch.error } : {}) });
+    }
     return r === 1;
   }
 
   /** Store a finished cell once. Answers false when it was already stored (a retried job). */
   async storeCell(id: string, cell: Cell): Promise<boolean> {
-    const fresh = await this.redis.hsetnx(this.key('cells', id), cellKey(cell), JSON.stringify(cell));
+    const key = await this.expKey(id, 'cells');
+    const fresh = await this.redis.hsetnx(key, cellKey(cell), JSON.stringify(cell));
+    await this.durable(key, `a cell of experiment ${id}`);
     if (fresh === 1) {
       const m = this.redis.multi().hincrby(this.key('metrics'), 'cells', 1).hincrbyfloat(this.key('metrics'), 'cell_seconds_sum', cell.seconds);
       for (const b of CELL_BUCKETS) if (cell.seconds <= b) m.hincrby(this.key('metrics'), `cell_le_${b}`, 1);
@@ -143,7 +259,7 @@ export class Store {
   }
 
   async cells(id: string): Promise<Map<string, Cell>> {
-    const h = await this.redis.hgetall(this.key('cells', id));
+    const h = await this.redis.hgetall(await this.expKey(id, 'cells'));
     return new Map(Object.entries(h).map(([k, v]) => [k, JSON.parse(v) as Cell]));
   }
 
@@ -153,20 +269,20 @@ export class Store {
   }
 
   async putProfile(id: string, p: ProfileRecord): Promise<void> {
-    await this.redis.hset(this.key('profiles', id), p.name, JSON.stringify(p));
+    await this.redis.hset(await this.expKey(id, 'profiles'), p.name, JSON.stringify(p));
   }
 
   async profiles(id: string): Promise<Map<string, ProfileRecord>> {
-    const h = await this.redis.hgetall(this.key('profiles', id));
+    const h = await this.redis.hgetall(await this.expKey(id, 'profiles'));
     return new Map(Object.entries(h).map(([k, v]) => [k, JSON.parse(v) as ProfileRecord]));
   }
 
   async putSystem(id: string, s: SystemInfo): Promise<void> {
-    await this.redis.set(this.key('system', id), JSON.stringify(s));
+    await this.redis.set(await this.expKey(id, 'system'), JSON.stringify(s));
   }
 
   async system(id: string): Promise<SystemInfo | null> {
-    const s = await this.redis.get(this.key('system', id));
+    const s = await this.redis.get(await this.expKey(id, 'system'));
     return s ? (JSON.parse(s) as SystemInfo) : null;
   }
 
@@ -179,11 +295,15 @@ export class Store {
   }
 
   async remove(id: string): Promise<void> {
+    const pool = await this.poolOf(id);
+    const k = (kind: string) => this.poolKey(pool, kind, id);
     await this.redis
       .multi()
-      .del(this.key('exp', id), this.key('cells', id), this.key('profiles', id), this.key('system', id))
-      .zrem(this.key('exps'), id)
+      .del(k('exp'), k('cells'), k('profiles'), k('system'))
+      .zrem(this.poolKey(pool, 'exps'), id)
       .exec();
+    if (pool !== 'default') await this.redis.hdel(this.key('pool-of'), id);
+    this.poolCache.delete(id);
   }
 }
 

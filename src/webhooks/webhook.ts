@@ -8,7 +8,7 @@ import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
 import { Queue, type JobsOptions } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../store/connection.ts';
 import type { ExperimentRecord, Store } from '../store/store.ts';
 import type { Config } from '../config.ts';
 import { FINAL } from '../store/store.ts';
@@ -270,7 +270,7 @@ export async function targetOf(store: Store, owner: Owner): Promise<WebhookTarge
  */
 export class Webhooks {
   readonly queue: Queue;
-  constructor(connection: Redis, private store: Store, private config: Config) {
+  constructor(connection: RedisClient, private store: Store, private config: Config) {
     this.queue = new Queue(WEBHOOK_QUEUE, { connection, prefix: config.prefix });
   }
 
