@@ -73,7 +73,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     store.waitReplicas = redis.waitReplicas;
     store.onUnreplicated = (what, acked) => log(`redis: ${what} reached ${acked} of ${redis.waitReplicas} replica(s) within 2 s; a failover now could lose it`);
     // Fail at once with a clear message (the Redis named, no password) rather than retrying forever.
-    await withDeadline(redis, 15_000, () => store.probe());
+    await withDeadline(redis, 60_000, () => store.probe(), store.redis);
 
     // The webhook sender and the schedule ticker run wherever experiment workers run (stopped after them).
     const webhooks = new Webhooks(conn('webhooks'), store, config);

@@ -100,28 +100,48 @@ export function redisProblem(target: RedisTarget, err: unknown): Error {
       ? ' (the password or ACL user in REDIS_URL / KVMQ_REDIS_PASSWORD was refused)'
       : ' (this Redis wants a password: put it in REDIS_URL as redis://:PASSWORD@HOST or in KVMQ_REDIS_PASSWORD)';
   } else if (/READONLY/.test(msg)) hint = ' (this node is a replica; name the master, or use redis+sentinel://)';
+  else if (/certificate|self[- ]signed/i.test(msg)) hint = " (the server's certificate is not trusted: set KVMQ_REDIS_TLS_CA to the CA that signed it)";
   else if (/NOREPLICAS/.test(msg)) hint = ' (the master has too few replicas for min-replicas-to-write)';
   else if (/MOVED|CLUSTERDOWN|cluster support disabled/i.test(msg)) hint = ' (use redis+cluster:// for a Redis Cluster, and redis:// for a plain Redis)';
   const safe = target.password ? msg.split(target.password).join('***') : msg;
   return new Error(`cannot use Redis at ${target.display}: ${safe}${hint}`);
 }
 
-/** Run fn against the client; a failure or no answer within ms becomes a redisProblem. */
-export async function withDeadline<T>(target: RedisTarget, ms: number, fn: () => Promise<T>): Promise<T> {
+// Errors that retrying cannot cure: a refused password, a certificate not trusted, a TLS mismatch.
+const FATAL = /WRONGPASS|NOAUTH|invalid password|certificate|self[- ]signed|SSL|TLS|wrong version number|ERR_OSSL/i;
+
+/**
+ * Run fn against the client (at startup); a failure, no answer within ms, or a connection error that
+ * retrying cannot cure becomes a redisProblem. A Redis that is merely not up yet is waited for.
+ */
+export async function withDeadline<T>(target: RedisTarget, ms: number, fn: () => Promise<T>, client?: RedisClient): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+  let last = '';
+  let onError: ((err: Error) => void) | undefined;
+  const stop = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms${last ? ` (last error: ${last})` : ''}`)), ms);
+    onError = (err: Error) => {
+      last = err.message;
+      if (FATAL.test(err.message)) reject(err);
+    };
+    client?.on('error', onError);
   });
   try {
-    return await Promise.race([fn(), timeout]);
+    return await Promise.race([fn(), stop]);
   } catch (err) {
     throw redisProblem(target, err);
   } finally {
     clearTimeout(timer);
+    if (onError) client?.off('error', onError);
   }
 }
 
 /** Close a client, waiting for replies in flight when it can. */
 export async function closeRedis(c: RedisClient): Promise<void> {
-  await c.quit().catch(() => c.disconnect());
+  // QUIT on a connection that is not up would wait in the offline queue for a Redis that may never come.
+  if (c.status !== 'ready') return void c.disconnect();
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([c.quit().catch(() => {}), new Promise((r) => (timer = setTimeout(r, 2000)))]);
+  clearTimeout(timer);
+  if ((c.status as string) !== 'end') c.disconnect();
 }
