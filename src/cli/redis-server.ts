@@ -3,7 +3,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { Redis } from 'ioredis';
+import { parseRedisUrl } from '../config.ts';
+import { openRedis } from '../store/connection.ts';
 
 export interface RedisChild {
   url: string;
@@ -32,7 +33,7 @@ export async function startRedisServer(dataDir: string, log: (m: string) => void
   const deadline = Date.now() + 15_000;
   for (;;) {
     if (exited) throw new Error(exited);
-    const probe = new Redis(socket, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    const probe = openRedis(parseRedisUrl(socket, {}), { probe: true });
     probe.on('error', () => {}); // expected until the socket appears
     const ok = await probe.connect().then(() => probe.ping()).then(() => true, () => false);
     probe.disconnect();
