@@ -5,7 +5,11 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { Redis } from 'ioredis';
-import { requireTool, tempDir, waitFor, waitForStatus, type TestStack } from './helpers.ts';
+import { Queue } from 'bullmq';
+import { requireTool, tempDir, testRedis, waitFor, waitForStatus, type TestStack } from './helpers.ts';
+import { connect, jobOptions, queueName } from '../src/queue/queue.ts';
+import { newRecord } from '../src/queue/batch.ts';
+import { parseSpec } from '../src/model/spec.ts';
 import { freePort, startRedis, startTlsRedis, type RedisProc } from './redis-topology.ts';
 import { fullFlow, quick, stackOn } from './redis-e2e.ts';
 import { parseRedisUrl, loadConfig } from '../src/config.ts';
@@ -118,4 +122,31 @@ test('TLS with a CA and client certificate made now; a wrong password names the 
   const noCa = loadConfig({ ...process.env, REDIS_URL: `rediss://:right-horse-battery@127.0.0.1:${tls.port}`, PORT: '0', KVMQ_DATA_DIR: path.join(dir, 'd2'), KVMQ_STATE_DIR: path.join(dir, 's2') });
   await assert.rejects(startStack({ api: true, config: noCa, log: () => {} }), /cannot use Redis at rediss:\/\/:\*\*\*@127\.0\.0\.1/);
   await waitFor(async () => true, 10);
+});
+
+test('a pool\'s jobs queued under the old one-tag layout move to the pool\'s own tag and run', { skip, timeout: 180_000 }, async () => {
+  const r = await testRedis('legacy');
+  cleanup.push(() => r.stop());
+  const conn = connect(r.url);
+  try {
+    // What an older kvmq left: the record under the base tag, the job in the pool's queue under it too.
+    const rec = newRecord(parseSpec(quick('from before', { pool: 'gpu' })), Date.now());
+    const enc: Record<string, string> = {};
+    for (const [k, v] of Object.entries(rec)) enc[k] = JSON.stringify(v);
+    await conn.multi().hset(`{kvmq}:exp:${rec.id}`, enc).zadd('{kvmq}:exps', Date.now(), rec.id).exec();
+    const legacy = new Queue(queueName('gpu'), { connection: conn, prefix: '{kvmq}' });
+    await legacy.add('experiment', { id: rec.id }, jobOptions(rec));
+    await legacy.close();
+
+    const s = await stackOn({ REDIS_URL: r.url, KVMQ_POOL: 'gpu' }, 'legacy');
+    cleanup.push(() => s.stop());
+    assert.equal((await waitForStatus(s, rec.id, ['completed', 'failed'], 120_000)).status, 'completed');
+    assert.equal(await conn.hlen(`{kvmq}:cells:${rec.id}`), 1, 'cells stored beside the old record');
+    assert.equal(await conn.exists(`{kvmq}:${queueName('gpu')}:${rec.id}`), 0, 'the job left the old queue');
+    assert.equal(await conn.exists(`{kvmq:gpu}:${queueName('gpu')}:${rec.id}`), 1, 'and ran from the pool\'s own');
+    const list = await s.fetchJson('GET', '/v1/experiments');
+    assert.ok(list.body.items.some((e: any) => e.id === rec.id));
+  } finally {
+    conn.disconnect();
+  }
 });
