@@ -158,7 +158,8 @@ export function parseRedisUrl(raw: string, env: NodeJS.ProcessEnv = process.env)
   const password = (colon < 0 ? undefined : dec(userinfo.slice(colon + 1))) || env.KVMQ_REDIS_PASSWORD || undefined;
   const [pathPart, query = ''] = tail.split('?', 2) as [string, string?];
   const params = new URLSearchParams(query);
-  const shownAuth = username || password ? `${username ? encodeURIComponent(username) : ''}${password ? ':***' : ''}@` : '';
+  // What the URL itself carries, masked (a password from KVMQ_REDIS_PASSWORD is not part of it).
+  const shownAuth = userinfo ? `${username ? encodeURIComponent(username) : ''}${colon >= 0 ? ':***' : ''}@` : '';
   const display = `${scheme}://${shownAuth}${hosts}${pathPart}`;
   const dbOf = (s: string | null | undefined): number => {
     if (s === null || s === undefined || s === '') return 0;
