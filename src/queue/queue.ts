@@ -37,6 +37,9 @@ export class Queues {
     let q = this.queues.get(pool);
     if (!q) {
       q = new Queue(queueName(pool), { connection: this.connection, prefix: poolPrefix(this.prefix, pool) });
+      // Connection errors are the shared client's, logged once where it was opened; without a listener
+      // BullMQ would print each one during a failover.
+      q.on('error', () => {});
       this.queues.set(pool, q);
     }
     return q;

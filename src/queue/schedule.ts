@@ -62,6 +62,7 @@ export class Schedules {
   readonly queue: Queue;
   constructor(connection: RedisClient, private store: Store, private queues: Queues, config: Config) {
     this.queue = new Queue(SCHEDULE_QUEUE, { connection, prefix: config.prefix });
+    this.queue.on('error', () => {}); // the shared connection's errors, logged where it was opened
   }
 
   private key(id: string) {

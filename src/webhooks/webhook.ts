@@ -272,6 +272,7 @@ export class Webhooks {
   readonly queue: Queue;
   constructor(connection: RedisClient, private store: Store, private config: Config) {
     this.queue = new Queue(WEBHOOK_QUEUE, { connection, prefix: config.prefix });
+    this.queue.on('error', () => {}); // the shared connection's errors, logged where it was opened
   }
 
   async enqueue(owner: Owner, msg: WebhookMessage): Promise<string> {
