@@ -5,7 +5,7 @@ import { z } from '../src/model/zod.ts';
 import { normalizeSpec } from '../src/model/spec.ts';
 import { BatchInputSchema, batchView, createBatch, getBatch, listBatches } from '../src/queue/batch.ts';
 import { urlProblem } from '../src/webhooks/webhook.ts';
-import { admissionProblems, type ApiDeps } from './experiments.ts';
+import { admissionProblems, poolProblems, type ApiDeps } from './experiments.ts';
 import { HttpProblem, validationProblem, type ProblemItem } from './problem.ts';
 
 export const BatchListQuery = z.strictObject({
@@ -25,6 +25,9 @@ export function batchesRouter(deps: ApiDeps): Router {
     const specs = input.experiments.map(normalizeSpec);
     const problems: ProblemItem[] = [];
     specs.forEach((s, i) => problems.push(...admissionProblems(s, config).map((p) => ({ pointer: `/experiments/${i}${p.pointer}`, detail: p.detail }))));
+    if (!problems.length) {
+      for (const [i, s] of specs.entries()) problems.push(...(await poolProblems(store, s)).map((p) => ({ pointer: `/experiments/${i}${p.pointer}`, detail: p.detail })));
+    }
     const hook = input.webhook && urlProblem(input.webhook.url, config.webhookAllowPrivate);
     if (hook) problems.push({ pointer: '/webhook/url', detail: hook });
     if (problems.length) throw new HttpProblem(400, 'Batch cannot run here', problems.map((p) => `${p.pointer}: ${p.detail}`).join('; '), problems);

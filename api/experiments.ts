@@ -13,6 +13,8 @@ import { urlProblem, type Webhooks } from '../src/webhooks/webhook.ts';
 import type { Schedules } from '../src/queue/schedule.ts';
 import { enqueue } from '../src/queue/batch.ts';
 import { earliestStart } from '../src/model/window.ts';
+import { fitProblems, type FitProblem } from '../src/model/resources.ts';
+import { listHosts } from '../src/store/registry.ts';
 
 export const ListQuery = z.strictObject({
   status: z.enum(STATUSES as [string, ...string[]]).optional(),
@@ -74,6 +76,24 @@ export function admissionProblems(spec: Spec, config: Config): ProblemItem[] {
   return out;
 }
 
+/**
+ * Could any live host of the spec's pool ever run it (cores, total memory, scratch disk size, drivers)?
+ * Empty when one could, or when no host is known: then the worker's preflight decides.
+ */
+export async function poolProblems(store: Store, spec: Spec): Promise<ProblemItem[]> {
+  const hosts = (await listHosts(store)).filter((h) => h.pool === spec.pool);
+  let best: { id: string; problems: FitProblem[] } | undefined;
+  for (const h of hosts) {
+    const c = h.capabilities;
+    const problems = fitProblems(spec, { cores: c.cores, memoryMiB: c.memoryMiB, disks: c.scratch ?? {}, basis: 'total', ...(c.drivers ? { drivers: c.drivers } : {}) });
+    if (!problems.length) return [];
+    if (!best || problems.length < best.problems.length) best = { id: h.id, problems };
+  }
+  if (!best) return [];
+  const n = hosts.length;
+  return best.problems.map((p) => ({ pointer: p.pointer, detail: `no live host in pool "${spec.pool}" can run this (${n} host${n > 1 ? 's' : ''}); on ${best.id}: ${p.detail}` }));
+}
+
 export function experimentsRouter(deps: ApiDeps): Router {
   const { store, queues, config } = deps;
   const r = Router();
@@ -90,6 +110,7 @@ export function experimentsRouter(deps: ApiDeps): Router {
     if (!parsed.success) throw validationProblem(parsed.error, 'experiment spec');
     const spec = normalizeSpec(parsed.data);
     const problems = admissionProblems(spec, config);
+    if (!problems.length) problems.push(...(await poolProblems(store, spec)));
     if (problems.length) throw new HttpProblem(400, 'Experiment cannot run here', problems.map((p) => `${p.pointer}: ${p.detail}`).join('; '), problems);
 
     const now = new Date();

@@ -90,7 +90,13 @@ export function openApiDocument(): object {
   }
   const Host = z.object({
     id: z.string(), pool: z.string(), heartbeatAt: z.string(), current: z.string().nullable(),
-    capabilities: z.object({ kvm: z.boolean(), docker: z.boolean(), root: z.boolean(), cores: z.number().int(), memoryMiB: z.number().int() }),
+    capabilities: z.object({
+      kvm: z.boolean(), docker: z.boolean(), root: z.boolean(), cores: z.number().int(), memoryMiB: z.number().int(),
+      memoryAvailableMiB: z.number().int().optional().describe('MemAvailable when the heartbeat was sent'),
+      drivers: z.array(z.string()).optional().describe('columns this worker runs: host and its guest drivers'),
+      scratch: z.record(z.string(), z.object({ path: z.string(), freeBytes: z.number(), totalBytes: z.number() })).optional()
+        .describe('per column (host, qemu, docker): the disk its scratch files go to'),
+    }),
   });
   reg.registerPath({ method: 'get', path: '/v1/hosts', summary: 'Worker hosts with a recent heartbeat', security: sec, responses: { 200: { description: 'Hosts', content: { 'application/json': { schema: z.object({ items: z.array(Host) }) } } }, 401: problem('Unauthorized') } });
   reg.registerPath({ method: 'get', path: '/metrics', summary: 'Prometheus metrics', security: sec, responses: { 200: { description: 'Prometheus text format', content: { 'text/plain': { schema: z.string() } } }, 401: problem('Unauthorized') } });

@@ -2,7 +2,7 @@
 import { Router } from 'express';
 import { normalizeSpec } from '../src/model/spec.ts';
 import { RecurringScheduleSchema, Schedules } from '../src/queue/schedule.ts';
-import { admissionProblems, type ApiDeps } from './experiments.ts';
+import { admissionProblems, poolProblems, type ApiDeps } from './experiments.ts';
 import { HttpProblem, validationProblem } from './problem.ts';
 
 export function schedulesRouter(deps: ApiDeps & { schedules: Schedules }): Router {
@@ -21,6 +21,8 @@ export function schedulesRouter(deps: ApiDeps & { schedules: Schedules }): Route
     if (!parsed.success) throw validationProblem(parsed.error, 'schedule');
     const spec = normalizeSpec(parsed.data.spec);
     const problems = admissionProblems(spec, config).map((p) => ({ pointer: `/spec${p.pointer}`, detail: p.detail }));
+    // A schedule runs for months: hosts may change, but one no live host can run now is refused as well.
+    if (!problems.length) problems.push(...(await poolProblems(deps.store, spec)).map((p) => ({ pointer: `/spec${p.pointer}`, detail: p.detail })));
     if (problems.length) throw new HttpProblem(400, 'Schedule cannot run here', problems.map((p) => `${p.pointer}: ${p.detail}`).join('; '), problems);
     const s = await schedules.create(parsed.data, spec);
     const v = await schedules.view(s);

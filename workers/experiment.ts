@@ -7,12 +7,12 @@ import type { RedisClient } from '../src/store/connection.ts';
 import { Store, poolPrefix } from '../src/store/store.ts';
 import { queueName } from '../src/queue/queue.ts';
 import { runExperiment, ShutdownError } from '../src/run/runner.ts';
-import { PermanentError } from '../src/errors.ts';
+import { PermanentError, capText } from '../src/errors.ts';
 import type { GuestDriver } from '../src/guests/guest.ts';
 import * as sysctl from '../src/host/sysctl.ts';
 import type { Config } from '../src/config.ts';
 import { announce, withdraw, HEARTBEAT_MS } from '../src/store/registry.ts';
-import { capabilities } from '../src/host/system.ts';
+import { workerCapabilities } from '../src/run/preflight.ts';
 import { earliestStart } from '../src/model/window.ts';
 
 export interface ExperimentWorkerOptions {
@@ -80,7 +80,9 @@ export async function migrateLegacyQueue(connection: RedisClient, prefix: string
 }
 
 export async function startExperimentWorker(opts: ExperimentWorkerOptions): Promise<{ worker: Worker; close: () => Promise<void> }> {
-  const { config, store, log } = opts;
+  const { config, store } = opts;
+  // Every line is capped: an error may quote unbounded input or tool output.
+  const log = (m: string) => opts.log(capText(m));
   await checkEvictionPolicy(store.redis);
   // A store that cannot take writes (a replica, NOREPLICAS, a full Redis) must not take work.
   await store.probe([config.pool]);
@@ -91,11 +93,14 @@ export async function startExperimentWorker(opts: ExperimentWorkerOptions): Prom
   const running = new Map<string, AbortController>();
   let draining = false;
   // The registry entry says which experiment this host runs: refreshed on a timer and at each change.
+  // Its capabilities (free scratch space, available memory) let the API refuse what no host can run.
   const beat = () =>
-    announce(store, {
-      id: config.hostId, pool: config.pool, capabilities: capabilities(), heartbeatAt: new Date().toISOString(),
-      current: [...running.keys()][0] ?? null, pid: process.pid,
-    }).catch((err) => log(`heartbeat: ${(err as Error).message}`));
+    workerCapabilities(opts.drivers)
+      .then((caps) => announce(store, {
+        id: config.hostId, pool: config.pool, capabilities: caps, heartbeatAt: new Date().toISOString(),
+        current: [...running.keys()][0] ?? null, pid: process.pid,
+      }))
+      .catch((err) => log(`heartbeat: ${(err as Error).message}`));
   const sub = store.redis.duplicate();
   sub.on('error', (err) => log(`redis (cancel channel): ${err.message}`));
   await sub.subscribe(store.key(CANCEL_CHANNEL));

@@ -191,6 +191,7 @@ export interface DockerDriverOptions {
 export class DockerDriver implements GuestDriver {
   readonly name = 'docker' as const;
   private docker: Docker;
+  private rootDir?: Promise<string | undefined>;
   private rootTree: NonNullable<DockerDriverOptions['rootTree']>;
   private cacheDir: string;
   private image: Promise<string> | undefined;
@@ -441,6 +442,21 @@ export class DockerDriver implements GuestDriver {
   }
 
   /** Containers and volumes whose owning worker on this host is gone (crashed, killed); removed at worker start. */
+  /**
+   * Container volumes live under the engine's root directory. Asked once; undefined when the engine does
+   * not answer or its root is not on this machine's filesystem (a remote engine), so nothing is checked.
+   */
+  scratchDir(): Promise<string | undefined> {
+    this.rootDir ??= deadline(this.docker.info(), 10_000, 'asking for its root directory')
+      .then((info: { DockerRootDir?: string }) => info.DockerRootDir)
+      .then((dir) => (dir && fs.existsSync(dir) ? path.join(dir, 'volumes') : undefined))
+      .catch(() => {
+        this.rootDir = undefined; // asked again next time
+        return undefined;
+      });
+    return this.rootDir;
+  }
+
   async reapLeftovers(): Promise<string[]> {
     const reaped: string[] = [];
     let containers: Docker.ContainerInfo[];

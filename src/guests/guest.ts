@@ -39,6 +39,8 @@ export interface GuestDriver {
   /** Can this driver run on this machine now? Checked before any profile is applied. */
   probe(): Promise<DriverProbe>;
   boot(req: BootRequest): Promise<BootedScenario>;
+  /** The directory whose disk receives this driver's scratch files (checked for space before a run). */
+  scratchDir?(): Promise<string | undefined>;
   /** Kill guests and remove files left by a crashed worker (called at worker start). */
   reapLeftovers(): Promise<string[]>;
 }

@@ -35,6 +35,10 @@ export class HostDriver implements GuestDriver {
     };
   }
 
+  async scratchDir(): Promise<string> {
+    return path.join(this.stateDir, 'scratch');
+  }
+
   async reapLeftovers(): Promise<string[]> {
     const dir = path.join(this.stateDir, 'scratch');
     const left = await fs.readdir(dir).catch(() => [] as string[]);

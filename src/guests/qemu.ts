@@ -13,7 +13,8 @@ import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
 import type { BootRequest, BootedScenario, DriverProbe, GuestDriver } from './guest.ts';
 import { PermanentError } from '../errors.ts';
-import type { GuestConfig } from '../model/spec.ts';
+import { cpusetMax, type GuestConfig } from '../model/spec.ts';
+import { guestDiskMiB } from '../model/resources.ts';
 import type { Workload, WorkloadPlan } from '../model/workload.ts';
 import type { SysctlValues } from '../model/profile.ts';
 import { buildImage, type GuestImage } from './image.ts';
@@ -64,19 +65,8 @@ export function parseCpuset(s: string): number[] {
   return [...out].sort((x, y) => x - y);
 }
 
-/**
- * Scratch disk size for a set of workloads: the seqread file or the postmark files, whichever is
- * larger, with room for ext4's metadata and journal. The file is sparse, so a generous size is cheap.
- */
-export function scratchMiB(workloads: Workload[], override?: number): number {
-  if (override) return override;
-  let need = 0;
-  for (const w of workloads) {
-    if (w.kind === 'seqread') need = Math.max(need, w.sizeMiB * 1.1);
-    if (w.kind === 'postmark') need = Math.max(need, ((w.files + w.transactions) * ((w.minSize + w.maxSize) / 2 + 4096)) / 2 ** 20 * 1.5);
-  }
-  return Math.ceil(Math.max(256, need + 128));
-}
+/** Scratch disk size for a set of workloads (see model/resources.ts, where the preflight sizes it too). */
+export const scratchMiB = guestDiskMiB;
 
 function tail(file: string, bytes = 1500): string {
   try {
@@ -350,8 +340,9 @@ export class QemuDriver implements GuestDriver {
       image = await this.ensureImage(log);
     }
     const cpus = os.cpus().length;
-    const bad = g.cpuset ? parseCpuset(g.cpuset).filter((c) => c >= cpus) : [];
-    if (bad.length) throw new PermanentError(`cpuset "${g.cpuset}" names CPU ${bad.join(', ')}, but this host has CPUs 0-${cpus - 1}`);
+    // Checked against the host before a range is expanded: "0-2000000" must not become a list.
+    const top = g.cpuset ? cpusetMax(g.cpuset) : -1;
+    if (top >= cpus) throw new PermanentError(`cpuset "${g.cpuset}" names CPU ${top}, but this host has CPUs 0-${cpus - 1}`);
     const minMiB = Math.ceil((2 * image.bytes.initramfs) / 2 ** 20 + 96);
     if (g.memoryMiB < minMiB) throw new PermanentError(`memoryMiB ${g.memoryMiB} is too small for the guest image; give each guest at least ${minMiB} MiB`);
     const accel = await this.resolveAccel(g.accel, log);
@@ -422,6 +413,10 @@ export class QemuDriver implements GuestDriver {
       },
       shutdown,
     };
+  }
+
+  async scratchDir(): Promise<string> {
+    return this.runRoot; // the guests' sparse scratch disks live in their run directories
   }
 
   async reapLeftovers(): Promise<string[]> {

@@ -1,7 +1,9 @@
 // What a result ran on: enough about the host to compare two results honestly.
 import os from 'node:os';
 import fs from 'node:fs';
+import path from 'node:path';
 import { runArgv } from '../process.ts';
+import type { Column, DiskFigure } from '../model/resources.ts';
 
 export interface SystemInfo {
   hostname: string;
@@ -51,6 +53,12 @@ export interface Capabilities {
   root: boolean;
   cores: number;
   memoryMiB: number;
+  /** MemAvailable: what guests can have now without the host swapping or reclaiming hard. */
+  memoryAvailableMiB?: number;
+  /** Columns this worker can run: host, and the guest drivers it holds. */
+  drivers?: string[];
+  /** The disk each column writes its scratch files to, with its free and total bytes. */
+  scratch?: Partial<Record<Column, DiskFigure>>;
 }
 
 export function capabilities(): Capabilities {
@@ -61,4 +69,29 @@ export function capabilities(): Capabilities {
     cores: os.cpus().length,
     memoryMiB: Math.round(os.totalmem() / 2 ** 20),
   };
+}
+
+/** MemAvailable from /proc/meminfo in MiB (free memory where the kernel does not report it). */
+export async function memoryAvailableMiB(): Promise<number> {
+  const text = await fs.promises.readFile('/proc/meminfo', 'utf8').catch(() => '');
+  const m = /^MemAvailable:\s+(\d+) kB/m.exec(text);
+  return Math.floor(m ? Number(m[1]) / 1024 : os.freemem() / 2 ** 20);
+}
+
+/**
+ * Free and total bytes of the filesystem a directory is on. The directory may not exist yet (a scratch
+ * directory is made on first use), so the nearest existing parent answers for it.
+ */
+export async function diskFigure(dir: string): Promise<DiskFigure | undefined> {
+  let p = path.resolve(dir);
+  for (;;) {
+    try {
+      const st = await fs.promises.statfs(p);
+      return { path: dir, freeBytes: st.bavail * st.bsize, totalBytes: st.blocks * st.bsize };
+    } catch (err) {
+      const parent = path.dirname(p);
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || parent === p) return undefined;
+      p = parent;
+    }
+  }
 }

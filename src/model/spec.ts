@@ -23,11 +23,35 @@ export const ScenarioSchema = z
   .openapi('Scenario');
 export type Scenario = { id: string; guests: number; loaded: number };
 
+/** The highest CPU number a cpuset may name: Linux builds for at most 8192 CPUs (CONFIG_NR_CPUS). */
+export const MAX_CPU = 8191;
+
+/** The largest CPU number in a cpuset string, read without expanding its ranges. */
+export function cpusetMax(s: string): number {
+  let max = -1;
+  for (const part of s.split(',')) for (const n of part.split('-')) max = Math.max(max, Number(n));
+  return max;
+}
+
+// Bounded in length and in CPU numbers here, and against the host's cores by the worker before anything
+// expands it: "0-2000000" would otherwise become two million list entries.
+export const CpusetSchema = z
+  .string()
+  .max(256, 'a cpuset is at most 256 characters')
+  .regex(/^\d{1,5}(-\d{1,5})?(,\d{1,5}(-\d{1,5})?)*$/, 'a cpuset is a CPU list such as "0" or "0-1,3"')
+  .superRefine((s, ctx) => {
+    for (const part of s.split(',')) {
+      const [a, b = a] = part.split('-').map(Number) as [number, number?];
+      if (Math.max(a, b!) > MAX_CPU) ctx.addIssue({ code: 'custom', message: `cpuset "${part}" names CPU ${Math.max(a, b!)}; CPU numbers go up to ${MAX_CPU}` });
+      else if (b! < a) ctx.addIssue({ code: 'custom', message: `cpuset range "${part}" runs backwards` });
+    }
+  });
+
 export const GuestSchema = z
   .strictObject({
     memoryMiB: z.number().int().min(64).max(1_048_576).default(512),
     vcpus: z.number().int().min(1).max(64).default(1),
-    cpuset: z.string().regex(/^\d+(-\d+)?(,\d+(-\d+)?)*$/, 'a cpuset is a CPU list such as "0" or "0-1,3"').default('0'),
+    cpuset: CpusetSchema.default('0'),
     accel: z.enum(['auto', 'kvm', 'tcg']).default('auto'),
     diskCache: z.enum(['none', 'writeback', 'writethrough', 'directsync', 'unsafe']).default('none'),
     scratchMiB: z.number().int().min(16).max(1_048_576).optional().describe('scratch disk per guest; sized from the workloads when omitted'),

@@ -6,6 +6,9 @@ import { z } from './zod.ts';
 
 const id = z.string().regex(/^[a-z0-9][a-z0-9_-]{0,31}$/, 'an id is 1..32 characters of a-z, 0-9, "_" or "-"');
 
+/** All arguments of one command together: enough for any real command line, small in a record. */
+export const ARGV_MAX_CHARS = 16_384;
+
 export const IntegerWorkload = z.strictObject({
   kind: z.literal('integer'),
   id: id.optional(),
@@ -18,12 +21,19 @@ export const FloatWorkload = z.strictObject({
   ops: z.number().int().min(1).max(1_000_000_000).describe('stress-ng bogo operations of the float method'),
   method: z.enum(['double', 'float', 'float64', 'fft', 'matrixprod']).default('double'),
 });
-export const SeqreadWorkload = z.strictObject({
-  kind: z.literal('seqread'),
-  id: id.optional(),
-  sizeMiB: z.number().int().min(1).max(1_048_576).describe('file written before timing, then read once with caches dropped'),
-  blockKiB: z.number().int().min(4).max(65536).default(1024),
-});
+export const SeqreadWorkload = z
+  .strictObject({
+    kind: z.literal('seqread'),
+    id: id.optional(),
+    sizeMiB: z.number().int().min(1).max(1_048_576).describe('file written before timing, then read once with caches dropped'),
+    blockKiB: z.number().int().min(4).max(65536).default(1024).describe('dd block size; must divide the size'),
+  })
+  // dd writes whole blocks: a size that is not a multiple of the block would be rounded, and the guest
+  // agent refuses it only after the guests have booted. Refused here, at submit.
+  .refine((w) => (w.sizeMiB * 1024) % w.blockKiB === 0, {
+    path: ['blockKiB'],
+    message: 'blockKiB must divide the size (sizeMiB × 1024 KiB) into whole blocks',
+  });
 export const PostmarkWorkload = z
   .strictObject({
     kind: z.literal('postmark'),
@@ -38,7 +48,12 @@ export const PostmarkWorkload = z
 export const CommandWorkload = z.strictObject({
   kind: z.literal('command'),
   id: id.optional(),
-  argv: z.array(z.string().min(1).max(4096)).min(1).max(256).describe('argument vector, run without a shell; needs KVMQ_ALLOW_COMMANDS=1'),
+  argv: z
+    .array(z.string().min(1).max(4096))
+    .min(1)
+    .max(256)
+    .refine((a) => a.reduce((n, x) => n + x.length, 0) <= ARGV_MAX_CHARS, `an argument vector is at most ${ARGV_MAX_CHARS} characters in all`)
+    .describe('argument vector, run without a shell; needs KVMQ_ALLOW_COMMANDS=1'),
 });
 
 export const WorkloadSchema = z

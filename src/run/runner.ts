@@ -10,6 +10,7 @@ import { cellKey, expandCells, maxRepetitions, passes, shuffled, wantsRepetition
 import { planWorkload, workloadId } from '../model/workload.ts';
 import { systemInfo } from '../host/system.ts';
 import * as sysctl from '../host/sysctl.ts';
+import { preflight } from './preflight.ts';
 
 export interface RunnerDeps {
   store: Store;
@@ -46,6 +47,8 @@ export async function runExperiment(deps: RunnerDeps, id: string, signal: AbortS
     if (!p.ok) throw new PermanentError(`${d.name} driver cannot run here: ${p.reason}`);
     Object.assign(versions, p.versions);
   }
+  // Before anything is written or booted: scratch space, memory and pinned CPUs on this host, now.
+  await preflight(spec, deps.drivers);
   const sys = await systemInfo();
   // A host-only experiment never used the guest driver; say so rather than name the spec's default.
   const driverName = spec.scenarios.some((s) => s.guests > 0) ? spec.driver : 'host';

@@ -13,6 +13,7 @@ import type { RedisClient } from './connection.ts';
 import type { Spec } from '../model/spec.ts';
 import { cellKey, type Cell } from '../model/cell.ts';
 import type { SystemInfo } from '../host/system.ts';
+import { capText } from '../errors.ts';
 
 export type Status = 'queued' | 'scheduled' | 'running' | 'completed' | 'failed' | 'cancelled';
 export const STATUSES: Status[] = ['queued', 'scheduled', 'running', 'completed', 'failed', 'cancelled'];
@@ -230,11 +231,12 @@ export class Store {
   }
 
   async update(id: string, patch: Partial<ExperimentRecord>): Promise<void> {
-    await this.redis.hset(await this.expKey(id, 'exp'), encode(patch));
+    await this.redis.hset(await this.expKey(id, 'exp'), encode(capError(patch)));
   }
 
   /** Move to a new status only from one of `from`; answers whether it happened. */
   async transition(id: string, from: Status[], patch: Partial<ExperimentRecord> & { status: Status }): Promise<boolean> {
+    patch = capError(patch);
     const key = await this.expKey(id, 'exp');
     const r = await this.redis.eval(TRANSITION, 1, key, JSON.stringify(encode(patch)), ...from.map((s) => JSON.stringify(s)));
     if (r === 1) {
@@ -269,6 +271,8 @@ export class Store {
   }
 
   async putProfile(id: string, p: ProfileRecord): Promise<void> {
+    const restoreError = (p as { restoreError?: unknown }).restoreError;
+    if (typeof restoreError === 'string') p = { ...p, restoreError: capText(restoreError) } as ProfileRecord;
     await this.redis.hset(await this.expKey(id, 'profiles'), p.name, JSON.stringify(p));
   }
 
@@ -317,4 +321,9 @@ function decode(h: Record<string, string>): ExperimentRecord {
   const out: Record<string, unknown> = {};
   for (const f of FIELDS) if (h[f] !== undefined) out[f] = JSON.parse(h[f]);
   return out as unknown as ExperimentRecord;
+}
+
+/** Every stored reason is capped: a list of records must stay small whatever an error quoted. */
+function capError<T extends Partial<ExperimentRecord>>(patch: T): T {
+  return patch.error ? { ...patch, error: { ...patch.error, reason: capText(patch.error.reason) } } : patch;
 }

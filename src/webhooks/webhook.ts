@@ -12,6 +12,7 @@ import type { RedisClient } from '../store/connection.ts';
 import type { ExperimentRecord, Store } from '../store/store.ts';
 import type { Config } from '../config.ts';
 import { FINAL } from '../store/store.ts';
+import { capText } from '../errors.ts';
 
 export const WEBHOOK_QUEUE = 'webhooks';
 
@@ -48,7 +49,7 @@ export function experimentMessage(rec: ExperimentRecord, batch?: string): Webhoo
       id: rec.id,
       name: rec.name,
       status: rec.status,
-      ...(rec.error ? { error: rec.error } : {}),
+      ...(rec.error ? { error: { reason: capText(rec.error.reason) } } : {}),
       ...(batch ? { batch } : {}),
       progress: { done: rec.progress.done, total: rec.progress.total },
       links: { self: base, results: `${base}/results`, deliveries: `${base}/deliveries` },
@@ -242,6 +243,7 @@ export interface DeliveryAttempt {
 const KEEP_ATTEMPTS = 500;
 
 export async function recordAttempt(store: Store, owner: Owner, a: DeliveryAttempt): Promise<void> {
+  if (a.error) a = { ...a, error: capText(a.error) };
   const key = store.key('deliveries', owner.id);
   await store.redis
     .multi()
