@@ -10,10 +10,12 @@ export interface RunResult {
 }
 
 const TAIL = 8192;
+/** How long an aborted run waits for its killed process to exit before giving the caller its abort. */
+export const ABORT_GRACE_MS = 1000;
 
 export function runArgv(
   argv: string[],
-  opts: { cwd?: string; signal?: AbortSignal; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+  opts: { cwd?: string; signal?: AbortSignal; env?: NodeJS.ProcessEnv; timeoutMs?: number; abortGraceMs?: number } = {},
 ): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     if (opts.signal?.aborted) return reject(abortError(opts.signal));
@@ -37,17 +39,28 @@ export function runArgv(
         /* already gone */
       }
     };
+    let grace: NodeJS.Timeout | undefined;
+    // SIGKILL takes effect only when the process leaves the kernel, and a process in fsync (dd
+    // conv=fsync writing gigabytes back) stays there until the disk has caught up: many seconds. The
+    // caller gets its abort after a short grace instead; the killed process exits on its own.
+    const onAbort = () => {
+      kill();
+      grace = setTimeout(() => reject(abortError(opts.signal!)), opts.abortGraceMs ?? ABORT_GRACE_MS);
+      grace.unref();
+    };
     const timer = opts.timeoutMs ? setTimeout(kill, opts.timeoutMs) : undefined;
-    opts.signal?.addEventListener('abort', kill, { once: true });
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
     child.on('error', (err) => {
       clearTimeout(timer);
-      opts.signal?.removeEventListener('abort', kill);
+      clearTimeout(grace);
+      opts.signal?.removeEventListener('abort', onAbort);
       reject(err);
     });
     child.on('close', (code, sig) => {
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       clearTimeout(timer);
-      opts.signal?.removeEventListener('abort', kill);
+      clearTimeout(grace);
+      opts.signal?.removeEventListener('abort', onAbort);
       if (opts.signal?.aborted) return reject(abortError(opts.signal));
       resolve({ code, signal: sig, seconds, output });
     });

@@ -41,14 +41,14 @@ export async function runExperiment(deps: RunnerDeps, id: string, signal: AbortS
     return d;
   };
   const needed = [...new Set(spec.scenarios.map((s) => driverFor(s.guests)))];
+  // Before anything is written, built or booted: scratch space, memory and pinned CPUs on this host, now.
+  await preflight(spec, deps.drivers);
   const versions: Record<string, string> = {};
   for (const d of needed) {
     const p = await d.probe();
     if (!p.ok) throw new PermanentError(`${d.name} driver cannot run here: ${p.reason}`);
     Object.assign(versions, p.versions);
   }
-  // Before anything is written or booted: scratch space, memory and pinned CPUs on this host, now.
-  await preflight(spec, deps.drivers);
   const sys = await systemInfo();
   // A host-only experiment never used the guest driver; say so rather than name the spec's default.
   const driverName = spec.scenarios.some((s) => s.guests > 0) ? spec.driver : 'host';
