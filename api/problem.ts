@@ -2,6 +2,7 @@
 // for bad input, and never a stack trace.
 import type { Response } from 'express';
 import type { z } from 'zod';
+import { capText } from '../src/errors.ts';
 
 export interface ProblemItem {
   pointer: string;
@@ -62,6 +63,7 @@ function deepest(issues: { path: readonly PropertyKey[] }[]): number {
 }
 
 export function validationProblem(error: z.ZodError, what: string, base = ''): HttpProblem {
-  const errors = zodProblems(error, base);
-  return new HttpProblem(400, `Invalid ${what}`, errors.map((e) => `${e.pointer || '/'}: ${e.detail}`).join('; '), errors);
+  // An unknown key is echoed back by name: a huge key or a thousand of them must not make a huge answer.
+  const errors = zodProblems(error, base).slice(0, 100).map((e) => ({ pointer: capText(e.pointer, 512), detail: capText(e.detail, 1024) }));
+  return new HttpProblem(400, `Invalid ${what}`, capText(errors.map((e) => `${e.pointer || '/'}: ${e.detail}`).join('; ')), errors);
 }

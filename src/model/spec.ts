@@ -37,13 +37,15 @@ export function cpusetMax(s: string): number {
 // expands it: "0-2000000" would otherwise become two million list entries.
 export const CpusetSchema = z
   .string()
-  .max(256, 'a cpuset is at most 256 characters')
-  .regex(/^\d{1,5}(-\d{1,5})?(,\d{1,5}(-\d{1,5})?)*$/, 'a cpuset is a CPU list such as "0" or "0-1,3"')
+  .max(256, { message: 'a cpuset is at most 256 characters', abort: true })
+  .regex(/^\d+(-\d+)?(,\d+(-\d+)?)*$/, { message: 'a cpuset is a CPU list such as "0" or "0-1,3"', abort: true })
   .superRefine((s, ctx) => {
     for (const part of s.split(',')) {
       const [a, b = a] = part.split('-').map(Number) as [number, number?];
-      if (Math.max(a, b!) > MAX_CPU) ctx.addIssue({ code: 'custom', message: `cpuset "${part}" names CPU ${Math.max(a, b!)}; CPU numbers go up to ${MAX_CPU}` });
-      else if (b! < a) ctx.addIssue({ code: 'custom', message: `cpuset range "${part}" runs backwards` });
+      const problem =
+        Math.max(a, b!) > MAX_CPU ? `cpuset "${part}" names CPU ${Math.max(a, b!)}; CPU numbers go up to ${MAX_CPU}`
+        : b! < a ? `cpuset range "${part}" runs backwards` : undefined;
+      if (problem) return void ctx.addIssue({ code: 'custom', message: problem }); // the first is enough
     }
   });
 
