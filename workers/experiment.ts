@@ -4,8 +4,9 @@
 import { Queue, Worker, DelayedError, UnrecoverableError, type Job } from 'bullmq';
 import { Cluster } from 'ioredis';
 import type { RedisClient } from '../src/store/connection.ts';
-import { Store, poolPrefix } from '../src/store/store.ts';
-import { queueName } from '../src/queue/queue.ts';
+import { Store, FINAL, poolPrefix } from '../src/store/store.ts';
+import { queueName, Queues } from '../src/queue/queue.ts';
+import { repairPool, settleGivenUp } from '../src/queue/repair.ts';
 import { runExperiment, ShutdownError } from '../src/run/runner.ts';
 import { PermanentError, capText } from '../src/errors.ts';
 import type { GuestDriver } from '../src/guests/guest.ts';
@@ -23,6 +24,8 @@ export interface ExperimentWorkerOptions {
   drivers: Partial<Record<'host' | 'qemu' | 'docker', GuestDriver>>;
   log: (msg: string) => void;
   onFinished?: (id: string) => Promise<void> | void;
+  /** Queue the notifications a crashed process owed (the store's outbox); run at start. */
+  sendOwed?: () => Promise<unknown>;
 }
 
 export const CANCEL_CHANNEL = 'cancel';
@@ -79,6 +82,27 @@ export async function migrateLegacyQueue(connection: RedisClient, prefix: string
   }
 }
 
+/**
+ * What a crash of any kvmq process may have left half done, for this worker's pool: records without a
+ * job get it again, records whose job the queue gave up on are settled as failed, and notifications
+ * still owed for final records are queued.
+ */
+export async function repairRecords(opts: Pick<ExperimentWorkerOptions, 'config' | 'store' | 'log' | 'onFinished' | 'sendOwed'>): Promise<void> {
+  const { config, store, log } = opts;
+  const queues = new Queues(store.redis, config.prefix);
+  try {
+    const r = await repairPool(store, queues, config.pool);
+    if (r.requeued.length) log(`queued again (their job was lost): ${r.requeued.join(', ')}`);
+    for (const f of r.failed) {
+      log(`experiment ${f.id} failed: ${f.reason}`);
+      await opts.onFinished?.(f.id);
+    }
+  } finally {
+    await queues.close();
+  }
+  await opts.sendOwed?.();
+}
+
 export async function startExperimentWorker(opts: ExperimentWorkerOptions): Promise<{ worker: Worker; close: () => Promise<void> }> {
   const { config, store } = opts;
   // Every line is capped: an error may quote unbounded input or tool output.
@@ -88,6 +112,7 @@ export async function startExperimentWorker(opts: ExperimentWorkerOptions): Prom
   await store.probe([config.pool]);
   await migrateLegacyQueue(opts.connection, config.prefix, config.pool, log);
   await recoverHost(opts);
+  await repairRecords(opts);
 
   // Cancel requests arrive over pub/sub: only the process holding a job can abort it.
   const running = new Map<string, AbortController>();
@@ -112,7 +137,22 @@ export async function startExperimentWorker(opts: ExperimentWorkerOptions): Prom
   const processor = async (job: Job<{ id: string }>, token?: string, signal?: AbortSignal) => {
     const id = job.data.id;
     const rec = await store.get(id);
-    if (!rec || rec.status === 'cancelled' || rec.status === 'completed') return;
+    if (!rec) return;
+    if (FINAL.includes(rec.status)) {
+      // A retry after a crash between the final status and its webhook: send what is still owed.
+      if (await store.isOwed(id)) await opts.onFinished?.(id);
+      return;
+    }
+    if (!config.allowCommands && rec.spec.workloads.some((w) => w.kind === 'command')) {
+      // The API checked the flag at submission; a schedule or a queue filled before the operator turned
+      // it off must not run commands after that.
+      const reason = 'custom command workloads are turned off on this worker (KVMQ_ALLOW_COMMANDS is not 1)';
+      if (await store.transition(id, ['queued', 'scheduled', 'running'], { status: 'failed', finishedAt: new Date().toISOString(), error: { reason } })) {
+        log(`experiment ${id} refused: ${reason}`);
+        await opts.onFinished?.(id);
+      }
+      throw new UnrecoverableError(reason);
+    }
 
     // Outside its nightly window (or early): wait, as scheduled, for the next opening.
     const opensAt = rec.status === 'running' ? 0 : earliestStart(rec.spec.schedule, Date.now());
@@ -200,6 +240,17 @@ export async function startExperimentWorker(opts: ExperimentWorkerOptions): Prom
     maxStalledCount: 2,
   });
   worker.on('error', (err) => log(`worker error: ${err.message}`));
+  // A job that stalled too often is failed by BullMQ without calling the processor: settle its record.
+  worker.on('failed', (job) => {
+    if (!job?.id) return;
+    void settleGivenUp(store, job, job.id)
+      .then(async (reason) => {
+        if (!reason) return;
+        log(`experiment ${job.id} failed: ${reason}`);
+        await opts.onFinished?.(job.id!);
+      })
+      .catch((err) => log(`settling experiment ${job.id}: ${(err as Error).message}`));
+  });
   await worker.waitUntilReady();
 
   await beat();

@@ -6,7 +6,7 @@ import { Queue, getNextMillis } from 'bullmq';
 import type { RedisClient } from '../store/connection.ts';
 import { z } from '../model/zod.ts';
 import { SpecInputSchema, type Spec } from '../model/spec.ts';
-import { Store } from '../store/store.ts';
+import { Store, FINAL } from '../store/store.ts';
 import type { Queues } from './queue.ts';
 import type { Config } from '../config.ts';
 import { TimeZoneSchema, isTimeZone } from '../model/window.ts';
@@ -120,25 +120,26 @@ export class Schedules {
   }
 
   /**
-   * One tick: submit the schedule's experiment. The tick's job id is unique per run, and a marker
-   * keyed by it makes a tick delivered twice (at-least-once queues) submit one experiment.
+   * One tick: submit the schedule's experiment. The tick's job id is unique per run; the record and a
+   * marker keyed by the tick are written in one step, so a tick delivered twice (at-least-once queues)
+   * submits one experiment, and a tick retried after a crash finishes the submission it began.
    */
   async spawn(scheduleId: string, tickId: string, now = Date.now()): Promise<string | undefined> {
     const sched = await this.get(scheduleId);
     if (!sched) return undefined; // deleted between the tick and now
-    const rec = newRecord(sched.spec, now);
-    const fresh = await this.store.redis.set(this.store.key('schedtick', tickId), rec.id, 'EX', 30 * 86_400, 'NX');
-    if (!fresh) return (await this.store.redis.get(this.store.key('schedtick', tickId))) ?? undefined;
-    await this.store.create(rec);
-    try {
-      await enqueue(this.queues, rec, now);
-    } catch (err) {
-      await this.store.remove(rec.id).catch(() => {});
-      await this.store.redis.del(this.store.key('schedtick', tickId)).catch(() => {});
-      throw err;
+    const fresh = newRecord(sched.spec, now);
+    const id = await this.store.createOnce(fresh, ['schedtick', tickId], 30 * 86_400);
+    let rec = id === fresh.id ? fresh : await this.store.get(id);
+    if (!rec) {
+      // A marker without its record: left by a version that wrote the marker first and then crashed.
+      rec = { ...fresh, id };
+      await this.store.create(rec);
     }
-    await this.store.redis.multi().lpush(this.store.key('schedruns', scheduleId), rec.id).ltrim(this.store.key('schedruns', scheduleId), 0, RECENT - 1).exec();
-    return rec.id;
+    // Queued again only while open: the job id is the experiment's, so a second add is the same job.
+    if (!FINAL.includes(rec.status)) await enqueue(this.queues, rec, now);
+    const runs = this.store.key('schedruns', scheduleId);
+    await this.store.redis.multi().lrem(runs, 0, id).lpush(runs, id).ltrim(runs, 0, RECENT - 1).exec();
+    return id;
   }
 
   /** The schedule as a GET shows it: next run, recent experiments, and never the webhook secret. */

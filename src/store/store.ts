@@ -63,16 +63,29 @@ export const CELL_BUCKETS = [0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 7200];
 
 const FIELDS = ['id', 'name', 'status', 'pool', 'spec', 'progress', 'host', 'attempts', 'createdAt', 'startedAt', 'finishedAt', 'error'] as const;
 
-// Compare-and-set on the status field, so a cancel and a worker's start cannot both win.
+// Compare-and-set on the status field, so a cancel and a worker's start cannot both win. A move to a
+// final status also puts the id in the outbox (KEYS[2]) in the same step: a process that dies before it
+// queued the webhook leaves the id there, and the next worker start sends what is owed.
 const TRANSITION = `
 local cur = redis.call('HGET', KEYS[1], 'status')
 if not cur then return -1 end
 local ok = false
-for i = 2, #ARGV do if ARGV[i] == cur then ok = true end end
+for i = 3, #ARGV do if ARGV[i] == cur then ok = true end end
 if not ok then return 0 end
 local patch = cjson.decode(ARGV[1])
 for k, v in pairs(patch) do redis.call('HSET', KEYS[1], k, v) end
+if ARGV[2] ~= '' then redis.call('SADD', KEYS[2], ARGV[2]) end
 return 1`;
+
+// A record created together with a marker that names it (a schedule tick): both or neither. Answers the
+// id the marker names, which is an earlier record's when the marker was already there.
+const CREATE_ONCE = `
+if redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[2], 'NX') then
+  redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[4])))
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+  return ARGV[1]
+end
+return redis.call('GET', KEYS[3])`;
 
 // One draw from the CSPRNG serves 819 ids: a draw per id cost several microseconds on every submit
 // (a measurable share of the API's intake in bench/), and pooled bytes are just as unpredictable.
@@ -182,6 +195,26 @@ export class Store {
     await this.durable(exp, `experiment ${rec.id}`);
   }
 
+  /**
+   * Create the record only if `marker` (a key under the record's pool tag) is not set yet, and set it to
+   * the record's id in the same step.
+   * Answers the id the marker names (the earlier record's when the marker was there already).
+   */
+  async createOnce(rec: ExperimentRecord, marker: string[], ttlSeconds: number): Promise<string> {
+    if (rec.pool !== 'default') {
+      await this.redis.multi().sadd(this.key('pools'), rec.pool).hset(this.key('pool-of'), rec.id, rec.pool).exec();
+    }
+    this.poolCache.set(rec.id, rec.pool);
+    const fields = Object.entries(encode(rec)).flat();
+    const exp = this.poolKey(rec.pool, 'exp', rec.id);
+    const id = (await this.redis.eval(
+      CREATE_ONCE, 3, exp, this.poolKey(rec.pool, 'exps'), this.poolKey(rec.pool, ...marker),
+      rec.id, String(ttlSeconds), String(Date.parse(rec.createdAt)), JSON.stringify(fields),
+    )) as string;
+    if (id === rec.id) await this.durable(exp, `experiment ${rec.id}`);
+    return id;
+  }
+
   async get(id: string): Promise<ExperimentRecord | null> {
     if (!/^[a-z0-9]{1,64}$/.test(id)) return null;
     const h = await this.redis.hgetall(await this.expKey(id, 'exp'));
@@ -237,13 +270,31 @@ export class Store {
   /** Move to a new status only from one of `from`; answers whether it happened. */
   async transition(id: string, from: Status[], patch: Partial<ExperimentRecord> & { status: Status }): Promise<boolean> {
     patch = capError(patch);
-    const key = await this.expKey(id, 'exp');
-    const r = await this.redis.eval(TRANSITION, 1, key, JSON.stringify(encode(patch)), ...from.map((s) => JSON.stringify(s)));
+    const pool = await this.poolOf(id);
+    const key = this.poolKey(pool, 'exp', id);
+    // The outbox is per pool: a Lua script touches keys of one hash tag only (Cluster).
+    const owed = FINAL.includes(patch.status) ? id : '';
+    const r = await this.redis.eval(TRANSITION, 2, key, this.poolKey(pool, 'outbox'), JSON.stringify(encode(patch)), owed, ...from.map((s) => JSON.stringify(s)));
     if (r === 1) {
       if (FINAL.includes(patch.status)) await this.durable(key, `experiment ${id} ${patch.status}`);
       await this.publish({ type: 'status', id, status: patch.status, ...(patch.error ? { error: patch.error } : {}) });
     }
     return r === 1;
+  }
+
+  /** Experiments that reached a final status and whose notifications (webhook, batch) may not be queued yet. */
+  async owed(): Promise<string[]> {
+    const per = await Promise.all((await this.pools()).map((p) => this.redis.smembers(this.poolKey(p, 'outbox'))));
+    return per.flat();
+  }
+
+  async isOwed(id: string): Promise<boolean> {
+    return (await this.redis.sismember(this.poolKey(await this.poolOf(id), 'outbox'), id)) === 1;
+  }
+
+  /** The notifications of a final experiment are queued: take it out of the outbox. */
+  async settled(id: string): Promise<void> {
+    await this.redis.srem(this.poolKey(await this.poolOf(id), 'outbox'), id);
   }
 
   /** Store a finished cell once. Answers false when it was already stored (a retried job). */

@@ -293,36 +293,53 @@ export class Webhooks {
     return webhookId;
   }
 
-  /** Called once an experiment reached a final status. */
+  /**
+   * Called once an experiment reached a final status: queue its webhook and the batch's, then take it out
+   * of the outbox. Every step may run twice (a crash before the outbox entry went): the webhook's job id
+   * is the event's, so a second enqueue is the same message.
+   */
   async experimentFinished(id: string): Promise<void> {
     const rec = await this.store.get(id);
-    if (!rec || !FINAL.includes(rec.status)) return;
-    const batch = (await this.store.redis.get(this.store.key('batchof', id))) ?? undefined;
-    if (rec.spec.webhook) await this.enqueue({ kind: 'experiment', id }, experimentMessage(rec, batch));
-    if (batch) await this.batchProgress(batch);
+    if (rec && FINAL.includes(rec.status)) {
+      const batch = (await this.store.redis.get(this.store.key('batchof', id))) ?? undefined;
+      if (rec.spec.webhook) await this.enqueue({ kind: 'experiment', id }, experimentMessage(rec, batch));
+      if (batch) await this.batchProgress(batch);
+    }
+    if (!rec || FINAL.includes(rec.status)) await this.store.settled(id);
   }
 
-  /** When every experiment of a batch is final, mark it finished (once) and send batch.completed. */
+  /** Send what a crashed process owed: every final experiment still in the outbox. Answers their ids. */
+  async sendOwed(log: (m: string) => void = () => {}): Promise<string[]> {
+    const ids = await this.store.owed();
+    for (const id of ids) await this.experimentFinished(id).catch((err) => log(`notifications of ${id} not queued yet: ${(err as Error).message}`));
+    return ids;
+  }
+
+  /** When every experiment of a batch is final, send batch.completed (once) and mark the batch finished. */
   async batchProgress(batchId: string): Promise<void> {
     const key = this.store.key('batch', batchId);
     const ids = JSON.parse((await this.store.redis.hget(key, 'experiments')) ?? '[]') as string[];
     const recs = await Promise.all(ids.map((i) => this.store.get(i)));
     if (!recs.every((r) => !r || FINAL.includes(r.status))) return;
+    if (await this.store.redis.hexists(key, 'finishedAt')) return;
     const finishedAt = new Date().toISOString();
-    if ((await this.store.redis.hsetnx(key, 'finishedAt', JSON.stringify(finishedAt))) !== 1) return;
-    if (!(await this.store.redis.hexists(key, 'webhook'))) return;
-    const counts: Record<string, number> = {};
-    for (const r of recs) if (r) counts[r.status] = (counts[r.status] ?? 0) + 1;
-    const name = JSON.parse((await this.store.redis.hget(key, 'name')) ?? '""') as string;
-    await this.enqueue({ kind: 'batch', id: batchId }, {
-      type: 'batch.completed',
-      timestamp: finishedAt,
-      data: {
-        id: batchId, name, status: 'completed', counts,
-        experiments: recs.filter((r): r is ExperimentRecord => !!r).map((r) => ({ id: r.id, name: r.name, status: r.status })),
-        links: { self: `/v1/batches/${batchId}`, deliveries: `/v1/batches/${batchId}/deliveries` },
-      },
-    });
+    // The message is queued before the batch is marked finished: a crash between the two leaves the
+    // batch unmarked, and the repeat queues the same message id again (one message).
+    if (await this.store.redis.hexists(key, 'webhook')) {
+      const counts: Record<string, number> = {};
+      for (const r of recs) if (r) counts[r.status] = (counts[r.status] ?? 0) + 1;
+      const name = JSON.parse((await this.store.redis.hget(key, 'name')) ?? '""') as string;
+      await this.enqueue({ kind: 'batch', id: batchId }, {
+        type: 'batch.completed',
+        timestamp: finishedAt,
+        data: {
+          id: batchId, name, status: 'completed', counts,
+          experiments: recs.filter((r): r is ExperimentRecord => !!r).map((r) => ({ id: r.id, name: r.name, status: r.status })),
+          links: { self: `/v1/batches/${batchId}`, deliveries: `/v1/batches/${batchId}/deliveries` },
+        },
+      });
+    }
+    await this.store.redis.hsetnx(key, 'finishedAt', JSON.stringify(finishedAt));
   }
 
   async close(): Promise<void> {
