@@ -14,6 +14,8 @@ export interface Config {
   pool: string;
   hostId: string;
   allowCommands: boolean;
+  /** Who custom commands run as on the host (KVMQ_COMMAND_USER: a user name or uid[:gid]; nobody). */
+  commandUser: string;
   /** Redis key prefix; the braces are a Cluster hash tag (each pool other than `default` gets its own, see poolPrefix). */
   prefix: string;
   /** How long a worker's claim on a job lasts without renewal; a killed worker's job is retried after it. */
@@ -30,7 +32,12 @@ export interface Config {
   webhookBackoffMs: number[];
   /** How long one webhook attempt may take (KVMQ_WEBHOOK_TIMEOUT_MS). */
   webhookTimeoutMs: number;
+  /** Attempts in flight to one target (host:port) per worker process (KVMQ_WEBHOOK_PER_TARGET). */
+  webhookPerTarget: number;
 }
+
+/** Webhook attempts in flight per worker process, over all targets. */
+export const WEBHOOK_SLOTS = 8;
 
 // Standard Webhooks' suggested schedule after the immediate first attempt: 5 s, 5 min, 30 min, 2 h, 5 h,
 // 10 h, 14 h, 20 h, 24 h (jitter is added per attempt).
@@ -57,6 +64,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     pool: env.KVMQ_POOL ?? 'default',
     hostId: env.KVMQ_HOST_ID ?? os.hostname(),
     allowCommands: env.KVMQ_ALLOW_COMMANDS === '1',
+    commandUser: env.KVMQ_COMMAND_USER || 'nobody',
     prefix: env.KVMQ_PREFIX ?? '{kvmq}',
     allowedHosts: (env.KVMQ_ALLOWED_HOSTS ?? '').split(',').map((h) => h.trim().toLowerCase()).filter(Boolean),
     rateLimit: Math.max(0, Number(env.KVMQ_RATE_LIMIT ?? 1200) || 0),
@@ -65,6 +73,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     webhookAllowPrivate: env.KVMQ_WEBHOOK_ALLOW_PRIVATE === '1',
     webhookBackoffMs: delays(env.KVMQ_WEBHOOK_BACKOFF_MS),
     webhookTimeoutMs: Math.max(100, Number(env.KVMQ_WEBHOOK_TIMEOUT_MS ?? 15_000) || 15_000),
+    webhookPerTarget: Math.min(WEBHOOK_SLOTS, Math.max(1, Math.floor(Number(env.KVMQ_WEBHOOK_PER_TARGET ?? 2)) || 2)),
   };
 }
 

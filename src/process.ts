@@ -15,7 +15,7 @@ export const ABORT_GRACE_MS = 1000;
 
 export function runArgv(
   argv: string[],
-  opts: { cwd?: string; signal?: AbortSignal; env?: NodeJS.ProcessEnv; timeoutMs?: number; abortGraceMs?: number } = {},
+  opts: { cwd?: string; signal?: AbortSignal; env?: NodeJS.ProcessEnv; timeoutMs?: number; abortGraceMs?: number; uid?: number; gid?: number } = {},
 ): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     if (opts.signal?.aborted) return reject(abortError(opts.signal));
@@ -25,6 +25,9 @@ export function runArgv(
       env: opts.env ?? process.env,
       stdio: ['ignore', 'pipe', 'pipe'],
       detached: true,
+      // With uid/gid set, libuv also drops every supplementary group before the exec.
+      ...(opts.uid !== undefined ? { uid: opts.uid } : {}),
+      ...(opts.gid !== undefined ? { gid: opts.gid } : {}),
     });
     let output = '';
     const keep = (b: Buffer) => {

@@ -372,7 +372,10 @@ async function strays(dirs: string[] = stateDirs): Promise<{ pid: number; cmd: s
   for (const e of await fs.readdir('/proc')) {
     if (!/^\d+$/.test(e) || Number(e) === process.pid) continue;
     const environ = await fs.readFile(`/proc/${e}/environ`, 'utf8').catch(() => '');
-    if (dirs.some((d) => environ.split('\0').includes(`KVMQ_STATE_DIR=${d}`))) {
+    // Custom commands run with a clean environment, in a directory named after the worker that ran them.
+    const cwd = path.basename(await fs.readlink(`/proc/${e}/cwd`).catch(() => ''));
+    const ofChild = children.some((c) => cwd.startsWith(`kvmq-cmd.${c.pid}.`));
+    if (ofChild || dirs.some((d) => environ.split('\0').includes(`KVMQ_STATE_DIR=${d}`))) {
       out.push({ pid: Number(e), cmd: (await fs.readFile(`/proc/${e}/cmdline`, 'utf8').catch(() => '')).replace(/\0/g, ' ').trim() });
     }
   }

@@ -8,8 +8,12 @@ import os from 'node:os';
 import { createHmac } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { testStack, waitFor, waitForStatus, requireTool, webhookReceiver, type TestStack } from './helpers.ts';
-import { isPrivateAddress, urlProblem, resolveTarget, sendOnce, backoffDelay, newSecret, sign, ForbiddenTarget, experimentMessage } from '../src/webhooks/webhook.ts';
-import type { ExperimentRecord } from '../src/store/store.ts';
+import { isPrivateAddress, urlProblem, resolveTarget, sendOnce, backoffDelay, newSecret, sign, ForbiddenTarget, experimentMessage, Webhooks, deliveries } from '../src/webhooks/webhook.ts';
+import { Store, type ExperimentRecord } from '../src/store/store.ts';
+import { testRedis } from './helpers.ts';
+import { connect } from '../src/queue/queue.ts';
+import { parseSpec } from '../src/model/spec.ts';
+import { startWebhookWorker } from '../workers/webhook.ts';
 import { loadConfig } from '../src/config.ts';
 
 /** The receiver's own check, written from the Standard Webhooks text, not with kvmq's sign(). */
@@ -71,7 +75,9 @@ test('at delivery time the resolved address is checked, and a refused target is 
       assert.equal(urlProblem(`http://${os.hostname()}:${port}/`, false), undefined);
       const r2 = await sendOnce({ url: `http://${os.hostname()}:${port}/y`, headers: {}, body: '{}', timeoutMs: 2000, allowPrivate: false });
       assert.equal(r2.forbidden, true, JSON.stringify(r2));
-      assert.match(r2.error!, /resolves to/);
+      assert.match(r2.error!, /resolves to a loopback, private or reserved address/);
+      assert.ok(!r2.error!.includes(own.address), 'the answer is not shown to API readers');
+      assert.ok(r2.detail!.includes(own.address), 'but is kept for the log');
     }
     assert.equal(rx.hits.length, 0);
     const ok = await sendOnce({ url: `http://localhost:${port}/z`, headers: { 'webhook-id': 'msg_1' }, body: '{}', timeoutMs: 2000, allowPrivate: true });
@@ -207,4 +213,72 @@ test('410 Gone stops the retries after one attempt', async (t) => {
   const items = (await s.fetchJson('GET', `/v1/experiments/${id}/deliveries`)).body.items;
   assert.deepEqual(items.map((a: any) => [a.status, a.outcome]), [[410, 'stopped']]);
   assert.ok(d);
+});
+
+test('IPv4 inside 6to4, Teredo and NAT64 (well-known and local-use) addresses is judged by the IPv4 rules', () => {
+  // 6to4 2002:AABB:CCDD::/48 carries AA.BB.CC.DD
+  for (const a of ['2002:7f00:1::1', '2002:a9fe:a9fe::', '2002:c0a8:101:1::1', '2002:a00:1::']) assert.equal(isPrivateAddress(a), true, a);
+  assert.equal(isPrivateAddress('2002:808:808::1'), false);
+  // Teredo 2001:0:SERVER:flags:port:CLIENT with the client's bits inverted (80ff:fffe is 127.0.0.1)
+  for (const a of ['2001:0:4136:e378:8000:63bf:80ff:fffe', '2001:0:4136:e378:8000:63bf:f5ff:fffe', '2001:0:a00:1:8000:63bf:f7f7:f7f7']) assert.equal(isPrivateAddress(a), true, a);
+  assert.equal(isPrivateAddress('2001:0:4136:e378:8000:63bf:f7f7:f7f7'), false);
+  // NAT64: 64:ff9b::/96 and the local-use 64:ff9b:1::/48 at the prefix lengths RFC 6052 allows
+  for (const a of ['64:ff9b::7f00:1', '64:ff9b:1::a00:1', '64:ff9b:1:a9fe:a9:fe00::', '64:ff9b:1:a:1:203::', '64:ff9b:1:0:7f:0:100:0']) assert.equal(isPrivateAddress(a), true, a);
+  for (const a of ['64:ff9b::808:808', '64:ff9b:1::808:808']) assert.equal(isPrivateAddress(a), false, a);
+  assert.match(urlProblem('http://[2002:7f00:1::1]/', false) ?? '', /KVMQ_WEBHOOK_ALLOW_PRIVATE/);
+});
+
+test('a failed delivery tells API readers the kind of failure, never the addresses a name resolved to', async () => {
+  const closed = http.createServer();
+  await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+  const port = (closed.address() as AddressInfo).port;
+  await new Promise<void>((r) => closed.close(() => r()));
+  const r = await sendOnce({ url: `http://localhost:${port}/`, headers: {}, body: '{}', timeoutMs: 2000, allowPrivate: true });
+  assert.equal(r.status, undefined);
+  assert.match(r.error!, /^connection refused \(ECONNREFUSED\)$/);
+  assert.match(r.detail!, /ECONNREFUSED (127\.0\.0\.1|::1)/, 'the log keeps the detail');
+  const nx = await sendOnce({ url: 'http://no-such-host.invalid/', headers: {}, body: '{}', timeoutMs: 2000, allowPrivate: false });
+  assert.match(nx.error!, /^the host name does not resolve/);
+});
+
+test('one receiver that never answers holds at most KVMQ_WEBHOOK_PER_TARGET slots; others are delivered meanwhile', async (t) => {
+  const skip = requireTool('redis-server');
+  if (skip) return void t.skip(skip);
+  const redis = await testRedis('webhook-slots');
+  const store = new Store(connect(redis.url));
+  const config = loadConfig({ KVMQ_WEBHOOK_ALLOW_PRIVATE: '1', KVMQ_WEBHOOK_TIMEOUT_MS: '8000', KVMQ_WEBHOOK_BACKOFF_MS: '600000', KVMQ_WEBHOOK_PER_TARGET: '2' });
+  let slowSeen = 0;
+  const slow = http.createServer(() => void slowSeen++); // never answers
+  await new Promise<void>((r) => slow.listen(0, '127.0.0.1', r));
+  const fast = await webhookReceiver();
+  const webhooks = new Webhooks(store.redis, store, config);
+  const wconn = connect(redis.url);
+  const w = await startWebhookWorker({ config, connection: wconn, store, log: () => {} });
+  const owner = async (url: string) => {
+    const spec = parseSpec({ ...tiny('slots', { url }) });
+    const rec: ExperimentRecord = { id: Store.newId(), name: 'slots', status: 'completed', pool: 'default', spec, progress: { done: 1, total: 1 }, createdAt: new Date().toISOString(), finishedAt: new Date().toISOString() };
+    await store.create(rec);
+    await webhooks.enqueue({ kind: 'experiment', id: rec.id }, experimentMessage(rec));
+    return rec.id;
+  };
+  try {
+    const slowIds: string[] = [];
+    for (let i = 0; i < 10; i++) slowIds.push(await owner(`http://127.0.0.1:${(slow.address() as AddressInfo).port}/hang`));
+    await waitFor(async () => slowSeen >= 2, 10_000, 'the slow receiver to be reached');
+    const fastId = await owner(`${fast.url}/fast`);
+    await waitFor(async () => fast.hits.length === 1, 20_000, 'the message to the answering receiver');
+    assert.ok(slowSeen <= 2, `${slowSeen} requests in flight to the slow receiver`);
+    const slowAttempts = (await Promise.all(slowIds.map((i) => deliveries(store, i)))).flat();
+    assert.deepEqual(slowAttempts, [], 'delivered while every slow attempt was still in flight');
+    assert.equal((await deliveries(store, fastId))[0]?.outcome, 'delivered');
+  } finally {
+    slow.closeAllConnections();
+    slow.close();
+    await w.close();
+    await webhooks.close();
+    wconn.disconnect();
+    await fast.close();
+    store.redis.disconnect();
+    await redis.stop();
+  }
 });

@@ -11,10 +11,10 @@ export const IMPLEMENTED_DRIVERS: ReadonlySet<'qemu' | 'docker'> = new Set(['doc
 
 export function makeDrivers(
   stateDir: string,
-  opts: { dataDir?: string; log?: (msg: string) => void } = {},
+  opts: { dataDir?: string; log?: (msg: string) => void; commandUser?: string } = {},
 ): Partial<Record<'host' | 'qemu' | 'docker', GuestDriver>> {
   // The guest image is a cache shared by every worker of this host (KVMQ_IMAGE_DIR or DATA_DIR/images).
   const imageDir = imageCacheDir(opts.dataDir ?? loadConfig().dataDir);
   const log = opts.log ?? ((m: string) => process.stderr.write(`kvmq qemu: ${m}\n`));
-  return { host: new HostDriver(stateDir), docker: new DockerDriver(stateDir), qemu: new QemuDriver({ stateDir, imageDir, log }) };
+  return { host: new HostDriver(stateDir, { commandUser: opts.commandUser ?? loadConfig().commandUser }), docker: new DockerDriver(stateDir), qemu: new QemuDriver({ stateDir, imageDir, log }) };
 }

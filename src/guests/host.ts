@@ -2,6 +2,7 @@
 // binaries and the same plan that guests and containers run. Timing is the wall clock of the child
 // process, taken around spawn and exit only.
 import fs from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import type { BootRequest, BootedScenario, DriverProbe, GuestDriver } from './guest.ts';
 import type { Step, WorkloadPlan } from '../model/workload.ts';
@@ -9,21 +10,52 @@ import { runChecked } from '../process.ts';
 import { PermanentError } from '../errors.ts';
 import { toolVersions } from '../host/system.ts';
 import { procSys } from '../host/sysctl.ts';
+import { SELF, ownerAlive, ownerIn } from '../host/owner.ts';
+
+/** PATH for custom commands: the system's directories only, never the worker's own PATH. */
+const COMMAND_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+/** Custom commands get scratch directories of their own here (kvmq's state directory is root-only). */
+const COMMAND_PREFIX = 'kvmq-cmd.';
+
+export interface CommandUser {
+  uid: number;
+  gid: number;
+  name: string;
+}
+
+/** A user name from /etc/passwd, or "uid[:gid]"; nobody without a passwd entry is 65534:65534. */
+export async function resolveCommandUser(spec: string): Promise<CommandUser> {
+  const num = /^(\d+)(?::(\d+))?$/.exec(spec);
+  if (num) return { uid: Number(num[1]), gid: Number(num[2] ?? num[1]), name: spec };
+  const passwd = await fs.readFile('/etc/passwd', 'utf8').catch(() => '');
+  for (const line of passwd.split('\n')) {
+    const f = line.split(':');
+    if (f[0] === spec && f.length >= 4) return { uid: Number(f[2]), gid: Number(f[3]), name: spec };
+  }
+  if (spec === 'nobody') return { uid: 65534, gid: 65534, name: spec };
+  throw new PermanentError(`KVMQ_COMMAND_USER names ${spec}, which is neither a user of this host nor uid[:gid]`);
+}
 
 export class HostDriver implements GuestDriver {
   readonly name = 'host' as const;
-  constructor(private stateDir: string) {}
+  private commandUser: string;
+  constructor(private stateDir: string, opts: { commandUser?: string } = {}) {
+    this.commandUser = opts.commandUser ?? 'nobody';
+  }
 
   async probe(): Promise<DriverProbe> {
     return { ok: true, versions: await toolVersions() };
   }
 
   async boot(req: BootRequest): Promise<BootedScenario> {
-    const scratch = path.join(this.stateDir, 'scratch', req.experimentId);
+    // The owner (pid and its start time) is part of the name, so another worker's start on this host
+    // sees that the directory is in use from the moment it exists.
+    const scratch = path.join(this.stateDir, 'scratch', `${req.experimentId}.${SELF}`);
     await fs.mkdir(scratch, { recursive: true });
     return {
       bootSeconds: [],
       run: async (plan: WorkloadPlan, _loaded: number, signal: AbortSignal) => {
+        if (plan.untrusted) return [await this.runCommand(plan, req.experimentId, signal)];
         for (const step of plan.setup) await runStep(step, scratch, signal);
         const r = await runTimed(plan.command, scratch, signal);
         for (const step of plan.cleanup) await runStep(step, scratch, signal);
@@ -39,20 +71,60 @@ export class HostDriver implements GuestDriver {
     return path.join(this.stateDir, 'scratch');
   }
 
+  /**
+   * A user's command: as an unprivileged user (when the worker is root), with only PATH, HOME and LANG
+   * in its environment (no API tokens, no REDIS_URL), in a fresh directory of its own that is removed
+   * afterwards. It cannot write sysctls, read kvmq's state or Redis credentials, or signal the worker.
+   */
+  private async runCommand(plan: WorkloadPlan, experimentId: string, signal: AbortSignal): Promise<number> {
+    const root = process.getuid?.() === 0;
+    const user = root ? await resolveCommandUser(this.commandUser) : undefined;
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), `${COMMAND_PREFIX}${SELF}.${experimentId}.`));
+    try {
+      if (user) await fs.chown(dir, user.uid, user.gid);
+      await fs.chmod(dir, 0o700);
+      const env = { PATH: COMMAND_PATH, HOME: dir, LANG: 'C.UTF-8' };
+      return await runTimed(plan.command, dir, signal, { env, ...(user ? { uid: user.uid, gid: user.gid } : {}) }, user?.name);
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  }
+
+  /**
+   * Scratch directories whose owner is gone. Several workers may share this host (and this state
+   * directory): a directory whose owner still runs is left alone, whoever that owner is.
+   */
   async reapLeftovers(): Promise<string[]> {
+    const reaped: string[] = [];
     const dir = path.join(this.stateDir, 'scratch');
-    const left = await fs.readdir(dir).catch(() => [] as string[]);
-    await Promise.all(left.map((d) => fs.rm(path.join(dir, d), { recursive: true, force: true })));
-    return left.map((d) => `scratch/${d}`);
+    for (const d of await fs.readdir(dir).catch(() => [] as string[])) {
+      const owner = /\.(\d+\.\d+)$/.exec(d)?.[1];
+      // A name without an owner was made by an older version, whose workers a restart has ended.
+      if (owner && (owner === SELF || ownerAlive(owner))) continue;
+      await fs.rm(path.join(dir, d), { recursive: true, force: true });
+      reaped.push(`scratch/${d}`);
+    }
+    const tmp = os.tmpdir();
+    for (const d of await fs.readdir(tmp).catch(() => [] as string[])) {
+      const owner = ownerIn(d, COMMAND_PREFIX);
+      if (!owner || owner === SELF || ownerAlive(owner)) continue;
+      await fs.rm(path.join(tmp, d), { recursive: true, force: true });
+      reaped.push(path.join(tmp, d));
+    }
+    return reaped;
   }
 }
 
-async function runTimed(argv: string[], cwd: string, signal: AbortSignal): Promise<number> {
+async function runTimed(argv: string[], cwd: string, signal: AbortSignal, opts: { env?: NodeJS.ProcessEnv; uid?: number; gid?: number } = {}, as?: string): Promise<number> {
   try {
-    return (await runChecked(argv, { cwd, signal })).seconds;
+    return (await runChecked(argv, { cwd, signal, ...opts })).seconds;
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-      throw new PermanentError(`${argv[0]} is not installed on this host (run "kvmq doctor")`);
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') {
+      throw new PermanentError(`${argv[0]} is not installed on this host${as ? ' (looked up on the system PATH)' : ' (run "kvmq doctor")'}`);
+    }
+    if (code === 'EACCES' && as) {
+      throw new PermanentError(`${argv[0]} cannot be run by user ${as}: custom commands run unprivileged, so the binary and every directory above it must be readable by that user`);
     }
     throw err;
   }

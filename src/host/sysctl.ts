@@ -8,6 +8,7 @@
 //   writing the value already in force leaves the other member set; setPair() handles that.
 // - when the background threshold is >= the dirty threshold, the kernel uses half of the dirty
 //   threshold instead (the paper's tuned profile, 90/90, runs with an effective background of 45).
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { SYSCTL_KEYS, type SysctlKey, type SysctlValues } from '../model/profile.ts';
@@ -214,12 +215,65 @@ interface Lease {
   stateDir: string;
 }
 
-/** The lease's holder; an empty or torn file (a holder killed while writing it) reads as no holder. */
-async function readLease(p: string): Promise<Partial<Lease>> {
+/** The lease's holder; an empty or torn file (left by an older version killed while writing it) reads as no holder. */
+function parseLease(text: string | null): Partial<Lease> {
   try {
-    return JSON.parse(await fs.readFile(p, 'utf8')) as Partial<Lease>;
+    return JSON.parse(text ?? '') as Partial<Lease>;
   } catch {
     return {};
+  }
+}
+
+async function readLease(p: string): Promise<Partial<Lease>> {
+  return parseLease(await fs.readFile(p, 'utf8').catch(() => null));
+}
+
+/** A file that appears at `p` whole or not at all (a hard link to a finished file); false if `p` exists. */
+async function createWhole(p: string, text: string): Promise<boolean> {
+  const tmp = `${p}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+  await fs.writeFile(tmp, text, { mode: 0o600 });
+  try {
+    await fs.link(tmp, p);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw err;
+  } finally {
+    await fs.rm(tmp, { force: true });
+  }
+}
+
+/**
+ * Take a stale lease away, so that of several processes which all found it stale at once exactly one
+ * removes it and none removes the fresh lease another has taken meanwhile. Takers first hold a takeover
+ * file (created whole, with O_EXCL semantics); under it the lease is read again and moved aside by
+ * rename, and what was moved is checked to be the very stale lease (else it is linked back).
+ */
+async function takeOver(p: string, staleText: string, stale: Partial<Lease>, stateDir: string, log?: (m: string) => void): Promise<void> {
+  const guard = `${p}.takeover`;
+  const me: Lease = { pid: process.pid, pidStart: await processStart(process.pid), stateDir };
+  if (!(await createWhole(guard, JSON.stringify(me)))) {
+    // Another process is taking over; a taker that died in the middle leaves its file, removed here.
+    const g = await readLease(guard);
+    if (typeof g.pid !== 'number' || !(await alive(g.pid, g.pidStart ?? null))) await fs.rm(guard, { force: true });
+    await new Promise((r) => setTimeout(r, 50));
+    return;
+  }
+  try {
+    if ((await fs.readFile(p, 'utf8').catch(() => null)) !== staleText) return; // taken or freed meanwhile
+    // The holder crashed with its profile applied: put its originals back first, or they would be
+    // journalled here as ours. (Its own worker's next start finds no journal then, which is fine.)
+    if (stale.stateDir && stale.stateDir !== stateDir) {
+      const j = await restoreFrom(stale.stateDir);
+      if (j) log?.(`restored sysctl values left by crashed pid ${j.pid} (experiment ${j.experimentId}): ${JSON.stringify(j.original)}`);
+    }
+    const aside = `${p}.${process.pid}.${randomBytes(4).toString('hex')}.stale`;
+    await fs.rename(p, aside).catch(() => {});
+    const moved = await fs.readFile(aside, 'utf8').catch(() => null);
+    if (moved !== null && moved !== staleText) await fs.link(aside, p).catch(() => {});
+    await fs.rm(aside, { force: true });
+  } finally {
+    await fs.rm(guard, { force: true });
   }
 }
 
@@ -231,27 +285,17 @@ export async function acquireLease(stateDir: string, signal?: AbortSignal, log?:
   for (;;) {
     try {
       await fs.mkdir(path.dirname(p), { recursive: true });
-      const fh = await fs.open(p, 'wx', 0o600);
-      try {
-        await fh.writeFile(JSON.stringify(mine));
-      } finally {
-        await fh.close();
-      }
-      return;
+      if (await createWhole(p, JSON.stringify(mine))) return;
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new PermanentError(`cannot create the sysctl lease ${p}: ${(err as Error).message}`);
+      throw new PermanentError(`cannot create the sysctl lease ${p}: ${(err as Error).message}`);
     }
-    const held = await readLease(p);
+    const text = (await fs.readFile(p, 'utf8').catch(() => null));
+    if (text === null) continue; // released between the two calls
+    const held = parseLease(text);
     // Ours already (a restore that failed kept it); another stack in this same process must wait.
     if (held.pid === process.pid && held.stateDir === stateDir) return;
     if (typeof held.pid !== 'number' || !(await alive(held.pid, held.pidStart ?? null))) {
-      // The holder crashed with its profile applied: put its originals back first, or they would be
-      // journalled here as ours. (Its own worker's next start finds no journal then, which is fine.)
-      if (held.stateDir && held.stateDir !== stateDir) {
-        const j = await restoreFrom(held.stateDir);
-        if (j) log?.(`restored sysctl values left by crashed pid ${j.pid} (experiment ${j.experimentId}): ${JSON.stringify(j.original)}`);
-      }
-      await fs.rm(p, { force: true });
+      await takeOver(p, text, held, stateDir, log);
       continue;
     }
     if (!told) log?.(`waiting: kvmq pid ${held.pid} (state ${held.stateDir}) has a sysctl profile applied on this host`);

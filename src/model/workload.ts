@@ -81,6 +81,8 @@ export interface WorkloadPlan {
   command: string[];
   /** Untimed cleanup after the timed command. */
   cleanup: Step[];
+  /** A user's own command (not one of kvmq's workloads): run unprivileged where the driver can. */
+  untrusted?: true;
 }
 
 /**
@@ -137,7 +139,7 @@ export function planWorkload(w: Workload): WorkloadPlan {
       };
     }
     case 'command':
-      return { setup: [], command: w.argv, cleanup: [] };
+      return { setup: [], command: w.argv, cleanup: [], untrusted: true };
   }
 }
 

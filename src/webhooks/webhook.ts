@@ -85,6 +85,33 @@ function v6Groups(addr: string): number[] | null {
   return groups.length === 8 && groups.every((g) => g >= 0 && g <= 0xffff) ? groups : null;
 }
 
+const v4At = (b: number[], i: number[]) => i.map((x) => b[x]!).join('.');
+
+/**
+ * The IPv4 addresses an IPv6 address carries, by the transition scheme its prefix names: IPv4-mapped
+ * (::ffff:0:0/96), NAT64 well-known (64:ff9b::/96) and local-use (64:ff9b:1::/48, at each prefix length
+ * RFC 6052 allows), 6to4 (2002::/16) and Teredo (2001::/32: the server, and the client with its bits
+ * inverted). A packet to such an address ends at the IPv4 one, so that one is judged.
+ */
+export function embeddedIPv4(g: number[]): string[] {
+  const b = g.flatMap((x) => [x >> 8, x & 255]);
+  const zero = (from: number, to: number) => g.slice(from, to).every((x) => x === 0);
+  if (zero(0, 5) && g[5] === 0xffff) return [v4At(b, [12, 13, 14, 15])];
+  if (g[0] === 0x64 && g[1] === 0xff9b && zero(2, 6)) return [v4At(b, [12, 13, 14, 15])];
+  if (g[0] === 0x64 && g[1] === 0xff9b && g[2] === 1) {
+    // The operator picks the prefix length; the layouts whose reserved bits (the u octet, the suffix)
+    // are zero are the ones the address can be, and each of them is judged (all, when none fits).
+    const layouts: [number[], number[]][] = [
+      [[6, 7, 9, 10], [8, 11, 12, 13, 14, 15]], [[7, 9, 10, 11], [8, 12, 13, 14, 15]], [[9, 10, 11, 12], [8, 13, 14, 15]], [[12, 13, 14, 15], []],
+    ];
+    const fit = layouts.filter(([, reserved]) => reserved.every((i) => b[i] === 0));
+    return (fit.length ? fit : layouts).map(([at]) => v4At(b, at));
+  }
+  if (g[0] === 0x2002) return [v4At(b, [2, 3, 4, 5])];
+  if (g[0] === 0x2001 && g[1] === 0) return [v4At(b, [4, 5, 6, 7]), [12, 13, 14, 15].map((i) => b[i]! ^ 255).join('.')];
+  return [];
+}
+
 /** Whether an IP address is one a webhook must not reach (unless private targets are allowed). */
 export function isPrivateAddress(address: string): boolean {
   const ip = address.replace(/^\[|\]$/g, '').replace(/%.*$/, '');
@@ -93,10 +120,8 @@ export function isPrivateAddress(address: string): boolean {
   if (family !== 6) return true; // not an address at all: refuse rather than guess
   const g = v6Groups(ip);
   if (!g) return true;
-  // IPv4-mapped (::ffff:a.b.c.d) and NAT64 (64:ff9b::a.b.c.d) carry an IPv4 address: judge that one.
-  const mapped = g.slice(0, 5).every((x) => x === 0) && g[5] === 0xffff;
-  const nat64 = g[0] === 0x64 && g[1] === 0xff9b && g.slice(2, 6).every((x) => x === 0);
-  if (mapped || nat64) return BLOCKED.check(`${g[6]! >> 8}.${g[6]! & 255}.${g[7]! >> 8}.${g[7]! & 255}`, 'ipv4');
+  const v4 = embeddedIPv4(g);
+  if (v4.length) return v4.some((a) => BLOCKED.check(a, 'ipv4'));
   return BLOCKED.check(ip, 'ipv6');
 }
 
@@ -156,7 +181,10 @@ export function resolveTarget(hostname: string, allowPrivate: boolean): Promise<
 export interface AttemptResult {
   status?: number;
   latencyMs: number;
+  /** What went wrong, in words safe for anyone who can read the owner: no address, no DNS answer. */
   error?: string;
+  /** The full error for the worker's log (may name resolved addresses). */
+  detail?: string;
   forbidden?: boolean;
   retryAfterMs?: number;
 }
@@ -202,10 +230,29 @@ export function sendOnce(req: { url: string; headers: Record<string, string>; bo
         res.on('error', end);
       },
     );
-    const timer = setTimeout(() => r.destroy(new Error(`no answer within ${req.timeoutMs} ms`)), req.timeoutMs);
-    r.on('error', (err) => finish({ latencyMs: latency(), error: err.message, ...(err instanceof ForbiddenTarget ? { forbidden: true } : {}) }));
+    const timer = setTimeout(() => r.destroy(Object.assign(new Error(`no answer within ${req.timeoutMs} ms`), { code: 'KVMQ_TIMEOUT' })), req.timeoutMs);
+    r.on('error', (err) => finish({ latencyMs: latency(), error: publicError(err), detail: err.message, ...(err instanceof ForbiddenTarget ? { forbidden: true } : {}) }));
     r.end(req.body);
   });
+}
+
+/**
+ * A delivery error as API readers see it. Error messages from the resolver and the socket name the
+ * addresses a host name resolved to, which would map the lab's internal network for anyone who can
+ * submit a webhook; only a class of failure and the error code are kept.
+ */
+export function publicError(err: NodeJS.ErrnoException): string {
+  if (err instanceof ForbiddenTarget) return 'the target resolves to a loopback, private or reserved address; set KVMQ_WEBHOOK_ALLOW_PRIVATE=1 to allow it';
+  const code = typeof err.code === 'string' ? err.code : '';
+  if (code === 'KVMQ_TIMEOUT') return err.message;
+  const known: Record<string, string> = {
+    ENOTFOUND: 'the host name does not resolve', EAI_AGAIN: 'the host name does not resolve (temporary failure)', EAI_FAIL: 'the host name does not resolve',
+    ECONNREFUSED: 'connection refused', ECONNRESET: 'connection reset', EPIPE: 'connection reset', ETIMEDOUT: 'connection timed out',
+    EHOSTUNREACH: 'host unreachable', ENETUNREACH: 'network unreachable', ECONNABORTED: 'connection aborted',
+  };
+  if (known[code]) return `${known[code]} (${code})`;
+  if (/^(ERR_TLS|ERR_SSL|CERT_|UNABLE_TO|DEPTH_ZERO|SELF_SIGNED)/.test(code)) return `TLS handshake failed (${code})`;
+  return `delivery failed (${/^[A-Z0-9_]{1,40}$/.test(code) ? code : 'error'})`;
 }
 
 /** The delay before the next attempt: the schedule's entry for it, ±20 % so that retries do not stampede. */
