@@ -3,10 +3,14 @@
 // files; the lease lives in a temporary path so that the machine's own lease is not involved.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { tempDir } from './helpers.ts';
+import { tempDir, requireTool } from './helpers.ts';
+import { DEFAULT_LEASE } from '../src/host/sysctl.ts';
+
+const execFileP = promisify(execFile);
 
 const RACER = `
 import fs from 'node:fs';
@@ -53,4 +57,18 @@ test('processes that all find a crashed holder\'s lease take it one at a time', 
     await assert.rejects(fs.stat(lease), 'released by the last holder');
     assert.deepEqual((await fs.readdir(path.dirname(lease))).filter((f) => f !== 'sysctl.lease'), [], 'no takeover or temporary files left');
   }
+});
+
+test('the compose worker and a worker on the host itself share one lease: same file, same pids, same journal path', { skip: requireTool('docker-compose') }, async () => {
+  const { stdout } = await execFileP('docker-compose', ['-f', 'docker/compose.yaml', 'config'], { env: { ...process.env, KVMQ_API_TOKENS: 'x' } });
+  const worker = stdout.slice(stdout.indexOf('\n  worker:'));
+  const env = (k: string) => new RegExp(`\\n\\s+${k}: (\\S+)`).exec(worker)?.[1];
+  const lease = env('KVMQ_SYSCTL_LEASE');
+  assert.equal(lease, DEFAULT_LEASE, 'the compose worker uses the path a host worker uses by default');
+  const binds = [...worker.matchAll(/\n\s+- (\/[^:\s]+):(\/[^:\s]+)(?::rw)?/g)].map((m) => [m[1], m[2]]);
+  const same = (dir: string) => binds.some(([host, inside]) => host === inside && (dir === inside || dir.startsWith(inside + '/')));
+  assert.ok(same(path.dirname(lease!)), `the lease directory is the host's, at the same path: ${JSON.stringify(binds)}`);
+  const state = env('KVMQ_STATE_DIR')!;
+  assert.ok(same(state), 'the state directory (named in a lease) is a host path at the same path');
+  assert.match(worker, /\n\s+pid: host\n/, 'pids in the lease mean the same process on both sides');
 });

@@ -20,9 +20,12 @@ export function procSys(): string {
 }
 const JOURNAL = 'sysctl-journal.json';
 // One lease per machine, whatever the state directory or Redis: two kvmq processes tuning the same
-// host at once would each journal the other's values as "original" and leave the host changed.
+// host at once would each journal the other's values as "original" and leave the host changed. It
+// lives in a directory of its own, which the compose worker mounts from the host (a bind mount of a
+// single file would not survive the file being replaced).
+export const DEFAULT_LEASE = '/run/kvmq/sysctl.lease';
 export function leasePath(): string {
-  return process.env.KVMQ_SYSCTL_LEASE ?? '/run/kvmq-sysctl.lease';
+  return process.env.KVMQ_SYSCTL_LEASE ?? DEFAULT_LEASE;
 }
 
 type Pair = { ratio: SysctlKey; bytes: SysctlKey };
