@@ -1,7 +1,7 @@
 // The express application: JSON in, JSON or problem+json out. Routes live in their own modules; this
 // file wires parsing, auth, the error handler and the small read-only routes.
 import express, { type NextFunction, type Request, type Response } from 'express';
-import { timingSafeEqual, createHash } from 'node:crypto';
+import { bearerChecker } from '../src/auth.ts';
 import { experimentsRouter, type ApiDeps } from './experiments.ts';
 import { HttpProblem, sendProblem } from './problem.ts';
 import { BUILTIN_PROFILES, SYSCTL_KEYS } from '../src/model/profile.ts';
@@ -38,7 +38,7 @@ export function createApp(deps: ApiDeps): express.Express {
   });
   app.get('/openapi.json', (_req, res) => void res.json(openApiDocument()));
   app.use(dashboardRouter());
-  app.use('/metrics', bearerAuth(deps.config.apiTokens), metricsRouter(deps.store, deps.queues));
+  app.use('/metrics', bearerAuth(deps.config.apiTokens), metricsRouter(deps));
 
   app.use('/v1', rateLimit(deps.config.rateLimit));
   app.use('/v1', bearerAuth(deps.config.apiTokens));
@@ -75,16 +75,10 @@ async function readiness(store: ApiDeps['store']): Promise<string | undefined> {
   }
 }
 
-function bearerAuth(tokens: string[]) {
-  // Hash both sides so the comparison takes the same time whatever the lengths.
-  const digests = tokens.map((t) => createHash('sha256').update(t).digest());
-  return (req: Request, _res: Response, next: NextFunction) => {
-    if (!digests.length) return next();
-    const m = /^Bearer (.+)$/.exec(req.get('authorization') ?? '');
-    const given = createHash('sha256').update(m?.[1] ?? '').digest();
-    const ok = m !== null && digests.some((d) => timingSafeEqual(d, given));
-    next(ok ? undefined : new HttpProblem(401, 'Unauthorized', 'send Authorization: Bearer <token>'));
-  };
+export function bearerAuth(tokens: string[]) {
+  const check = bearerChecker(tokens);
+  return (req: Request, _res: Response, next: NextFunction) =>
+    next(check(req.get('authorization')) ? undefined : new HttpProblem(401, 'Unauthorized', 'send Authorization: Bearer <token>'));
 }
 
 function errorHandler(err: unknown, req: Request, res: Response, _next: NextFunction): void {

@@ -15,6 +15,7 @@ import { enqueue } from '../src/queue/batch.ts';
 import { earliestStart } from '../src/model/window.ts';
 import { fitProblems, type FitProblem } from '../src/model/resources.ts';
 import { listHosts } from '../src/store/registry.ts';
+import type { ProcessMetrics } from '../src/observe/metrics.ts';
 
 export const ListQuery = z.strictObject({
   status: z.enum(STATUSES as [string, ...string[]]).optional(),
@@ -31,6 +32,8 @@ export interface ApiDeps {
   webhooks?: Webhooks;
   /** Recurring schedules (created on demand when absent). */
   schedules?: Schedules;
+  /** This process's metrics (shared with a worker in the same process); made by the API when absent. */
+  metrics?: ProcessMetrics;
 }
 
 /** What a GET shows of a record: never the webhook secret. */

@@ -30,6 +30,8 @@ export interface Config {
   webhookBackoffMs: number[];
   /** How long one webhook attempt may take (KVMQ_WEBHOOK_TIMEOUT_MS). */
   webhookTimeoutMs: number;
+  /** A worker without the API serves its own /metrics on this port (KVMQ_METRICS_PORT; unset: none). */
+  metricsPort: number | undefined;
 }
 
 // Standard Webhooks' suggested schedule after the immediate first attempt: 5 s, 5 min, 30 min, 2 h, 5 h,
@@ -43,6 +45,13 @@ function delays(raw: string | undefined): number[] {
     throw new Error(`KVMQ_WEBHOOK_BACKOFF_MS must be a comma list of up to 50 delays in ms (0 to 7 days), e.g. "5000,300000"; got "${raw}"`);
   }
   return list;
+}
+
+function metricsPort(raw: string | undefined): number | undefined {
+  if (raw === undefined || raw.trim() === '') return undefined;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new Error(`KVMQ_METRICS_PORT must be a port number (0 to 65535), got "${raw}"`);
+  return n;
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
@@ -65,6 +74,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     webhookAllowPrivate: env.KVMQ_WEBHOOK_ALLOW_PRIVATE === '1',
     webhookBackoffMs: delays(env.KVMQ_WEBHOOK_BACKOFF_MS),
     webhookTimeoutMs: Math.max(100, Number(env.KVMQ_WEBHOOK_TIMEOUT_MS ?? 15_000) || 15_000),
+    metricsPort: metricsPort(env.KVMQ_METRICS_PORT),
   };
 }
 

@@ -14,6 +14,7 @@ import type { Config } from '../src/config.ts';
 import { announce, withdraw, HEARTBEAT_MS } from '../src/store/registry.ts';
 import { workerCapabilities } from '../src/run/preflight.ts';
 import { earliestStart } from '../src/model/window.ts';
+import type { ProcessMetrics } from '../src/observe/metrics.ts';
 
 export interface ExperimentWorkerOptions {
   config: Config;
@@ -22,6 +23,8 @@ export interface ExperimentWorkerOptions {
   store: Store;
   drivers: Partial<Record<'host' | 'qemu' | 'docker', GuestDriver>>;
   log: (msg: string) => void;
+  /** This process's metrics: experiments finished by outcome, the one running. */
+  metrics?: ProcessMetrics;
   onFinished?: (id: string) => Promise<void> | void;
 }
 
@@ -83,6 +86,7 @@ export async function startExperimentWorker(opts: ExperimentWorkerOptions): Prom
   const { config, store } = opts;
   // Every line is capped: an error may quote unbounded input or tool output.
   const log = (m: string) => opts.log(capText(m));
+  const outcome = (o: string) => opts.metrics?.experiments.inc({ outcome: o });
   await checkEvictionPolicy(store.redis);
   // A store that cannot take writes (a replica, NOREPLICAS, a full Redis) must not take work.
   await store.probe([config.pool]);
@@ -132,6 +136,7 @@ export async function startExperimentWorker(opts: ExperimentWorkerOptions): Prom
 
     const ac = new AbortController();
     running.set(id, ac);
+    opts.metrics?.running.set(running.size);
     // A cancel published before this job was in `running` would be lost on pub/sub alone.
     if (await store.redis.exists(store.key(CANCEL_CHANNEL, id))) ac.abort(new CancelledError());
     void beat();
@@ -155,6 +160,7 @@ export async function startExperimentWorker(opts: ExperimentWorkerOptions): Prom
       );
       await store.transition(id, ['running'], { status: 'completed', finishedAt: new Date().toISOString() });
       log(`experiment ${id} completed`);
+      outcome('completed');
       await opts.onFinished?.(id);
     } catch (err) {
       if (err instanceof DelayedError) throw err;
@@ -163,12 +169,14 @@ export async function startExperimentWorker(opts: ExperimentWorkerOptions): Prom
         await store.transition(id, ['running'], { status: 'queued' });
         await job.moveToDelayed(Date.now() + 1000, token);
         log(`experiment ${id} handed back to the queue (worker shutting down)`);
+        outcome('handed_back');
         throw new DelayedError();
       }
       const reason = err instanceof Error ? err.message : String(err);
       if (ac.signal.aborted && ac.signal.reason instanceof CancelledError) {
         await store.transition(id, ['running', 'queued', 'scheduled'], { status: 'cancelled', finishedAt: new Date().toISOString(), error: { reason: 'cancelled by request' } });
         log(`experiment ${id} cancelled`);
+        outcome('cancelled');
         await opts.onFinished?.(id);
         return;
       }
@@ -176,15 +184,18 @@ export async function startExperimentWorker(opts: ExperimentWorkerOptions): Prom
       if (last) {
         await store.transition(id, ['running'], { status: 'failed', finishedAt: new Date().toISOString(), error: { reason } });
         log(`experiment ${id} failed: ${reason}`);
+        outcome('failed');
         await opts.onFinished?.(id);
         throw new UnrecoverableError(reason);
       }
       await store.transition(id, ['running'], { status: 'queued', error: { reason: `attempt ${job.attemptsMade + 1} failed, will retry: ${reason}` } });
       log(`experiment ${id} attempt ${job.attemptsMade + 1} failed, will retry: ${reason}`);
+      outcome('retried');
       throw err;
     } finally {
       clearInterval(renew);
       running.delete(id);
+      opts.metrics?.running.set(running.size);
       void beat();
       // Release the host lock only if it is still ours.
       await store.redis.eval(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`, 1, lockKey, id).catch(() => {});

@@ -14,6 +14,8 @@ import { startWebhookWorker } from '../../workers/webhook.ts';
 import { startScheduleWorker } from '../../workers/schedule.ts';
 import { Webhooks } from '../webhooks/webhook.ts';
 import { Schedules } from '../queue/schedule.ts';
+import { ProcessMetrics, serveMetrics } from '../observe/metrics.ts';
+import { bearerChecker } from '../auth.ts';
 
 export interface StackOptions {
   api?: boolean;
@@ -26,6 +28,8 @@ export interface Stack {
   config: Config;
   url: string | undefined;
   redisUrl: string;
+  /** A worker without the API: where its own /metrics is served (KVMQ_METRICS_PORT). */
+  metricsUrl?: string;
   stop(): Promise<void>;
 }
 
@@ -36,6 +40,9 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   const log = opts.log ?? ((m: string) => console.error(`kvmq: ${m}`));
   if (opts.api && !config.apiTokens.length && !LOOPBACK.has(config.host)) {
     throw new Error(`refusing to listen on ${config.host} without KVMQ_API_TOKENS: set tokens, or HOST=127.0.0.1`);
+  }
+  if (!opts.api && config.metricsPort !== undefined && !config.apiTokens.length && !LOOPBACK.has(config.host)) {
+    throw new Error(`refusing to serve metrics on ${config.host} without KVMQ_API_TOKENS: set tokens, or HOST=127.0.0.1`);
   }
   const stops: (() => Promise<unknown>)[] = [];
   const stop = async () => {
@@ -74,6 +81,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     store.onUnreplicated = (what, acked) => log(`redis: ${what} reached ${acked} of ${redis.waitReplicas} replica(s) within 2 s; a failover now could lose it`);
     // Fail at once with a clear message (the Redis named, no password) rather than retrying forever.
     await withDeadline(redis, 60_000, () => store.probe(), store.redis);
+    // One registry for the parts in this process: the API serves it, or a lone worker on its own port.
+    const metrics = new ProcessMetrics();
 
     // The webhook sender and the schedule ticker run wherever experiment workers run (stopped after them).
     const webhooks = new Webhooks(conn('webhooks'), store, config);
@@ -87,7 +96,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       const sw = await startScheduleWorker({ config, connection: conn('schedule-worker'), schedules, log });
       stops.push(() => sw.close());
       const onFinished = (id: string) => webhooks.experimentFinished(id).catch((err) => log(`webhook for ${id} not queued: ${(err as Error).message}`));
-      const w = await startExperimentWorker({ config, connection: conn('worker'), store, drivers: makeDrivers(config.stateDir, { dataDir: config.dataDir, log }), log, onFinished });
+      const w = await startExperimentWorker({ config, connection: conn('worker'), store, drivers: makeDrivers(config.stateDir, { dataDir: config.dataDir, log }), log, metrics, onFinished });
       stops.push(() => w.close());
     }
     let url: string | undefined;
@@ -95,7 +104,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       const queues = new Queues(conn('api-queues'), config.prefix);
       const schedules = new Schedules(conn('api-schedules'), store, queues, config);
       stops.push(() => Promise.all([queues.close(), schedules.close()]));
-      const server = http.createServer(createApp({ store, queues, config, webhooks, schedules }));
+      const server = http.createServer(createApp({ store, queues, config, webhooks, schedules, metrics }));
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
         server.listen(config.port, config.host, () => resolve());
@@ -111,7 +120,14 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
           }),
       );
     }
-    return { config, url, redisUrl, stop };
+    let metricsUrl: string | undefined;
+    if (!opts.api && config.metricsPort !== undefined) {
+      const served = await serveMetrics(metrics.registry, config.metricsPort, config.host, bearerChecker(config.apiTokens));
+      stops.push(served.close);
+      metricsUrl = served.url;
+      log(`metrics on ${metricsUrl}`);
+    }
+    return { config, url, redisUrl, metricsUrl, stop };
   } catch (err) {
     await stop();
     throw err;

@@ -63,7 +63,9 @@ export const CELL_BUCKETS = [0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 7200];
 
 const FIELDS = ['id', 'name', 'status', 'pool', 'spec', 'progress', 'host', 'attempts', 'createdAt', 'startedAt', 'finishedAt', 'error'] as const;
 
-// Compare-and-set on the status field, so a cancel and a worker's start cannot both win.
+// Compare-and-set on the status field, so a cancel and a worker's start cannot both win. The same
+// script moves one count from the old status to the new one in the counts hash (KEYS[2]), so /metrics
+// reads experiments by status in one HGETALL however many experiments are stored.
 const TRANSITION = `
 local cur = redis.call('HGET', KEYS[1], 'status')
 if not cur then return -1 end
@@ -72,6 +74,35 @@ for i = 2, #ARGV do if ARGV[i] == cur then ok = true end end
 if not ok then return 0 end
 local patch = cjson.decode(ARGV[1])
 for k, v in pairs(patch) do redis.call('HSET', KEYS[1], k, v) end
+if patch.status then
+  redis.call('HINCRBY', KEYS[2], cjson.decode(cur), -1)
+  redis.call('HINCRBY', KEYS[2], cjson.decode(patch.status), 1)
+end
+return 1`;
+
+// Delete a record and take it out of its status count, atomically.
+const REMOVE = `
+local cur = redis.call('HGET', KEYS[1], 'status')
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('ZREM', KEYS[5], ARGV[1])
+if cur then redis.call('HINCRBY', KEYS[6], cjson.decode(cur), -1) end
+return cur and 1 or 0`;
+
+// Counts by status for a database written before the counts hash existed: one pass over the index,
+// inside Lua so no transition lands between the read and the write. Runs once (the _init field).
+const BACKFILL_COUNTS = `
+if redis.call('HEXISTS', KEYS[1], '_init') == 1 then return 0 end
+local counts = {}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  local st = redis.call('HGET', ARGV[1] .. id, 'status')
+  if st then
+    local s = cjson.decode(st)
+    counts[s] = (counts[s] or 0) + 1
+  end
+end
+redis.call('DEL', KEYS[1])
+for s, n in pairs(counts) do redis.call('HSET', KEYS[1], s, n) end
+redis.call('HSET', KEYS[1], '_init', 1)
 return 1`;
 
 // One draw from the CSPRNG serves 819 ids: a draw per id cost several microseconds on every submit
@@ -178,6 +209,7 @@ export class Store {
       .multi()
       .hset(exp, encode(rec))
       .zadd(this.poolKey(rec.pool, 'exps'), Date.parse(rec.createdAt), rec.id)
+      .hincrby(this.poolKey(rec.pool, 'counts'), rec.status, 1)
       .exec();
     await this.durable(exp, `experiment ${rec.id}`);
   }
@@ -237,8 +269,9 @@ export class Store {
   /** Move to a new status only from one of `from`; answers whether it happened. */
   async transition(id: string, from: Status[], patch: Partial<ExperimentRecord> & { status: Status }): Promise<boolean> {
     patch = capError(patch);
-    const key = await this.expKey(id, 'exp');
-    const r = await this.redis.eval(TRANSITION, 1, key, JSON.stringify(encode(patch)), ...from.map((s) => JSON.stringify(s)));
+    const pool = await this.poolOf(id);
+    const key = this.poolKey(pool, 'exp', id);
+    const r = await this.redis.eval(TRANSITION, 2, key, this.poolKey(pool, 'counts'), JSON.stringify(encode(patch)), ...from.map((s) => JSON.stringify(s)));
     if (r === 1) {
       if (FINAL.includes(patch.status)) await this.durable(key, `experiment ${id} ${patch.status}`);
       await this.publish({ type: 'status', id, status: patch.status, ...(patch.error ? { error: patch.error } : {}) });
@@ -301,13 +334,29 @@ export class Store {
   async remove(id: string): Promise<void> {
     const pool = await this.poolOf(id);
     const k = (kind: string) => this.poolKey(pool, kind, id);
-    await this.redis
-      .multi()
-      .del(k('exp'), k('cells'), k('profiles'), k('system'))
-      .zrem(this.poolKey(pool, 'exps'), id)
-      .exec();
+    // Deleted and taken out of its status count in one script (every key under the pool's tag).
+    const keys = [k('exp'), k('cells'), k('profiles'), k('system'), this.poolKey(pool, 'exps'), this.poolKey(pool, 'counts')];
+    await this.redis.eval(REMOVE, keys.length, ...keys, id);
     if (pool !== 'default') await this.redis.hdel(this.key('pool-of'), id);
     this.poolCache.delete(id);
+  }
+
+  /**
+   * Experiments by status, kept by create, transition and remove: O(1) in the number stored (one hash
+   * per pool). A pool written before the counts existed is counted once, on the first call.
+   */
+  async countsByStatus(): Promise<Record<Status, number>> {
+    const total = Object.fromEntries(STATUSES.map((s) => [s, 0])) as Record<Status, number>;
+    for (const pool of await this.pools()) {
+      const key = this.poolKey(pool, 'counts');
+      let h = await this.redis.hgetall(key);
+      if (!h._init) {
+        await this.redis.eval(BACKFILL_COUNTS, 2, key, this.poolKey(pool, 'exps'), this.poolKey(pool, 'exp', ''));
+        h = await this.redis.hgetall(key);
+      }
+      for (const s of STATUSES) total[s] += Math.max(0, Number(h[s] ?? 0));
+    }
+    return total;
   }
 }
 
