@@ -4,6 +4,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import Docker from 'dockerode';
+import { Option, type Command } from 'commander';
 import { runArgv } from '../process.ts';
 import { capabilities } from '../host/system.ts';
 import { procSys } from '../host/sysctl.ts';
@@ -89,4 +90,22 @@ export function formatChecks(checks: Check[]): string {
   return checks
     .map((c) => `${c.ok ? 'ok     ' : c.optional ? 'absent ' : 'MISSING'} ${c.name.padEnd(20)} ${c.detail}${c.ok || !c.fix ? '' : `\n        fix: ${c.fix}`}`)
     .join('\n');
+}
+
+export function register(program: Command): void {
+  program
+    .command('doctor')
+    .description('what this host can run, with the fix for each missing piece; exits 1 when the host baseline itself cannot run')
+    .option('--probe-kvm', 'boot one tiny guest to prove KVM works (a nested host can have /dev/kvm and still hang guests)')
+    .addOption(new Option('--format <format>', 'text or json').choices(['text', 'json']))
+    .action(async (opts: { probeKvm?: boolean; format?: 'text' | 'json' }) => {
+      const { loadConfig } = await import('../config.ts');
+      const { systemInfo } = await import('../host/system.ts');
+      const { IMPLEMENTED_DRIVERS } = await import('../guests/drivers.ts');
+      const checks = await runDoctor(loadConfig(), { probeKvm: !!opts.probeKvm, log: (m) => console.error(`kvmq doctor: ${m}`) });
+      if (opts.format === 'json') console.log(JSON.stringify({ system: await systemInfo(), drivers: ['host', ...IMPLEMENTED_DRIVERS], checks }, null, 2));
+      else console.log(formatChecks(checks));
+      // Only what the host baseline itself needs makes doctor fail; an absent driver narrows what runs.
+      if (!checks.every((c) => c.ok || c.optional)) process.exitCode = 1;
+    });
 }
