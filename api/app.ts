@@ -9,6 +9,7 @@ import { PRESETS } from '../src/model/preset.ts';
 import { openApiDocument } from './openapi.ts';
 import { hostsRouter } from './hosts.ts';
 import { metricsRouter } from './metrics.ts';
+import { boardRouter } from './board.ts';
 import { compareRouter } from './compare.ts';
 import { dashboardRouter, chartRouter } from './dashboard.ts';
 import { rateLimit } from './ratelimit.ts';
@@ -39,6 +40,7 @@ export function createApp(deps: ApiDeps): express.Express {
   app.get('/openapi.json', (_req, res) => void res.json(openApiDocument()));
   app.use(dashboardRouter());
   app.use('/metrics', bearerAuth(deps.config.apiTokens), metricsRouter(deps));
+  app.use(boardRouter(deps));
 
   app.use('/v1', rateLimit(deps.config.rateLimit));
   app.use('/v1', bearerAuth(deps.config.apiTokens));
