@@ -213,7 +213,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Readiness (Redis reachable) */
+        /** Readiness (Redis takes a write and a read on kvmq keys) */
         get: operations["getReadyz"];
         put?: never;
         post?: never;
