@@ -2,6 +2,7 @@
 // file wires parsing, auth, the error handler and the small read-only routes.
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { bearerChecker } from '../src/auth.ts';
+import { pinoHttp } from 'pino-http';
 import { experimentsRouter, type ApiDeps } from './experiments.ts';
 import { HttpProblem, sendProblem } from './problem.ts';
 import { BUILTIN_PROFILES, SYSCTL_KEYS } from '../src/model/profile.ts';
@@ -27,6 +28,17 @@ export function createApp(deps: ApiDeps): express.Express {
     res.set({ 'x-content-type-options': 'nosniff', 'referrer-policy': 'no-referrer', 'x-frame-options': 'DENY' });
     next();
   });
+
+  if (deps.logger) {
+    // One line per request when it finishes. Only method, path and status: headers carry tokens and
+    // cookies, and query strings can carry ids a log reader need not see twice.
+    app.use(pinoHttp({
+      logger: deps.logger,
+      customLogLevel: (_req, res, err) => (err || res.statusCode >= 500 ? 'error' : res.statusCode >= 400 ? 'warn' : 'info'),
+      serializers: { req: (req: { id: unknown; method: string; url: string }) => ({ id: req.id, method: req.method, path: req.url.split('?')[0] }), res: (res: { statusCode: number }) => ({ status: res.statusCode }) },
+      autoLogging: { ignore: (req) => req.url === '/healthz' || req.url === '/readyz' },
+    }));
+  }
 
   app.use(browserGuard({ tokens: deps.config.apiTokens.length > 0, allowedHosts: deps.config.allowedHosts }));
 
@@ -95,6 +107,7 @@ function errorHandler(err: unknown, req: Request, res: Response, _next: NextFunc
   if (e.type === 'entity.too.large') return sendProblem(res, new HttpProblem(413, 'Body too large', 'the limit is 1 MiB'), req.originalUrl);
   if (e.type === 'charset.unsupported' || e.type === 'encoding.unsupported') return sendProblem(res, new HttpProblem(415, 'Unsupported encoding', e.message), req.originalUrl);
   if (typeof e.status === 'number' && e.status >= 400 && e.status < 500) return sendProblem(res, new HttpProblem(e.status, 'Bad request', e.message), req.originalUrl);
-  console.error(`api: ${req.method} ${req.originalUrl}:`, err);
+  if (req.log) req.log.error({ err }, 'request failed');
+  else console.error(`api: ${req.method} ${req.originalUrl}:`, err);
   sendProblem(res, new HttpProblem(500, 'Internal error', 'the error is logged on the server'), req.originalUrl);
 }

@@ -16,6 +16,7 @@ import { earliestStart } from '../src/model/window.ts';
 import { fitProblems, type FitProblem } from '../src/model/resources.ts';
 import { listHosts } from '../src/store/registry.ts';
 import type { ProcessMetrics } from '../src/observe/metrics.ts';
+import type { Logger } from '../src/observe/log.ts';
 
 export const ListQuery = z.strictObject({
   status: z.enum(STATUSES as [string, ...string[]]).optional(),
@@ -34,6 +35,8 @@ export interface ApiDeps {
   schedules?: Schedules;
   /** This process's metrics (shared with a worker in the same process); made by the API when absent. */
   metrics?: ProcessMetrics;
+  /** Request lines (pino-http) and the error handler's reports; none when absent. */
+  logger?: Logger;
 }
 
 /** What a GET shows of a record: never the webhook secret. */

@@ -470,7 +470,7 @@ test('a worker killed with SIGKILL leaves the journal; the next worker start res
 
     const w2 = startKvmq('worker', env);
     await waitFor(async () => w2.stderr().includes('taking experiments'), 60_000, 'the second worker to start');
-    assert.match(w2.stderr(), new RegExp(`restored sysctl values left by experiment ${id} \\(pid ${w1.child.pid}, profile paper-tuned\\): .*"vm\\.dirty_ratio":${snapshot['vm.dirty_ratio']}`));
+    assert.match(w2.stderr(), new RegExp(`restored sysctl values left by experiment ${id} \\(pid ${w1.child.pid}, profile paper-tuned\\): .*\\\\?"vm\\.dirty_ratio\\\\?":${snapshot['vm.dirty_ratio']}`));
     assert.equal(await sysctl.readJournal(env.KVMQ_STATE_DIR), null, 'journal cleared');
     assert.deepEqual(await sysctl.readAll(ALL), snapshot, 'the original values are back');
     process.kill(w2.child.pid!, 'SIGTERM');

@@ -15,6 +15,7 @@ import { announce, withdraw, HEARTBEAT_MS } from '../src/store/registry.ts';
 import { workerCapabilities } from '../src/run/preflight.ts';
 import { earliestStart } from '../src/model/window.ts';
 import type { ProcessMetrics } from '../src/observe/metrics.ts';
+import type { Logger } from '../src/observe/log.ts';
 
 export interface ExperimentWorkerOptions {
   config: Config;
@@ -22,7 +23,8 @@ export interface ExperimentWorkerOptions {
   connection: RedisClient;
   store: Store;
   drivers: Partial<Record<'host' | 'qemu' | 'docker', GuestDriver>>;
-  log: (msg: string) => void;
+  /** Bound to host and pool here, and to the experiment for each job. */
+  logger: Logger;
   /** This process's metrics: experiments finished by outcome, the one running. */
   metrics?: ProcessMetrics;
   onFinished?: (id: string) => Promise<void> | void;
@@ -36,13 +38,14 @@ export class CancelledError extends Error {
   }
 }
 
-export async function recoverHost(opts: Pick<ExperimentWorkerOptions, 'config' | 'drivers' | 'log'>): Promise<void> {
+export async function recoverHost(opts: Pick<ExperimentWorkerOptions, 'config' | 'drivers' | 'logger'>): Promise<void> {
+  const log = (m: string) => opts.logger.info(m);
   const { restored: j, liveOwner } = await sysctl.recoverJournal(opts.config.stateDir);
-  if (j) opts.log(`restored sysctl values left by experiment ${j.experimentId} (pid ${j.pid}, profile ${j.profile}): ${JSON.stringify(j.original)}`);
-  if (liveOwner) opts.log(`a sysctl journal in ${opts.config.stateDir} belongs to running pid ${liveOwner}; left to it`);
+  if (j) log(`restored sysctl values left by experiment ${j.experimentId} (pid ${j.pid}, profile ${j.profile}): ${JSON.stringify(j.original)}`);
+  if (liveOwner) log(`a sysctl journal in ${opts.config.stateDir} belongs to running pid ${liveOwner}; left to it`);
   for (const d of Object.values(opts.drivers)) {
     const reaped = await d.reapLeftovers();
-    if (reaped.length) opts.log(`${d.name}: reaped leftovers of a crashed run: ${reaped.join(', ')}`);
+    if (reaped.length) log(`${d.name}: reaped leftovers of a crashed run: ${reaped.join(', ')}`);
   }
 }
 
@@ -84,8 +87,9 @@ export async function migrateLegacyQueue(connection: RedisClient, prefix: string
 
 export async function startExperimentWorker(opts: ExperimentWorkerOptions): Promise<{ worker: Worker; close: () => Promise<void> }> {
   const { config, store } = opts;
+  const logger = opts.logger.child({ host: config.hostId, pool: config.pool });
   // Every line is capped: an error may quote unbounded input or tool output.
-  const log = (m: string) => opts.log(capText(m));
+  const log = (m: string) => logger.info(capText(m));
   const outcome = (o: string) => opts.metrics?.experiments.inc({ outcome: o });
   await checkEvictionPolicy(store.redis);
   // A store that cannot take writes (a replica, NOREPLICAS, a full Redis) must not take work.
@@ -115,6 +119,8 @@ export async function startExperimentWorker(opts: ExperimentWorkerOptions): Prom
 
   const processor = async (job: Job<{ id: string }>, token?: string, signal?: AbortSignal) => {
     const id = job.data.id;
+    const elog = logger.child({ experiment: id });
+    const log = (m: string) => elog.info(capText(m));
     const rec = await store.get(id);
     if (!rec || rec.status === 'cancelled' || rec.status === 'completed') return;
 
@@ -152,7 +158,7 @@ export async function startExperimentWorker(opts: ExperimentWorkerOptions): Prom
       log(`experiment ${id} (${rec.name}) started on ${config.hostId}, attempt ${job.attemptsMade + 1}`);
       await runExperiment(
         {
-          store, drivers: opts.drivers, stateDir: config.stateDir, log: (m) => log(`[${id}] ${m}`),
+          store, drivers: opts.drivers, stateDir: config.stateDir, log, logger: elog,
           onProgress: (p) => job.updateProgress(p), draining: () => draining,
         },
         id,

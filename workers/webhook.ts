@@ -6,6 +6,7 @@ import { Worker, UnrecoverableError, type Job } from 'bullmq';
 import type { RedisClient } from '../src/store/connection.ts';
 import type { Store } from '../src/store/store.ts';
 import type { Config } from '../src/config.ts';
+import type { Logger } from '../src/observe/log.ts';
 import { WEBHOOK_QUEUE, backoffDelay, recordAttempt, sendOnce, sign, targetOf, type DeliveryAttempt, type WebhookJob } from '../src/webhooks/webhook.ts';
 
 /** Carries the delay chosen (and recorded) by the processor to BullMQ's backoff strategy. */
@@ -19,11 +20,12 @@ export interface WebhookWorkerOptions {
   config: Config;
   connection: RedisClient;
   store: Store;
-  log: (msg: string) => void;
+  logger: Logger;
 }
 
 export async function startWebhookWorker(opts: WebhookWorkerOptions): Promise<{ worker: Worker; close: () => Promise<void> }> {
-  const { config, store, log } = opts;
+  const { config, store } = opts;
+  const log = (m: string) => opts.logger.info(m);
 
   const processor = async (job: Job<WebhookJob>) => {
     const { webhookId, owner, type, body, backoffMs } = job.data;

@@ -16,12 +16,16 @@ import { Webhooks } from '../webhooks/webhook.ts';
 import { Schedules } from '../queue/schedule.ts';
 import { ProcessMetrics, serveMetrics } from '../observe/metrics.ts';
 import { bearerChecker } from '../auth.ts';
+import { createLogger, loggerToCallback, type Logger } from '../observe/log.ts';
 
 export interface StackOptions {
   api?: boolean;
   worker?: boolean;
   config?: Config;
+  /** Text lines instead of pino's output (a test's silent sink, the demo's quiet run). */
   log?: (m: string) => void;
+  /** The pino logger for every part (by default one on stderr at KVMQ_LOG_LEVEL, pretty on a terminal). */
+  logger?: Logger;
 }
 
 export interface Stack {
@@ -37,7 +41,8 @@ const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 
 export async function startStack(opts: StackOptions): Promise<Stack> {
   const config = opts.config ?? loadConfig();
-  const log = opts.log ?? ((m: string) => console.error(`kvmq: ${m}`));
+  const logger = opts.logger ?? (opts.log ? loggerToCallback(opts.log) : createLogger());
+  const log = (m: string) => logger.info(m);
   if (opts.api && !config.apiTokens.length && !LOOPBACK.has(config.host)) {
     throw new Error(`refusing to listen on ${config.host} without KVMQ_API_TOKENS: set tokens, or HOST=127.0.0.1`);
   }
@@ -88,15 +93,15 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     const webhooks = new Webhooks(conn('webhooks'), store, config);
     stops.push(() => webhooks.close());
     if (opts.worker) {
-      const ww = await startWebhookWorker({ config, connection: conn('webhook-worker'), store, log });
+      const ww = await startWebhookWorker({ config, connection: conn('webhook-worker'), store, logger });
       stops.push(() => ww.close());
       const poolQueues = new Queues(conn('queues'), config.prefix);
       const schedules = new Schedules(conn('schedules'), store, poolQueues, config);
       stops.push(() => Promise.all([poolQueues.close(), schedules.close()]));
-      const sw = await startScheduleWorker({ config, connection: conn('schedule-worker'), schedules, log });
+      const sw = await startScheduleWorker({ config, connection: conn('schedule-worker'), schedules, logger });
       stops.push(() => sw.close());
       const onFinished = (id: string) => webhooks.experimentFinished(id).catch((err) => log(`webhook for ${id} not queued: ${(err as Error).message}`));
-      const w = await startExperimentWorker({ config, connection: conn('worker'), store, drivers: makeDrivers(config.stateDir, { dataDir: config.dataDir, log }), log, metrics, onFinished });
+      const w = await startExperimentWorker({ config, connection: conn('worker'), store, drivers: makeDrivers(config.stateDir, { dataDir: config.dataDir, log }), logger, metrics, onFinished });
       stops.push(() => w.close());
     }
     let url: string | undefined;
@@ -104,7 +109,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       const queues = new Queues(conn('api-queues'), config.prefix);
       const schedules = new Schedules(conn('api-schedules'), store, queues, config);
       stops.push(() => Promise.all([queues.close(), schedules.close()]));
-      const server = http.createServer(createApp({ store, queues, config, webhooks, schedules, metrics }));
+      const server = http.createServer(createApp({ store, queues, config, webhooks, schedules, metrics, logger }));
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
         server.listen(config.port, config.host, () => resolve());

@@ -11,12 +11,15 @@ import { planWorkload, workloadId } from '../model/workload.ts';
 import { systemInfo } from '../host/system.ts';
 import * as sysctl from '../host/sysctl.ts';
 import { preflight } from './preflight.ts';
+import type { Logger } from '../observe/log.ts';
 
 export interface RunnerDeps {
   store: Store;
   drivers: Partial<Record<'host' | 'qemu' | 'docker', GuestDriver>>;
   stateDir: string;
   log: (msg: string) => void;
+  /** Structured events (a cell stored, with its profile, scenario, workload and repetition bound). */
+  logger?: Logger;
   onProgress?: (p: Progress) => Promise<void> | void;
   /** True once the worker is shutting down and wants the job back after the cell in flight. */
   draining?: () => boolean;
@@ -139,6 +142,7 @@ export async function runExperiment(deps: RunnerDeps, id: string, signal: AbortS
                   finishedAt: new Date().toISOString(),
                 };
                 if (await store.storeCell(id, cell)) progress.done++;
+                deps.logger?.child({ profile: ref.profile, scenario: ref.scenario, workload: ref.workload, repetition: ref.repetition, cell: cellKey(ref) }).info({ seconds: cell.seconds }, 'cell stored');
                 stored.set(cellKey(ref), cell);
                 await report(deps, id, progress);
               }
