@@ -21,7 +21,7 @@ function promtool(text: string): { code: number | null; out: string } {
 }
 
 const spec = parseSpec({ name: 'm', scenarios: [{ id: 'host', guests: 0 }], workloads: [{ kind: 'integer', events: 2000 }], profiles: ['unchanged'], repetitions: 1 });
-const record = (id: string): ExperimentRecord => ({ id, name: 'm', status: 'queued', pool: 'nowhere', spec, progress: { done: 0, total: 1 }, createdAt: new Date().toISOString() });
+const record = (id: string): ExperimentRecord => ({ id, name: 'm', status: 'queued', pool: 'default', spec, progress: { done: 0, total: 1 }, createdAt: new Date().toISOString() });
 
 /** Commands Redis has run so far (INFO commandstats, summed). */
 async function commandsRun(store: Store): Promise<Record<string, number>> {
@@ -82,10 +82,8 @@ test('a scrape runs the same Redis commands with 2,000 experiments stored as wit
       return { total, hget: (after.hget ?? 0) - (before.hget ?? 0), text: r.text };
     };
     const empty = await cost();
-    const pipe = conn.pipeline();
     const ids = Array.from({ length: 2000 }, (_, i) => `zz${i.toString(36).padStart(4, '0')}`);
     for (const id of ids) await store.create(record(id));
-    await pipe.exec();
     const full = await cost();
     assert.equal(full.total, empty.total, `a scrape ran ${empty.total} commands with no experiments and ${full.total} with 2,000`);
     assert.equal(full.hget, 0, 'no experiment record is read by a scrape');
@@ -102,7 +100,7 @@ test('a scrape runs the same Redis commands with 2,000 experiments stored as wit
     assert.match(text, /^kvmq_experiments\{status="running"\} 0$/m);
 
     // A database from before the counts hash: counted once, the same numbers.
-    await conn.del(store.poolKey('nowhere', 'counts'));
+    await conn.del(store.poolKey('default', 'counts'));
     text = (await s.fetchJson('GET', '/metrics')).text;
     assert.match(text, /^kvmq_experiments\{status="queued"\} 1998$/m);
     assert.match(text, /^kvmq_experiments\{status="completed"\} 1$/m);

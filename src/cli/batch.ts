@@ -20,6 +20,9 @@ export function register(program: Command): void {
     .option('--name <name>', 'a name for the batch')
     .option('--wait', 'wait for the batch and print its table; exits 1 unless every experiment completed')
     .action(async (files: string[], opts: BatchOpts) => {
+      // The command line first (a usage error), then the files.
+      const priority = int(opts.priority, '--priority');
+      const window = windowFrom(opts.window, opts.tz);
       const docs = await Promise.all(files.map(readJson));
       const body: any = docs.length === 1 && Array.isArray(docs[0]?.experiments) ? docs[0] : { experiments: docs };
       if (opts.name) body.name = opts.name;
@@ -27,9 +30,7 @@ export function register(program: Command): void {
       if (hook) body.webhook = hook;
       const schedule = { ...(body.schedule ?? {}) };
       if (opts.notBefore) schedule.notBefore = opts.notBefore;
-      const window = windowFrom(opts.window, opts.tz);
       if (window) schedule.window = window;
-      const priority = int(opts.priority, '--priority');
       if (priority !== undefined) schedule.priority = priority;
       if (Object.keys(schedule).length) body.schedule = schedule;
       const client = apiClient();
