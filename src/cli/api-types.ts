@@ -649,7 +649,10 @@ export interface components {
             id?: string;
             /** @description file written before timing, then read once with caches dropped */
             sizeMiB: number;
-            /** @default 1024 */
+            /**
+             * @description dd block size; must divide the size
+             * @default 1024
+             */
             blockKiB: number;
         } | {
             /** @enum {string} */
@@ -1278,6 +1281,18 @@ export interface operations {
                                 root: boolean;
                                 cores: number;
                                 memoryMiB: number;
+                                /** @description MemAvailable when the heartbeat was sent */
+                                memoryAvailableMiB?: number;
+                                /** @description columns this worker runs: host and its guest drivers */
+                                drivers?: string[];
+                                /** @description per column (host, qemu, docker): the disk its scratch files go to */
+                                scratch?: {
+                                    [key: string]: {
+                                        path: string;
+                                        freeBytes: number;
+                                        totalBytes: number;
+                                    };
+                                };
                             };
                         }[];
                     };
