@@ -67,7 +67,7 @@ test('the API refusing a request exits 3 with the problem and its pointers', { s
   await fs.writeFile(file, JSON.stringify({ name: 'x', repetitions: 0 }));
   const bad = await kvmq(['submit', file], env);
   assert.equal(bad.code, 3, bad.err);
-  assert.match(bad.err, /^400 /m);
+  assert.match(bad.err, /^kvmq: 400 /m);
   assert.match(bad.err, /^  \/repetitions: /m);
   const unreadable = await kvmq(['submit', path.join(path.dirname(file), 'absent.json')], env);
   assert.equal(unreadable.code, 5, unreadable.err);
