@@ -7,7 +7,7 @@ import type { RedisClient } from '../src/store/connection.ts';
 import type { Store } from '../src/store/store.ts';
 import type { Config } from '../src/config.ts';
 import type { Logger } from '../src/observe/log.ts';
-import { WEBHOOK_QUEUE, backoffDelay, recordAttempt, sendOnce, sign, targetOf, type DeliveryAttempt, type WebhookJob } from '../src/webhooks/webhook.ts';
+import { WEBHOOK_QUEUE, backoffDelay, deliveries, recordAttempt, sendOnce, sign, targetOf, type DeliveryAttempt, type WebhookJob } from '../src/webhooks/webhook.ts';
 
 /** Carries the delay chosen (and recorded) by the processor to BullMQ's backoff strategy. */
 class RetryLater extends Error {
@@ -35,6 +35,13 @@ export async function startWebhookWorker(opts: WebhookWorkerOptions): Promise<{ 
     if (!target) {
       log(`webhook ${webhookId}: ${owner.kind} ${owner.id} has no webhook any more; dropped`);
       return;
+    }
+    // A worker killed after the receiver's 2xx was recorded, but before the queue marked the job done,
+    // leaves it to be run again: the record says it arrived, so it is not sent a second time. (Killed
+    // between the 2xx and the record, it is: delivery is at least once, and the id stays the same.)
+    if ((await deliveries(store, owner.id)).some((d) => d.webhookId === webhookId && d.outcome === 'delivered')) {
+      log(`webhook ${webhookId}: already delivered; not sent again`);
+      return { status: 'already delivered', attempt };
     }
     // The timestamp is this attempt's (receivers reject stale ones); the id and body stay the same.
     const timestamp = Math.floor(Date.now() / 1000);
