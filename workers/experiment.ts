@@ -156,14 +156,23 @@ export async function startExperimentWorker(opts: ExperimentWorkerOptions): Prom
       });
       if (!started) return; // cancelled between the queue and here
       log(`experiment ${id} (${rec.name}) started on ${config.hostId}, attempt ${job.attemptsMade + 1}`);
-      await runExperiment(
-        {
-          store, drivers: opts.drivers, stateDir: config.stateDir, log, logger: elog,
-          onProgress: (p) => job.updateProgress(p), draining: () => draining,
-        },
-        id,
-        ac.signal,
-      );
+      const run = () =>
+        runExperiment(
+          {
+            store, drivers: opts.drivers, stateDir: config.stateDir, log, logger: elog,
+            onProgress: (p) => job.updateProgress(p), draining: () => draining,
+          },
+          id,
+          ac.signal,
+        );
+      store.takeUnreplicated(id);
+      await run();
+      // A cell that no replica acknowledged is gone if a failover came meanwhile: read the cells again
+      // (from whichever master holds them now) and run what is missing; stored cells are skipped.
+      if (store.takeUnreplicated(id)) {
+        log(`experiment ${id}: some results reached no replica in time; running any cell a failover lost`);
+        await run();
+      }
       await store.transition(id, ['running'], { status: 'completed', finishedAt: new Date().toISOString() });
       log(`experiment ${id} completed`);
       outcome('completed');

@@ -135,6 +135,8 @@ export class Store {
   waitReplicas = 0;
   /** Called when WAIT saw fewer replicas than asked: the write stands, but a failover now could lose it. */
   onUnreplicated?: (what: string, acked: number) => void;
+  /** Experiments with such writes since the last takeUnreplicated (the worker checks them again). */
+  private unreplicated = new Set<string>();
 
   constructor(readonly redis: RedisClient, readonly prefix = '{kvmq}') {}
 
@@ -171,11 +173,19 @@ export class Store {
    * Wait for replicas to hold what this connection wrote (WAIT), when configured. Sent in one pipeline
    * with a key of the slot written, so on a Cluster it reaches the node that took the write.
    */
-  private async durable(key: string, what: string): Promise<void> {
+  private async durable(key: string, id: string, what: string): Promise<void> {
     if (this.waitReplicas <= 0) return;
     const r = await this.redis.pipeline().exists(key).call('WAIT', String(this.waitReplicas), '2000').exec();
     const acked = Number(r?.[1]?.[1] ?? 0);
-    if (acked < this.waitReplicas) this.onUnreplicated?.(what, acked);
+    if (acked < this.waitReplicas) {
+      this.unreplicated.add(id);
+      this.onUnreplicated?.(what, acked);
+    }
+  }
+
+  /** Whether a write of this experiment reached fewer replicas than asked since the last call. */
+  takeUnreplicated(id: string): boolean {
+    return this.unreplicated.delete(id);
   }
 
   /**
@@ -211,7 +221,7 @@ export class Store {
       .zadd(this.poolKey(rec.pool, 'exps'), Date.parse(rec.createdAt), rec.id)
       .hincrby(this.poolKey(rec.pool, 'counts'), rec.status, 1)
       .exec();
-    await this.durable(exp, `experiment ${rec.id}`);
+    await this.durable(exp, rec.id, `experiment ${rec.id}`);
   }
 
   async get(id: string): Promise<ExperimentRecord | null> {
@@ -273,7 +283,7 @@ export class Store {
     const key = this.poolKey(pool, 'exp', id);
     const r = await this.redis.eval(TRANSITION, 2, key, this.poolKey(pool, 'counts'), JSON.stringify(encode(patch)), ...from.map((s) => JSON.stringify(s)));
     if (r === 1) {
-      if (FINAL.includes(patch.status)) await this.durable(key, `experiment ${id} ${patch.status}`);
+      if (FINAL.includes(patch.status)) await this.durable(key, id, `experiment ${id} ${patch.status}`);
       await this.publish({ type: 'status', id, status: patch.status, ...(patch.error ? { error: patch.error } : {}) });
     }
     return r === 1;
@@ -283,7 +293,7 @@ export class Store {
   async storeCell(id: string, cell: Cell): Promise<boolean> {
     const key = await this.expKey(id, 'cells');
     const fresh = await this.redis.hsetnx(key, cellKey(cell), JSON.stringify(cell));
-    await this.durable(key, `a cell of experiment ${id}`);
+    await this.durable(key, id, `a cell of experiment ${id}`);
     if (fresh === 1) {
       const m = this.redis.multi().hincrby(this.key('metrics'), 'cells', 1).hincrbyfloat(this.key('metrics'), 'cell_seconds_sum', cell.seconds);
       for (const b of CELL_BUCKETS) if (cell.seconds <= b) m.hincrby(this.key('metrics'), `cell_le_${b}`, 1);
