@@ -207,14 +207,16 @@ async function brokenTree(script: string): Promise<{ dir: string; hash: string }
   return { dir, hash: `broken-${Buffer.from(script).toString('hex').slice(0, 24)}` };
 }
 
-for (const [what, script, expect] of [
-  ['an agent that exits at once', 'echo "agent: crashed on purpose" >&2; exit 3', /exited: agent: crashed on purpose/],
-  ['an agent that never says ready', 'exec /bin/busybox sleep 1000', /no "ready" from every agent within 3 s/],
-  ['an agent that prints garbage', 'while :; do echo "garbage {"; /bin/busybox sleep 0.2; done', /no "ready" from every agent within 3 s/],
+// readyMs: the deadline; a channel that fails fast (garbage, another version) says so long before it.
+for (const [what, script, expect, readyMs] of [
+  ['an agent that exits at once', 'echo "agent: crashed on purpose" >&2; exit 3', /exited: agent: crashed on purpose/, 3000],
+  ['an agent that never says ready', 'exec /bin/busybox sleep 1000', /no "ready" from every agent within 3 s/, 3000],
+  ['an agent that prints garbage', 'while :; do echo "garbage {"; /bin/busybox sleep 0.2; done', /not the agent protocol: "garbage \{"/, 600_000],
+  ['an agent of another protocol version', 'while :; do echo \'{"v":2,"op":"ready"}\'; /bin/busybox sleep 0.2; done', /protocol version 2, this host speaks 1/, 600_000],
 ] as const) {
   test(`${what}: the boot fails with the reason and removes its containers`, { skip, timeout: 120_000 }, async () => {
     const tree = await brokenTree(script);
-    const d = new DockerDriver(tree.dir, { rootTree: async () => tree, readyMs: 3000 });
+    const d = new DockerDriver(tree.dir, { rootTree: async () => tree, readyMs });
     const experimentId = `broken${process.pid}${Date.now()}`;
     const started = Date.now();
     await assert.rejects(
@@ -234,3 +236,29 @@ for (const [what, script, expect] of [
     await docker.getImage(`kvmq-guest:${tree.hash}`).remove({ force: true }).catch(() => {});
   });
 }
+
+test('a command that fails inside a container is a permanent error, as in a VM', { skip, timeout: 120_000 }, async () => {
+  // An agent that says ready, then answers its first request (prepare, id 1) with an error.
+  const tree = await brokenTree(`echo '{"v":1,"op":"ready","protocol":1}'; read line; echo '{"v":1,"op":"error","id":1,"message":"setup step sysbench exited with 1"}'; exec /bin/busybox sleep 1000`);
+  const d = new DockerDriver(tree.dir, { rootTree: async () => tree, readyMs: 60_000 });
+  const experimentId = `failing${process.pid}${Date.now()}`;
+  const booted = await d.boot({
+    experimentId,
+    scenario: { id: 'guest1', guests: 1, loaded: 1 },
+    guest: { memoryMiB: 64, vcpus: 1, cpuset: '0', accel: 'auto', diskCache: 'none' },
+    workloads: [],
+    signal: new AbortController().signal,
+    log: () => {},
+  });
+  try {
+    await assert.rejects(
+      booted.run({ setup: [], command: ['sysbench'], cleanup: [] }, 1, new AbortController().signal),
+      (err: Error) => (err instanceof PermanentError && /sysbench exited with 1/.test(err.message)) || assert.fail(err.message),
+    );
+  } finally {
+    await booted.shutdown();
+  }
+  assert.deepEqual(await leftovers(experimentId), []);
+  await fs.rm(tree.dir, { recursive: true, force: true });
+  await docker.getImage(`kvmq-guest:${tree.hash}`).remove({ force: true }).catch(() => {});
+});

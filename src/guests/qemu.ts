@@ -1,8 +1,7 @@
 // The qemu guest driver: one QEMU process per guest, booted from the kvmq image (image.ts) with the
 // spec's memory, vCPUs, CPU pinning, disk cache mode and accelerator. Each guest gets its own ext4
 // scratch disk made on the host, a console log file, and the agent channel on its second UART, which
-// QEMU exposes as a unix socket. The start barrier: every loaded guest is prepared, then all of them
-// are told "go" in one loop, and each times its own workload.
+// QEMU exposes as a unix socket. The ready wait and the start barrier are barrier.ts's.
 import fs from 'node:fs/promises';
 import fsSync from 'node:fs';
 import os from 'node:os';
@@ -18,8 +17,8 @@ import { guestDiskMiB } from '../model/resources.ts';
 import type { Workload, WorkloadPlan } from '../model/workload.ts';
 import type { SysctlValues } from '../model/profile.ts';
 import { buildImage, type GuestImage } from './image.ts';
-import { AgentChannel, AgentError, AgentReplyError } from './agent/channel.ts';
-import { abortError } from '../process.ts';
+import { AgentChannel, AgentError } from './agent/channel.ts';
+import { runBehindBarrier, withinDeadline } from './barrier.ts';
 
 const execFileP = promisify(execFile);
 
@@ -259,19 +258,6 @@ export class QemuDriver implements GuestDriver {
     const { started, sock } = guest;
     const end = started + deadlineMs;
     const why = () => guest.why;
-    let timer: NodeJS.Timeout | undefined;
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        reject(new AgentError(`${guest.name}: the agent was not ready within ${Math.round(deadlineMs / 1000)} s; console: ${lastLines(tail(guest.console), 4) || '(empty)'}`));
-      }, Math.max(0, end - Date.now()));
-    });
-    // The listener is removed once the wait is over: an experiment boots many guests on one signal.
-    let onAbort: (() => void) | undefined;
-    const aborted = new Promise<never>((_, reject) => {
-      if (signal.aborted) reject(abortError(signal));
-      onAbort = () => reject(abortError(signal));
-      signal.addEventListener('abort', onAbort, { once: true });
-    });
     const attach = (async () => {
       // QEMU creates the socket a moment after it starts; connect as soon as it is there.
       for (;;) {
@@ -300,13 +286,9 @@ export class QemuDriver implements GuestDriver {
       await guest.channel!.waitReady();
       guest.bootSeconds = (Date.now() - started) / 1000;
     })();
-    attach.catch(() => {});
-    try {
-      await Promise.race([attach, deadline, aborted]);
-    } finally {
-      clearTimeout(timer);
-      if (onAbort) signal.removeEventListener('abort', onAbort);
-    }
+    await withinDeadline(attach, end - Date.now(), signal, () =>
+      new AgentError(`${guest.name}: the agent was not ready within ${Math.round(deadlineMs / 1000)} s; console: ${lastLines(tail(guest.console), 4) || '(empty)'}`),
+    );
   }
 
   /** Ask each guest to power off, then make sure: whatever still runs after a grace period is killed. */
@@ -371,45 +353,15 @@ export class QemuDriver implements GuestDriver {
       throw err;
     }
 
-    const channelOf = (x: Guest): AgentChannel => {
-      const c = x.channel!;
-      if (c.failed) throw c.failed;
-      return c;
-    };
-    // An agent's own error (a command that fails in the guest) repeats on a retry; a lost guest may not.
-    const permanent = (err: unknown): never => {
-      if (err instanceof AgentReplyError) throw new PermanentError(err.message);
-      throw err;
-    };
-
+    // Agent errors (a command that fails in the guest) are PermanentErrors from the channel: a retry repeats them.
+    const booted = guests.map((x) => ({ name: x.name, channel: x.channel! }));
     return {
       bootSeconds: guests.map((x) => Number(x.bootSeconds!.toFixed(3))),
       accel,
-      run: async (plan: WorkloadPlan, loaded: number, runSignal: AbortSignal) => {
-        if (loaded < 1 || loaded > guests.length) throw new PermanentError(`cannot load ${loaded} of ${guests.length} guests`);
-        const targets = guests.slice(0, loaded);
-        try {
-          await Promise.all(targets.map((x) => channelOf(x).request('prepare', { setup: plan.setup, command: plan.command }, { signal: runSignal })));
-          runSignal.throwIfAborted();
-          // The barrier: every loaded guest is prepared; "go" goes to all of them in one synchronous loop.
-          const results = targets.map((x) => channelOf(x).request('go', {}, { signal: runSignal }));
-          const replies = await Promise.all(results);
-          if (plan.cleanup.length) await Promise.all(targets.map((x) => channelOf(x).request('steps', { steps: plan.cleanup }, { signal: runSignal })));
-          return replies.map((r, i) => {
-            if (typeof r.seconds !== 'number' || !Number.isFinite(r.seconds)) throw new Error(`${targets[i]!.name}: the agent's result has no seconds`);
-            return r.seconds;
-          });
-        } catch (err) {
-          return permanent(err);
-        }
-      },
+      run: (plan: WorkloadPlan, loaded: number, runSignal: AbortSignal) => runBehindBarrier(booted, loaded, plan, runSignal),
       applySysctl: async (values: SysctlValues) => {
-        try {
-          const replies = await Promise.all(guests.map((x) => channelOf(x).request('sysctl', { values }, { timeoutMs: 30_000, signal })));
-          return replies.map((r) => r.readBack ?? {});
-        } catch (err) {
-          return permanent(err);
-        }
+        const replies = await Promise.all(booted.map((x) => x.channel.request('sysctl', { values }, { timeoutMs: 30_000, signal })));
+        return replies.map((r) => r.readBack ?? {});
       },
       shutdown,
     };
