@@ -14,7 +14,7 @@ import Docker from 'dockerode';
 import type { BootRequest, BootedScenario, DriverProbe, GuestDriver } from './guest.ts';
 import { PermanentError } from '../errors.ts';
 import { runStep } from './host.ts';
-import { abortError } from '../process.ts';
+import { abortError, ownerAlive, processStart } from '../process.ts';
 import { toolVersions } from '../host/system.ts';
 import { buildRootTree, AGENT_PATH, SCRATCH_PATH } from './rootfs.ts';
 import { AgentChannel, AgentError } from './agent/channel.ts';
@@ -34,20 +34,12 @@ const READY_MS = 60_000;
  * of other hostnames belong to other workers on the same engine (a compose worker next to a host one)
  * and are never touched.
  */
-function processStart(pid: number): string | undefined {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
-  } catch {
-    return undefined;
-  }
-}
-const OWNER = `${os.hostname()}:${process.pid}:${processStart(process.pid) ?? '0'}`;
+const OWNER = `${os.hostname()}:${process.pid}:${processStart(process.pid) ?? 0}`;
 
 function isLeftover(owner: string | undefined): boolean {
   const [host, pid, start] = (owner ?? '').split(':');
   if (host !== os.hostname() || !pid) return false;
-  return processStart(Number(pid)) !== start;
+  return !ownerAlive(Number(pid), Number(start));
 }
 
 function deadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {

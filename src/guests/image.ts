@@ -10,7 +10,7 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import { spawn, execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { buildRootTree, AGENT_PATH, SCRATCH_PATH, type RootTree } from './rootfs.ts';
+import { buildRootTree, sha256File, AGENT_PATH, SCRATCH_PATH, type RootTree } from './rootfs.ts';
 import { PermanentError } from '../errors.ts';
 
 const execFileP = promisify(execFile);
@@ -54,13 +54,6 @@ export function imageCacheDir(dataDir: string, env: NodeJS.ProcessEnv = process.
 }
 
 const exists = (p: string) => fs.access(p).then(() => true, () => false);
-
-async function sha256File(p: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const h = crypto.createHash('sha256');
-    fsSync.createReadStream(p).on('error', reject).on('data', (b) => h.update(b)).on('end', () => resolve(h.digest('hex')));
-  });
-}
 
 /** The release string a bzImage carries in its setup header (so a bare kernel file names its modules). */
 export async function bzImageVersion(file: string): Promise<string | undefined> {

@@ -19,6 +19,7 @@ import type { SysctlValues } from '../model/profile.ts';
 import { buildImage, type GuestImage } from './image.ts';
 import { AgentChannel, AgentError } from './agent/channel.ts';
 import { runBehindBarrier, withinDeadline } from './barrier.ts';
+import { ownerAlive } from '../process.ts';
 
 const execFileP = promisify(execFile);
 
@@ -86,15 +87,6 @@ function tail(file: string, bytes = 1500): string {
 
 function lastLines(s: string, n: number): string {
   return s.split('\n').filter((l) => l.trim()).slice(-n).join(' | ');
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 export class QemuDriver implements GuestDriver {
@@ -385,11 +377,11 @@ export class QemuDriver implements GuestDriver {
       const dir = path.join(this.runRoot, r);
       const owner = Number(await fs.readFile(path.join(dir, 'owner'), 'utf8').catch(() => '0'));
       // A run whose worker still lives belongs to another worker process on this host.
-      if (owner && owner !== process.pid && alive(owner)) continue;
+      if (owner && owner !== process.pid && ownerAlive(owner, null)) continue;
       const files = await fs.readdir(dir).catch(() => [] as string[]);
       for (const f of files.filter((x) => x.endsWith('.pid'))) {
         const pid = Number(await fs.readFile(path.join(dir, f), 'utf8').catch(() => '0'));
-        if (!pid || !alive(pid)) continue;
+        if (!pid || !ownerAlive(pid, null)) continue;
         // Only a QEMU started for this run: a recycled pid belongs to someone else.
         const cmdline = await fs.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
         if (!cmdline.includes(dir)) continue;
@@ -398,7 +390,7 @@ export class QemuDriver implements GuestDriver {
         } catch {
           /* gone */
         }
-        for (let i = 0; i < 100 && alive(pid); i++) await sleep(50);
+        for (let i = 0; i < 100 && ownerAlive(pid, null); i++) await sleep(50);
         reaped.push(`qemu pid ${pid}`);
       }
       await fs.rm(dir, { recursive: true, force: true });

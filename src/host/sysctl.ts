@@ -12,6 +12,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { SYSCTL_KEYS, type SysctlKey, type SysctlValues } from '../model/profile.ts';
 import { PermanentError } from '../errors.ts';
+import { ownerAlive, processStart } from '../process.ts';
 
 /** Where sysctl files live; KVMQ_PROC_SYS points elsewhere only to test a read-only /proc/sys. */
 export function procSys(): string {
@@ -135,20 +136,6 @@ export async function readThresholds(): Promise<Thresholds | undefined> {
   return Number.isFinite(t.dirtyPages) && Number.isFinite(t.backgroundPages) ? t : undefined;
 }
 
-/** Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat), or null. */
-async function processStart(pid: number): Promise<number | null> {
-  const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => null);
-  if (!stat) return null;
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return Number(fields[19]);
-}
-
-/** Is the process that wrote a journal or lease still the same running process? */
-async function alive(pid: number, start: number | null): Promise<boolean> {
-  const now = await processStart(pid);
-  return now !== null && (start === null || now === start);
-}
-
 // Within a process the operations are serialized, so a restore on SIGTERM can never interleave with an
 // apply that is halfway through; after shutdown() nothing more is applied.
 let chain: Promise<unknown> = Promise.resolve();
@@ -226,7 +213,7 @@ async function readLease(p: string): Promise<Partial<Lease>> {
 /** Take the machine-wide lease, waiting while another live process holds it. */
 export async function acquireLease(stateDir: string, signal?: AbortSignal, log?: (m: string) => void): Promise<void> {
   const p = leasePath();
-  const mine: Lease = { pid: process.pid, pidStart: await processStart(process.pid), stateDir };
+  const mine: Lease = { pid: process.pid, pidStart: processStart(process.pid), stateDir };
   let told = false;
   for (;;) {
     try {
@@ -244,7 +231,7 @@ export async function acquireLease(stateDir: string, signal?: AbortSignal, log?:
     const held = await readLease(p);
     // Ours already (a restore that failed kept it); another stack in this same process must wait.
     if (held.pid === process.pid && held.stateDir === stateDir) return;
-    if (typeof held.pid !== 'number' || !(await alive(held.pid, held.pidStart ?? null))) {
+    if (typeof held.pid !== 'number' || !ownerAlive(held.pid, held.pidStart ?? null)) {
       // The holder crashed with its profile applied: put its originals back first, or they would be
       // journalled here as ours. (Its own worker's next start finds no journal then, which is fine.)
       if (held.stateDir && held.stateDir !== stateDir) {
@@ -266,7 +253,7 @@ export async function releaseLease(stateDir: string): Promise<void> {
   const held = await readLease(p);
   if (typeof held.pid !== 'number') return;
   const mine = held.pid === process.pid && held.stateDir === stateDir;
-  if (mine || (held.pid !== process.pid && !(await alive(held.pid, held.pidStart ?? null)))) await fs.rm(p, { force: true });
+  if (mine || (held.pid !== process.pid && !ownerAlive(held.pid, held.pidStart ?? null))) await fs.rm(p, { force: true });
 }
 
 /**
@@ -342,7 +329,7 @@ export function applyProfile(
     const prior = await readJournal(stateDir);
     const original = { ...before, ...(prior?.original ?? {}) };
     await writeJournal(stateDir, {
-      version: 1, pid: process.pid, pidStart: await processStart(process.pid),
+      version: 1, pid: process.pid, pidStart: processStart(process.pid),
       experimentId: ctx.experimentId, profile: ctx.profile, createdAt: new Date().toISOString(), original,
     });
     await writeValues(values);
@@ -410,7 +397,7 @@ async function restoreFrom(stateDir: string): Promise<Journal | null> {
 export async function recoverJournal(stateDir: string): Promise<{ restored: Journal | null; liveOwner?: number }> {
   const j = await readJournal(stateDir);
   if (!j) return { restored: null };
-  if (j.pid !== process.pid && (await alive(j.pid, j.pidStart ?? null))) return { restored: null, liveOwner: j.pid };
+  if (j.pid !== process.pid && ownerAlive(j.pid, j.pidStart ?? null)) return { restored: null, liveOwner: j.pid };
   return { restored: await restoreHost(stateDir) };
 }
 
