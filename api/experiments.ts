@@ -1,7 +1,7 @@
 // /v1/experiments: submit, list, read, results, live events, cancel.
 import { Router, type Request, type Response } from 'express';
 import { z } from '../src/model/zod.ts';
-import { SpecInputSchema, normalizeSpec, type Spec } from '../src/model/spec.ts';
+import { SpecInputSchema, normalizeSpec, redactWebhook, type Spec } from '../src/model/spec.ts';
 import { Store, STATUSES, FINAL, type ExperimentRecord } from '../src/store/store.ts';
 import type { Queues } from '../src/queue/queue.ts';
 import { buildResults, toCsv, toMarkdown } from '../src/results/report.ts';
@@ -11,12 +11,11 @@ import { HttpProblem, validationProblem, type ProblemItem } from './problem.ts';
 import type { Config } from '../src/config.ts';
 import { urlProblem, type Webhooks } from '../src/webhooks/webhook.ts';
 import type { Schedules } from '../src/queue/schedule.ts';
-import { enqueue } from '../src/queue/batch.ts';
-import { earliestStart } from '../src/model/window.ts';
 import { fitProblems, type FitProblem } from '../src/model/resources.ts';
 import { listHosts } from '../src/store/registry.ts';
 import type { ProcessMetrics } from '../src/observe/metrics.ts';
 import type { Logger } from '../src/observe/log.ts';
+import { newRecord, submit } from '../src/queue/submit.ts';
 
 export const ListQuery = z.strictObject({
   status: z.enum(STATUSES as [string, ...string[]]).optional(),
@@ -45,13 +44,9 @@ export function view(rec: ExperimentRecord) {
   const { spec, ...rest } = rec;
   return {
     ...rest,
-    spec: redact(spec),
+    spec: redactWebhook(spec),
     links: { self: base, results: `${base}/results`, events: `${base}/events`, deliveries: `${base}/deliveries` },
   };
-}
-
-function redact(spec: Spec): Spec {
-  return spec.webhook ? { ...spec, webhook: { url: spec.webhook.url, ...(spec.webhook.secret ? { secret: '(set)' } : {}) } } : spec;
 }
 
 /** Checks that need more than the shape of the spec: what this build and this deployment allow. */
@@ -119,26 +114,10 @@ export function experimentsRouter(deps: ApiDeps): Router {
     if (!problems.length) problems.push(...(await poolProblems(store, spec)));
     if (problems.length) throw new HttpProblem(400, 'Experiment cannot run here', problems.map((p) => `${p.pointer}: ${p.detail}`).join('; '), problems);
 
-    const now = new Date();
     // notBefore, or the next opening of its nightly window: until then it waits as scheduled.
-    const later = earliestStart(spec.schedule, now.getTime()) > now.getTime();
-    const rec: ExperimentRecord = {
-      id: Store.newId(),
-      name: spec.name,
-      status: later ? 'scheduled' : 'queued',
-      pool: spec.pool,
-      spec,
-      progress: { done: 0, total: expandCells(spec).length },
-      createdAt: now.toISOString(),
-    };
-    await store.create(rec);
-    try {
-      await enqueue(queues, rec, now.getTime());
-    } catch (err) {
-      // Nothing half-made stays behind: without its job the record would wait forever.
-      await store.remove(rec.id).catch(() => {});
-      throw err;
-    }
+    const now = Date.now();
+    const rec = newRecord(spec, now);
+    await submit(store, queues, rec, now);
     const v = view(rec);
     res.status(202).location(v.links.self).json({ id: rec.id, status: rec.status, links: v.links });
   });

@@ -68,6 +68,11 @@ export const WebhookSchema = z
   })
   .openapi('Webhook');
 
+/** How a webhook is shown by any GET (experiment, batch, schedule): the URL, and only whether a secret is set. */
+export function redactWebhook<T extends { webhook?: { url: string; secret?: string } }>(o: T): T {
+  return o.webhook ? { ...o, webhook: { url: o.webhook.url, ...(o.webhook.secret ? { secret: '(set)' } : {}) } } : o;
+}
+
 export const ScheduleSchema = z
   .strictObject({
     notBefore: z.iso.datetime({ offset: true }).optional().describe('do not start before this instant'),

@@ -5,13 +5,12 @@
 import { Queue, getNextMillis } from 'bullmq';
 import type { RedisClient } from '../store/connection.ts';
 import { z } from '../model/zod.ts';
-import { SpecInputSchema, type Spec } from '../model/spec.ts';
+import { SpecInputSchema, redactWebhook, type Spec } from '../model/spec.ts';
 import { Store } from '../store/store.ts';
 import type { Queues } from './queue.ts';
 import type { Config } from '../config.ts';
 import { TimeZoneSchema, isTimeZone } from '../model/window.ts';
-import { enqueue, newRecord } from './batch.ts';
-import { redactWebhook } from '../webhooks/webhook.ts';
+import { newRecord, submit } from './submit.ts';
 
 export const SCHEDULE_QUEUE = 'schedules';
 
@@ -129,11 +128,9 @@ export class Schedules {
     const rec = newRecord(sched.spec, now);
     const fresh = await this.store.redis.set(this.store.key('schedtick', tickId), rec.id, 'EX', 30 * 86_400, 'NX');
     if (!fresh) return (await this.store.redis.get(this.store.key('schedtick', tickId))) ?? undefined;
-    await this.store.create(rec);
     try {
-      await enqueue(this.queues, rec, now);
+      await submit(this.store, this.queues, rec, now);
     } catch (err) {
-      await this.store.remove(rec.id).catch(() => {});
       await this.store.redis.del(this.store.key('schedtick', tickId)).catch(() => {});
       throw err;
     }
