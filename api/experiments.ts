@@ -16,6 +16,7 @@ import { listHosts } from '../src/store/registry.ts';
 import type { ProcessMetrics } from '../src/observe/metrics.ts';
 import type { Logger } from '../src/observe/log.ts';
 import { newRecord, submit } from '../src/queue/submit.ts';
+import { cancel } from '../src/queue/cancel.ts';
 
 export const ListQuery = z.strictObject({
   status: z.enum(STATUSES as [string, ...string[]]).optional(),
@@ -175,24 +176,11 @@ export function experimentsRouter(deps: ApiDeps): Router {
   r.delete('/:id', async (req, res) => {
     const rec = await load(req);
     if (FINAL.includes(rec.status)) throw new HttpProblem(409, 'Experiment already finished', `experiment ${rec.id} is ${rec.status}`);
-    const job = await queues.get(rec.pool).getJob(rec.id);
-    const state = job ? await job.getState() : 'unknown';
-    if (state !== 'active') {
-      // Waiting, delayed or prioritized: take it out of the queue; if a worker grabbed it meanwhile,
-      // remove() refuses and the worker is asked instead.
-      const removed = job ? await job.remove().then(() => true, () => false) : true;
-      if (removed) {
-        await store.transition(rec.id, ['queued', 'scheduled'], { status: 'cancelled', finishedAt: new Date().toISOString(), error: { reason: 'cancelled by request' } });
-        const now = await store.get(rec.id);
-        if (now?.status === 'cancelled') {
-          await deps.webhooks?.experimentFinished(now.id);
-          return void res.status(200).json(view(now));
-        }
-      }
+    const cancelled = await cancel(store, queues, rec);
+    if (cancelled) {
+      await deps.webhooks?.experimentFinished(cancelled.id);
+      return void res.status(200).json(view(cancelled));
     }
-    // The flag covers a worker that takes the job after this publish; the message reaches one that holds it.
-    await store.redis.set(store.key('cancel', rec.id), '1', 'EX', 7 * 86_400);
-    await store.redis.publish(store.key('cancel'), rec.id);
     res.status(202).json({ ...view(rec), status: rec.status, cancelling: true });
   });
 

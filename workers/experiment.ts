@@ -16,6 +16,8 @@ import { workerCapabilities } from '../src/run/preflight.ts';
 import { earliestStart } from '../src/model/window.ts';
 import type { ProcessMetrics } from '../src/observe/metrics.ts';
 import type { Logger } from '../src/observe/log.ts';
+import { CancelledError, cancelRequested, listenForCancels } from '../src/queue/cancel.ts';
+import { takeHost } from '../src/queue/hostlock.ts';
 
 export interface ExperimentWorkerOptions {
   config: Config;
@@ -28,14 +30,6 @@ export interface ExperimentWorkerOptions {
   /** This process's metrics: experiments finished by outcome, the one running. */
   metrics?: ProcessMetrics;
   onFinished?: (id: string) => Promise<void> | void;
-}
-
-export const CANCEL_CHANNEL = 'cancel';
-
-export class CancelledError extends Error {
-  constructor() {
-    super('cancelled by request');
-  }
 }
 
 export async function recoverHost(opts: Pick<ExperimentWorkerOptions, 'config' | 'drivers' | 'logger'>): Promise<void> {
@@ -109,13 +103,7 @@ export async function startExperimentWorker(opts: ExperimentWorkerOptions): Prom
         current: [...running.keys()][0] ?? null, pid: process.pid,
       }))
       .catch((err) => log(`heartbeat: ${(err as Error).message}`));
-  const sub = store.redis.duplicate();
-  sub.on('error', (err) => log(`redis (cancel channel): ${err.message}`));
-  await sub.subscribe(store.key(CANCEL_CHANNEL));
-  sub.on('message', (_ch, id: string) => running.get(id)?.abort(new CancelledError()));
-
-  const lockKey = store.key('hostlock', config.hostId);
-  const LOCK_MS = config.lockMs;
+  const sub = await listenForCancels(store, (id) => running.get(id)?.abort(new CancelledError()), log);
 
   const processor = async (job: Job<{ id: string }>, token?: string, signal?: AbortSignal) => {
     const id = job.data.id;
@@ -133,18 +121,17 @@ export async function startExperimentWorker(opts: ExperimentWorkerOptions): Prom
     }
 
     // One experiment per host, even with several worker processes on it.
-    const got = await store.redis.set(lockKey, id, 'PX', LOCK_MS, 'NX');
-    if (!got && (await store.redis.get(lockKey)) !== id) {
+    const hostLock = await takeHost(store, config.hostId, id, config.lockMs);
+    if (!hostLock) {
       await job.moveToDelayed(Date.now() + 2000, token);
       throw new DelayedError();
     }
-    const renew = setInterval(() => void store.redis.pexpire(lockKey, LOCK_MS).catch(() => {}), LOCK_MS / 3);
 
     const ac = new AbortController();
     running.set(id, ac);
     opts.metrics?.running.set(running.size);
     // A cancel published before this job was in `running` would be lost on pub/sub alone.
-    if (await store.redis.exists(store.key(CANCEL_CHANNEL, id))) ac.abort(new CancelledError());
+    if (await cancelRequested(store, id)) ac.abort(new CancelledError());
     void beat();
     signal?.addEventListener('abort', () => ac.abort(signal.reason), { once: true });
     try {
@@ -208,12 +195,10 @@ export async function startExperimentWorker(opts: ExperimentWorkerOptions): Prom
       outcome('retried');
       throw err;
     } finally {
-      clearInterval(renew);
       running.delete(id);
       opts.metrics?.running.set(running.size);
       void beat();
-      // Release the host lock only if it is still ours.
-      await store.redis.eval(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`, 1, lockKey, id).catch(() => {});
+      await hostLock.release();
     }
   };
 

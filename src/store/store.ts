@@ -6,7 +6,8 @@
 // index) and its queue live under the pool's own hash tag (poolPrefix), so pools spread across shards.
 // The `default` pool keeps the base prefix, so a single Redis from before keeps every key name. What
 // spans pools (the pool list, where each experiment lives, hosts, batches, schedules, webhooks, metrics)
-// stays under the base tag. Every MULTI and Lua script touches keys of one tag only.
+// stays under the base tag. Every MULTI and Lua script touches keys of one tag only. Every key is
+// listed in keys.ts.
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import type { RedisClient } from './connection.ts';
@@ -14,6 +15,7 @@ import type { Spec } from '../model/spec.ts';
 import { cellKey, type Cell } from '../model/cell.ts';
 import type { SystemInfo } from '../host/system.ts';
 import { capText } from '../errors.ts';
+import type { KeyName } from './keys.ts';
 
 export type Status = 'queued' | 'scheduled' | 'running' | 'completed' | 'failed' | 'cancelled';
 export const STATUSES: Status[] = ['queued', 'scheduled', 'running', 'completed', 'failed', 'cancelled'];
@@ -140,14 +142,14 @@ export class Store {
 
   constructor(readonly redis: RedisClient, readonly prefix = '{kvmq}') {}
 
-  /** A key under the base prefix (cross-pool data: hosts, batches, schedules, webhooks, metrics). */
-  key(...parts: string[]): string {
-    return [this.prefix, ...parts].join(':');
+  /** A key under the base prefix (cross-pool data: hosts, batches, schedules, webhooks, metrics); names in keys.ts. */
+  key(name: KeyName, ...ids: string[]): string {
+    return [this.prefix, name, ...ids].join(':');
   }
 
-  /** A key under a pool's own hash tag. */
-  poolKey(pool: string, ...parts: string[]): string {
-    return [poolPrefix(this.prefix, pool), ...parts].join(':');
+  /** A key under a pool's own hash tag; names in keys.ts. */
+  poolKey(pool: string, name: KeyName, ...ids: string[]): string {
+    return [poolPrefix(this.prefix, pool), name, ...ids].join(':');
   }
 
   /** Pools that have had experiments (always including `default`), for views across pools. */
@@ -343,7 +345,7 @@ export class Store {
 
   async remove(id: string): Promise<void> {
     const pool = await this.poolOf(id);
-    const k = (kind: string) => this.poolKey(pool, kind, id);
+    const k = (kind: KeyName) => this.poolKey(pool, kind, id);
     // Deleted and taken out of its status count in one script (every key under the pool's tag).
     const keys = [k('exp'), k('cells'), k('profiles'), k('system'), this.poolKey(pool, 'exps'), this.poolKey(pool, 'counts')];
     await this.redis.eval(REMOVE, keys.length, ...keys, id);
