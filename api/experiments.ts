@@ -5,7 +5,7 @@ import { SpecInputSchema, normalizeSpec, redactWebhook, type Spec } from '../src
 import { Store, STATUSES, FINAL, type ExperimentRecord } from '../src/store/store.ts';
 import type { Queues } from '../src/queue/queue.ts';
 import { buildResults, toCsv, toMarkdown } from '../src/results/report.ts';
-import { IMPLEMENTED_DRIVERS } from '../src/guests/drivers.ts';
+import { DRIVER_CAPABILITIES, IMPLEMENTED_DRIVERS } from '../src/guests/guest.ts';
 import { expandCells, maxCells } from '../src/model/cell.ts';
 import { HttpProblem, validationProblem, type ProblemItem } from './problem.ts';
 import type { Config } from '../src/config.ts';
@@ -58,7 +58,7 @@ export function admissionProblems(spec: Spec, config: Config): ProblemItem[] {
       out.push({ pointer: `/scenarios/${i}`, detail: `scenario "${s.id}" boots ${s.guests} guest(s), but the ${spec.driver} driver is not available in this build; only the host baseline (guests: 0) can run` });
     }
   });
-  if (spec.driver === 'docker') {
+  if (!DRIVER_CAPABILITIES[spec.driver].guestSysctl) {
     spec.profiles.forEach((p, i) => {
       if (p.target !== 'host' && Object.keys(p.sysctl).length && spec.scenarios.some((s) => s.guests > 0)) {
         out.push({ pointer: `/profiles/${i}`, detail: `profile "${p.name}" targets guests, but vm.* sysctls are host-wide for containers; use target "host" or the qemu driver` });

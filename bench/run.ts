@@ -11,7 +11,7 @@ import Docker from 'dockerode';
 import { startStack, type Stack } from '../src/cli/stack.ts';
 import { loadConfig } from '../src/config.ts';
 import { startRedisServer, type RedisChild } from '../src/cli/redis-server.ts';
-import { IMPLEMENTED_DRIVERS } from '../src/guests/drivers.ts';
+import { IMPLEMENTED_DRIVERS } from '../src/guests/guest.ts';
 import { systemInfo } from '../src/host/system.ts';
 import { Client, ROOT, sleep, startKvmq, tempDir, type KvmqProcess } from './procs.ts';
 import { overheadFigure } from './overhead.ts';

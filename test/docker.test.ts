@@ -157,7 +157,7 @@ test('containers of a killed worker are reaped when the next worker starts', { s
 });
 
 test('an unreachable engine is a clear reason, not a hang', { skip, timeout: 30_000 }, async () => {
-  const d = new DockerDriver('/nonexistent-state', {
+  const d = new DockerDriver({ stateDir: '/nonexistent-state', 
     docker: new Docker({ socketPath: '/nonexistent/docker.sock' }),
     rootTree: async () => assert.fail('no root tree is made for an engine that is not there'),
   });
@@ -180,7 +180,7 @@ test('an unreachable engine is a clear reason, not a hang', { skip, timeout: 30_
 });
 
 test('a failed image build is a permanent error with the reason', { skip, timeout: 60_000 }, async () => {
-  const d = new DockerDriver('/nonexistent-state', {
+  const d = new DockerDriver({ stateDir: '/nonexistent-state', 
     rootTree: async () => ({ dir: '/nonexistent/root-tree', hash: `broken${Date.now()}` }),
   });
   const ac = new AbortController();
@@ -216,7 +216,7 @@ for (const [what, script, expect, readyMs] of [
 ] as const) {
   test(`${what}: the boot fails with the reason and removes its containers`, { skip, timeout: 120_000 }, async () => {
     const tree = await brokenTree(script);
-    const d = new DockerDriver(tree.dir, { rootTree: async () => tree, readyMs });
+    const d = new DockerDriver({ stateDir: tree.dir,  rootTree: async () => tree, readyMs });
     const experimentId = `broken${process.pid}${Date.now()}`;
     const started = Date.now();
     await assert.rejects(
@@ -240,7 +240,7 @@ for (const [what, script, expect, readyMs] of [
 test('a command that fails inside a container is a permanent error, as in a VM', { skip, timeout: 120_000 }, async () => {
   // An agent that says ready, then answers its first request (prepare, id 1) with an error.
   const tree = await brokenTree(`echo '{"v":1,"op":"ready","protocol":1}'; read line; echo '{"v":1,"op":"error","id":1,"message":"setup step sysbench exited with 1"}'; exec /bin/busybox sleep 1000`);
-  const d = new DockerDriver(tree.dir, { rootTree: async () => tree, readyMs: 60_000 });
+  const d = new DockerDriver({ stateDir: tree.dir,  rootTree: async () => tree, readyMs: 60_000 });
   const experimentId = `failing${process.pid}${Date.now()}`;
   const booted = await d.boot({
     experimentId,

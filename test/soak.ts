@@ -17,6 +17,7 @@ import { Store, FINAL, type ExperimentRecord } from '../src/store/store.ts';
 import { cellKey, expandCells } from '../src/model/cell.ts';
 import { SYSCTL_KEYS, type SysctlKey } from '../src/model/profile.ts';
 import { readSysctl } from '../src/host/sysctl.ts';
+import { guestsConfig } from '../src/config.ts';
 import { DockerDriver } from '../src/guests/docker.ts';
 import { webhookReceiver } from './helpers.ts';
 
@@ -248,7 +249,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
   try {
     // The guest image is built once before the clock of faults starts, so no kill lands in a build.
     log(`seed ${o.seed}; ${o.experiments} experiments, ${o.workers} workers, ${o.faults} faults; dir ${dir}`);
-    await new DockerDriver(path.join(dir, 'prewarm'), { cacheDir: imageDir }).ensureImage(log);
+    await new DockerDriver({ stateDir: path.join(dir, 'prewarm'), guests: { ...guestsConfig(), imageDir } }).ensureImage(log);
     await startApi();
     for (let i = 0; i < o.workers; i++) await startWorker(i);
 

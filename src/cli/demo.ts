@@ -5,7 +5,7 @@ import { Option, type Command } from 'commander';
 import { startStack } from './stack.ts';
 import { loadConfig } from '../config.ts';
 import { PRESETS, type PresetName } from '../model/preset.ts';
-import { IMPLEMENTED_DRIVERS } from '../guests/drivers.ts';
+import { IMPLEMENTED_DRIVERS } from '../guests/guest.ts';
 import { ok, apiClient } from './client.ts';
 import { watch } from './progress.ts';
 import { EXIT } from './errors.ts';
@@ -24,8 +24,8 @@ async function demo(driver: 'qemu' | 'docker'): Promise<number> {
   const config = loadConfig({ ...process.env, PORT: process.env.PORT ?? '0', KVMQ_STATE_DIR: process.env.KVMQ_STATE_DIR ?? `${process.cwd()}/.kvmq/state` });
   if (driver === 'qemu' && IMPLEMENTED_DRIVERS.has('qemu')) {
     // Build (or find) the guest image first, with its progress, so the run itself shows only cells.
-    const { buildImage, imageCacheDir } = await import('../guests/image.ts');
-    await buildImage({ cacheDir: imageCacheDir(config.dataDir), log: (m) => console.error(`kvmq image: ${m}`) });
+    const { buildImage } = await import('../guests/image.ts');
+    await buildImage({ cacheDir: config.guests.imageDir, guests: config.guests, log: (m) => console.error(`kvmq image: ${m}`) });
   }
   const stack = await startStack({ api: true, worker: true, config, log: () => {} });
   const client = apiClient(stack.url);

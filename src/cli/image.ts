@@ -8,9 +8,10 @@ export function register(program: Command): void {
     .command('build')
     .description('build (or find cached) the guest kernel and initramfs; prints their description')
     .action(async () => {
-      const { buildImage, imageCacheDir } = await import('../guests/image.ts');
+      const { buildImage } = await import('../guests/image.ts');
+      const { guests } = loadConfig();
       const started = Date.now();
-      const built = await buildImage({ cacheDir: imageCacheDir(loadConfig().dataDir), log: (m) => console.error(`kvmq image: ${m}`) });
+      const built = await buildImage({ cacheDir: guests.imageDir, guests, log: (m) => console.error(`kvmq image: ${m}`) });
       console.error(`kvmq image: ${built.hash} ready (${((Date.now() - started) / 1000).toFixed(1)} s)`);
       console.log(JSON.stringify(built, null, 2));
     });

@@ -101,7 +101,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       const sw = await startScheduleWorker({ config, connection: conn('schedule-worker'), schedules, logger });
       stops.push(() => sw.close());
       const onFinished = (id: string) => webhooks.experimentFinished(id).catch((err) => log(`webhook for ${id} not queued: ${(err as Error).message}`));
-      const w = await startExperimentWorker({ config, connection: conn('worker'), store, drivers: makeDrivers(config.stateDir, { dataDir: config.dataDir, log }), logger, metrics, onFinished });
+      const w = await startExperimentWorker({ config, connection: conn('worker'), store, drivers: makeDrivers(config, log), logger, metrics, onFinished });
       stops.push(() => w.close());
     }
     let url: string | undefined;

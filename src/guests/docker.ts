@@ -11,7 +11,8 @@ import crypto from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { PassThrough, type Duplex, type Readable } from 'node:stream';
 import Docker from 'dockerode';
-import type { BootRequest, BootedScenario, DriverProbe, GuestDriver } from './guest.ts';
+import type { BootRequest, BootedScenario, DriverOptions, DriverProbe, GuestDriver } from './guest.ts';
+import { guestsConfig } from '../config.ts';
 import { PermanentError } from '../errors.ts';
 import { runStep } from './host.ts';
 import { abortError, ownerAlive, processStart } from '../process.ts';
@@ -86,11 +87,9 @@ interface Guest {
   channel: AgentChannel;
 }
 
-export interface DockerDriverOptions {
+export interface DockerDriverOptions extends DriverOptions {
   /** The engine; the default follows DOCKER_HOST or the local socket. */
   docker?: Docker;
-  /** Cached root trees live here (default: KVMQ_IMAGE_DIR, else images/ under the state directory). */
-  cacheDir?: string;
   /** Where the guest root tree comes from: the same tree, by the same content hash, as the VM initramfs. */
   rootTree?: (cacheDir: string, log: (m: string) => void) => Promise<{ dir: string; hash: string }>;
   /** How long the agents of a scenario get to say ready. */
@@ -102,15 +101,17 @@ export class DockerDriver implements GuestDriver {
   private docker: Docker;
   private rootDir?: Promise<string | undefined>;
   private rootTree: NonNullable<DockerDriverOptions['rootTree']>;
-  private cacheDir: string;
+  /** The guest image cache of this host (config.ts guests.imageDir), where the root tree is built. */
+  readonly imageDir: string;
   private image: Promise<string> | undefined;
   private readyMs: number;
 
-  constructor(stateDir: string, opts: DockerDriverOptions = {}) {
+  constructor(opts: DockerDriverOptions) {
     this.readyMs = opts.readyMs ?? READY_MS;
     this.docker = opts.docker ?? new Docker();
     this.rootTree = opts.rootTree ?? ((cacheDir, log) => buildRootTree({ cacheDir, log }));
-    this.cacheDir = opts.cacheDir ?? path.resolve(process.env.KVMQ_IMAGE_DIR || path.join(stateDir, 'images'));
+    // The same cache as the qemu driver's image, so one host builds the root tree once.
+    this.imageDir = (opts.guests ?? guestsConfig()).imageDir;
   }
 
   async probe(): Promise<DriverProbe> {
@@ -136,7 +137,7 @@ export class DockerDriver implements GuestDriver {
     await deadline(this.docker.ping(), 10_000, 'answering a ping').catch((err) => {
       throw engineError(err, 'preparing the guest image');
     });
-    const tree = await this.rootTree(this.cacheDir, log);
+    const tree = await this.rootTree(this.imageDir, log);
     const tag = `${IMAGE_REPO}:${tree.hash}`;
     try {
       await deadline(this.docker.getImage(tag).inspect(), API_MS, `looking up image ${tag}`);

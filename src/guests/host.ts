@@ -3,7 +3,7 @@
 // process, taken around spawn and exit only.
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { BootRequest, BootedScenario, DriverProbe, GuestDriver } from './guest.ts';
+import type { BootRequest, BootedScenario, DriverOptions, DriverProbe, GuestDriver } from './guest.ts';
 import type { Step, WorkloadPlan } from '../model/workload.ts';
 import { runChecked } from '../process.ts';
 import { PermanentError } from '../errors.ts';
@@ -12,7 +12,10 @@ import { procSys } from '../host/sysctl.ts';
 
 export class HostDriver implements GuestDriver {
   readonly name = 'host' as const;
-  constructor(private stateDir: string) {}
+  private stateDir: string;
+  constructor(opts: DriverOptions) {
+    this.stateDir = opts.stateDir;
+  }
 
   async probe(): Promise<DriverProbe> {
     return { ok: true, versions: await toolVersions() };

@@ -10,7 +10,8 @@ import net from 'node:net';
 import crypto from 'node:crypto';
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
-import type { BootRequest, BootedScenario, DriverProbe, GuestDriver } from './guest.ts';
+import type { BootRequest, BootedScenario, DriverOptions, DriverProbe, GuestDriver } from './guest.ts';
+import { guestsConfig, type GuestsConfig } from '../config.ts';
 import { PermanentError } from '../errors.ts';
 import { cpusetMax, type GuestConfig } from '../model/spec.ts';
 import { guestDiskMiB } from '../model/resources.ts';
@@ -23,15 +24,9 @@ import { ownerAlive } from '../process.ts';
 
 const execFileP = promisify(execFile);
 
-export interface QemuDriverOptions {
-  /** Host-local state: run directories with disks, sockets and pid files (reaped after a crash). */
-  stateDir: string;
-  /** Where images are built and cached. */
-  imageDir: string;
+export interface QemuDriverOptions extends DriverOptions {
   /** Console logs, one per guest boot, kept for diagnosis. Defaults to consoles/ in the state dir. */
   consoleDir?: string;
-  log?: (msg: string) => void;
-  env?: NodeJS.ProcessEnv;
 }
 
 type Accel = 'kvm' | 'tcg';
@@ -97,11 +92,14 @@ export class QemuDriver implements GuestDriver {
   private readonly runRoot: string;
   private readonly consoleDir: string;
   private readonly log: (msg: string) => void;
-  private readonly env: NodeJS.ProcessEnv;
+  private readonly guests: GuestsConfig;
+  /** The guest image cache of this host (config.ts guests.imageDir), shared with the docker driver. */
+  readonly imageDir: string;
 
   constructor(private opts: QemuDriverOptions) {
-    this.env = opts.env ?? process.env;
-    this.qemuBin = this.env.KVMQ_QEMU || 'qemu-system-x86_64';
+    this.guests = opts.guests ?? guestsConfig();
+    this.imageDir = this.guests.imageDir;
+    this.qemuBin = this.guests.qemuBin;
     this.runRoot = path.join(opts.stateDir, 'qemu');
     this.consoleDir = opts.consoleDir ?? path.join(opts.stateDir, 'consoles');
     this.log = opts.log ?? (() => {});
@@ -109,7 +107,7 @@ export class QemuDriver implements GuestDriver {
 
   /** The image, built on first need (progress in the log) and then taken from the cache. */
   ensureImage(log: (m: string) => void = this.log): Promise<GuestImage> {
-    this.image ??= buildImage({ cacheDir: this.opts.imageDir, log, env: this.env }).catch((err) => {
+    this.image ??= buildImage({ cacheDir: this.guests.imageDir, log, guests: this.guests }).catch((err) => {
       this.image = undefined;
       throw err;
     });
@@ -150,7 +148,7 @@ export class QemuDriver implements GuestDriver {
         return { ok: false, reason: `/dev/kvm is not usable (${(err as NodeJS.ErrnoException).code})` };
       }
       const image = await this.ensureImage();
-      const deadline = Number(this.env.KVMQ_KVM_PROBE_TIMEOUT_S ?? 20) * 1000;
+      const deadline = this.guests.kvmProbeTimeoutMs;
       const run = await this.newRun('kvm-probe');
       const ac = new AbortController();
       let guest: Guest | undefined;
@@ -324,7 +322,7 @@ export class QemuDriver implements GuestDriver {
     const diskMiB = scratchMiB(req.workloads, g.scratchMiB);
     const run = await this.newRun(`${req.experimentId}-${scenario.id}`);
     const guests: Guest[] = [];
-    const bootMs = Number(this.env.KVMQ_BOOT_TIMEOUT_S ?? (accel === 'kvm' ? 60 : 60 + 30 * scenario.guests)) * 1000;
+    const bootMs = this.guests.bootTimeoutMs ?? (accel === 'kvm' ? 60 : 60 + 30 * scenario.guests) * 1000;
     let closed: Promise<void> | undefined;
     const shutdown = () =>
       (closed ??= (async () => {
@@ -365,7 +363,7 @@ export class QemuDriver implements GuestDriver {
 
   async reapLeftovers(): Promise<string[]> {
     // Console logs are kept for diagnosis, for a while.
-    const keepMs = Number(this.env.KVMQ_CONSOLE_KEEP_DAYS ?? 14) * 86_400_000;
+    const keepMs = this.guests.consoleKeepMs;
     for (const f of await fs.readdir(this.consoleDir).catch(() => [] as string[])) {
       const p = path.join(this.consoleDir, f);
       const st = await fs.stat(p).catch(() => undefined);

@@ -13,16 +13,17 @@ import path from 'node:path';
 import { SYSCTL_KEYS, type SysctlKey, type SysctlValues } from '../model/profile.ts';
 import { PermanentError } from '../errors.ts';
 import { ownerAlive, processStart } from '../process.ts';
+import { hostPaths } from '../config.ts';
 
-/** Where sysctl files live; KVMQ_PROC_SYS points elsewhere only to test a read-only /proc/sys. */
+/** Where sysctl files live (config.ts: KVMQ_PROC_SYS). */
 export function procSys(): string {
-  return process.env.KVMQ_PROC_SYS ?? '/proc/sys';
+  return hostPaths().procSys;
 }
 const JOURNAL = 'sysctl-journal.json';
 // One lease per machine, whatever the state directory or Redis: two kvmq processes tuning the same
 // host at once would each journal the other's values as "original" and leave the host changed.
 export function leasePath(): string {
-  return process.env.KVMQ_SYSCTL_LEASE ?? '/run/kvmq-sysctl.lease';
+  return hostPaths().sysctlLease;
 }
 
 type Pair = { ratio: SysctlKey; bytes: SysctlKey };
