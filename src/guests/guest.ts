@@ -3,6 +3,7 @@
 // driver too, so the runner has one code path for every column of the paper's tables. This file imports
 // no driver implementation, so the API can ask what a driver can do without loading dockerode or QEMU code.
 import type { GuestConfig, GuestDriverName, Scenario } from '../model/spec.ts';
+import type { Column } from '../model/resources.ts';
 import type { GuestsConfig } from '../config.ts';
 import type { Workload, WorkloadPlan } from '../model/workload.ts';
 import type { SysctlValues } from '../model/profile.ts';
@@ -36,7 +37,8 @@ export interface DriverProbe {
   versions?: Record<string, string>;
 }
 
-export type DriverName = 'host' | GuestDriverName;
+/** A driver by name: the same set as a results column (model/resources.ts Column). */
+export type DriverName = Column;
 
 /** The drivers a worker has, by name (a worker may lack one, e.g. no docker engine). */
 export type Drivers = Partial<Record<DriverName, GuestDriver>>;
