@@ -1,7 +1,8 @@
 // The express application: JSON in, JSON or problem+json out. Routes live in their own modules; this
 // file wires parsing, auth, the error handler and the small read-only routes.
 import express, { type NextFunction, type Request, type Response } from 'express';
-import { timingSafeEqual, createHash } from 'node:crypto';
+import { bearerChecker } from '../src/auth.ts';
+import { pinoHttp } from 'pino-http';
 import { experimentsRouter, type ApiDeps } from './experiments.ts';
 import { HttpProblem, sendProblem } from './problem.ts';
 import { BUILTIN_PROFILES, SYSCTL_KEYS } from '../src/model/profile.ts';
@@ -9,6 +10,7 @@ import { PRESETS } from '../src/model/preset.ts';
 import { openApiDocument } from './openapi.ts';
 import { hostsRouter } from './hosts.ts';
 import { metricsRouter } from './metrics.ts';
+import { boardRouter } from './board.ts';
 import { compareRouter } from './compare.ts';
 import { dashboardRouter, chartRouter } from './dashboard.ts';
 import { rateLimit } from './ratelimit.ts';
@@ -27,6 +29,17 @@ export function createApp(deps: ApiDeps): express.Express {
     next();
   });
 
+  if (deps.logger) {
+    // One line per request when it finishes. Only method, path and status: headers carry tokens and
+    // cookies, and query strings can carry ids a log reader need not see twice.
+    app.use(pinoHttp({
+      logger: deps.logger,
+      customLogLevel: (_req, res, err) => (err || res.statusCode >= 500 ? 'error' : res.statusCode >= 400 ? 'warn' : 'info'),
+      serializers: { req: (req: { id: unknown; method: string; url: string }) => ({ id: req.id, method: req.method, path: req.url.split('?')[0] }), res: (res: { statusCode: number }) => ({ status: res.statusCode }) },
+      autoLogging: { ignore: (req) => req.url === '/healthz' || req.url === '/readyz' },
+    }));
+  }
+
   app.use(browserGuard({ tokens: deps.config.apiTokens.length > 0, allowedHosts: deps.config.allowedHosts }));
 
   app.get('/healthz', (_req, res) => void res.json({ status: 'ok' }));
@@ -38,7 +51,8 @@ export function createApp(deps: ApiDeps): express.Express {
   });
   app.get('/openapi.json', (_req, res) => void res.json(openApiDocument()));
   app.use(dashboardRouter());
-  app.use('/metrics', bearerAuth(deps.config.apiTokens), metricsRouter(deps.store, deps.queues));
+  app.use('/metrics', bearerAuth(deps.config.apiTokens), metricsRouter(deps));
+  app.use(boardRouter(deps));
 
   app.use('/v1', rateLimit(deps.config.rateLimit));
   app.use('/v1', bearerAuth(deps.config.apiTokens));
@@ -75,16 +89,10 @@ async function readiness(store: ApiDeps['store']): Promise<string | undefined> {
   }
 }
 
-function bearerAuth(tokens: string[]) {
-  // Hash both sides so the comparison takes the same time whatever the lengths.
-  const digests = tokens.map((t) => createHash('sha256').update(t).digest());
-  return (req: Request, _res: Response, next: NextFunction) => {
-    if (!digests.length) return next();
-    const m = /^Bearer (.+)$/.exec(req.get('authorization') ?? '');
-    const given = createHash('sha256').update(m?.[1] ?? '').digest();
-    const ok = m !== null && digests.some((d) => timingSafeEqual(d, given));
-    next(ok ? undefined : new HttpProblem(401, 'Unauthorized', 'send Authorization: Bearer <token>'));
-  };
+export function bearerAuth(tokens: string[]) {
+  const check = bearerChecker(tokens);
+  return (req: Request, _res: Response, next: NextFunction) =>
+    next(check(req.get('authorization')) ? undefined : new HttpProblem(401, 'Unauthorized', 'send Authorization: Bearer <token>'));
 }
 
 function errorHandler(err: unknown, req: Request, res: Response, _next: NextFunction): void {
@@ -99,6 +107,7 @@ function errorHandler(err: unknown, req: Request, res: Response, _next: NextFunc
   if (e.type === 'entity.too.large') return sendProblem(res, new HttpProblem(413, 'Body too large', 'the limit is 1 MiB'), req.originalUrl);
   if (e.type === 'charset.unsupported' || e.type === 'encoding.unsupported') return sendProblem(res, new HttpProblem(415, 'Unsupported encoding', e.message), req.originalUrl);
   if (typeof e.status === 'number' && e.status >= 400 && e.status < 500) return sendProblem(res, new HttpProblem(e.status, 'Bad request', e.message), req.originalUrl);
-  console.error(`api: ${req.method} ${req.originalUrl}:`, err);
+  if (req.log) req.log.error({ err }, 'request failed');
+  else console.error(`api: ${req.method} ${req.originalUrl}:`, err);
   sendProblem(res, new HttpProblem(500, 'Internal error', 'the error is logged on the server'), req.originalUrl);
 }

@@ -1,20 +1,22 @@
 // /v1/experiments: submit, list, read, results, live events, cancel.
 import { Router, type Request, type Response } from 'express';
 import { z } from '../src/model/zod.ts';
-import { SpecInputSchema, normalizeSpec, type Spec } from '../src/model/spec.ts';
+import { SpecInputSchema, normalizeSpec, redactWebhook, type Spec } from '../src/model/spec.ts';
 import { Store, STATUSES, FINAL, type ExperimentRecord } from '../src/store/store.ts';
 import type { Queues } from '../src/queue/queue.ts';
 import { buildResults, toCsv, toMarkdown } from '../src/results/report.ts';
-import { IMPLEMENTED_DRIVERS } from '../src/guests/drivers.ts';
+import { DRIVER_CAPABILITIES, IMPLEMENTED_DRIVERS } from '../src/guests/guest.ts';
 import { expandCells, maxCells } from '../src/model/cell.ts';
 import { HttpProblem, validationProblem, type ProblemItem } from './problem.ts';
 import type { Config } from '../src/config.ts';
 import { urlProblem, type Webhooks } from '../src/webhooks/webhook.ts';
 import type { Schedules } from '../src/queue/schedule.ts';
-import { enqueue } from '../src/queue/batch.ts';
-import { earliestStart } from '../src/model/window.ts';
 import { fitProblems, type FitProblem } from '../src/model/resources.ts';
 import { listHosts } from '../src/store/registry.ts';
+import type { ProcessMetrics } from '../src/observe/metrics.ts';
+import type { Logger } from '../src/observe/log.ts';
+import { newRecord, submit } from '../src/queue/submit.ts';
+import { cancel } from '../src/queue/cancel.ts';
 
 export const ListQuery = z.strictObject({
   status: z.enum(STATUSES as [string, ...string[]]).optional(),
@@ -31,6 +33,10 @@ export interface ApiDeps {
   webhooks?: Webhooks;
   /** Recurring schedules (created on demand when absent). */
   schedules?: Schedules;
+  /** This process's metrics (shared with a worker in the same process); made by the API when absent. */
+  metrics?: ProcessMetrics;
+  /** Request lines (pino-http) and the error handler's reports; none when absent. */
+  logger?: Logger;
 }
 
 /** What a GET shows of a record: never the webhook secret. */
@@ -39,13 +45,9 @@ export function view(rec: ExperimentRecord) {
   const { spec, ...rest } = rec;
   return {
     ...rest,
-    spec: redact(spec),
+    spec: redactWebhook(spec),
     links: { self: base, results: `${base}/results`, events: `${base}/events`, deliveries: `${base}/deliveries` },
   };
-}
-
-function redact(spec: Spec): Spec {
-  return spec.webhook ? { ...spec, webhook: { url: spec.webhook.url, ...(spec.webhook.secret ? { secret: '(set)' } : {}) } } : spec;
 }
 
 /** Checks that need more than the shape of the spec: what this build and this deployment allow. */
@@ -56,7 +58,7 @@ export function admissionProblems(spec: Spec, config: Config): ProblemItem[] {
       out.push({ pointer: `/scenarios/${i}`, detail: `scenario "${s.id}" boots ${s.guests} guest(s), but the ${spec.driver} driver is not available in this build; only the host baseline (guests: 0) can run` });
     }
   });
-  if (spec.driver === 'docker') {
+  if (!DRIVER_CAPABILITIES[spec.driver].guestSysctl) {
     spec.profiles.forEach((p, i) => {
       if (p.target !== 'host' && Object.keys(p.sysctl).length && spec.scenarios.some((s) => s.guests > 0)) {
         out.push({ pointer: `/profiles/${i}`, detail: `profile "${p.name}" targets guests, but vm.* sysctls are host-wide for containers; use target "host" or the qemu driver` });
@@ -113,26 +115,10 @@ export function experimentsRouter(deps: ApiDeps): Router {
     if (!problems.length) problems.push(...(await poolProblems(store, spec)));
     if (problems.length) throw new HttpProblem(400, 'Experiment cannot run here', problems.map((p) => `${p.pointer}: ${p.detail}`).join('; '), problems);
 
-    const now = new Date();
     // notBefore, or the next opening of its nightly window: until then it waits as scheduled.
-    const later = earliestStart(spec.schedule, now.getTime()) > now.getTime();
-    const rec: ExperimentRecord = {
-      id: Store.newId(),
-      name: spec.name,
-      status: later ? 'scheduled' : 'queued',
-      pool: spec.pool,
-      spec,
-      progress: { done: 0, total: expandCells(spec).length },
-      createdAt: now.toISOString(),
-    };
-    await store.create(rec);
-    try {
-      await enqueue(queues, rec, now.getTime());
-    } catch (err) {
-      // Nothing half-made stays behind: without its job the record would wait forever.
-      await store.remove(rec.id).catch(() => {});
-      throw err;
-    }
+    const now = Date.now();
+    const rec = newRecord(spec, now);
+    await submit(store, queues, rec, now);
     const v = view(rec);
     res.status(202).location(v.links.self).json({ id: rec.id, status: rec.status, links: v.links });
   });
@@ -190,24 +176,11 @@ export function experimentsRouter(deps: ApiDeps): Router {
   r.delete('/:id', async (req, res) => {
     const rec = await load(req);
     if (FINAL.includes(rec.status)) throw new HttpProblem(409, 'Experiment already finished', `experiment ${rec.id} is ${rec.status}`);
-    const job = await queues.get(rec.pool).getJob(rec.id);
-    const state = job ? await job.getState() : 'unknown';
-    if (state !== 'active') {
-      // Waiting, delayed or prioritized: take it out of the queue; if a worker grabbed it meanwhile,
-      // remove() refuses and the worker is asked instead.
-      const removed = job ? await job.remove().then(() => true, () => false) : true;
-      if (removed) {
-        await store.transition(rec.id, ['queued', 'scheduled'], { status: 'cancelled', finishedAt: new Date().toISOString(), error: { reason: 'cancelled by request' } });
-        const now = await store.get(rec.id);
-        if (now?.status === 'cancelled') {
-          await deps.webhooks?.experimentFinished(now.id);
-          return void res.status(200).json(view(now));
-        }
-      }
+    const cancelled = await cancel(store, queues, rec);
+    if (cancelled) {
+      await deps.webhooks?.experimentFinished(cancelled.id);
+      return void res.status(200).json(view(cancelled));
     }
-    // The flag covers a worker that takes the job after this publish; the message reaches one that holds it.
-    await store.redis.set(store.key('cancel', rec.id), '1', 'EX', 7 * 86_400);
-    await store.redis.publish(store.key('cancel'), rec.id);
     res.status(202).json({ ...view(rec), status: rec.status, cancelling: true });
   });
 

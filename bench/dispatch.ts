@@ -5,6 +5,7 @@
 import path from 'node:path';
 import { Queue } from 'bullmq';
 import { connect, queueName } from '../src/queue/queue.ts';
+import { Store } from '../src/store/store.ts';
 import { figure, type Figure } from './report.ts';
 import { startKvmq, sleep, type Client, type KvmqProcess } from './procs.ts';
 import { closedLoop } from './intake.ts';
@@ -59,9 +60,9 @@ export async function dispatchFigures(opts: DispatchOptions): Promise<Figure[]> 
       await sleep(250);
     }
     // The records are the truth: each must be completed, once, with exactly its one cell.
-    const key = (...p: string[]) => [opts.prefix, ...p].join(':');
+    const store = new Store(conn, opts.prefix);
     const pipe = conn.pipeline();
-    for (const id of ids) pipe.hmget(key('exp', id), 'status', 'finishedAt', 'attempts').hlen(key('cells', id));
+    for (const id of ids) pipe.hmget(store.key('exp', id), 'status', 'finishedAt', 'attempts').hlen(store.key('cells', id));
     const rows = (await pipe.exec())!;
     let completed = 0;
     let lastFinish = t0;

@@ -7,8 +7,9 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import os from 'node:os';
-import { IMPLEMENTED_DRIVERS } from '../src/guests/drivers.ts';
+import { IMPLEMENTED_DRIVERS } from '../src/guests/guest.ts';
 import { QemuDriver } from '../src/guests/qemu.ts';
+import { guestsConfig } from '../src/config.ts';
 import { interleave, median, ratio } from './measure.ts';
 import { figure, missing, type Figure } from './report.ts';
 import { ROOT } from './procs.ts';
@@ -94,7 +95,7 @@ export async function readinessFigures(opts: ReadinessOptions): Promise<Figure[]
   if (!IMPLEMENTED_DRIVERS.has('qemu')) {
     return [missing('guestReadiness', TITLE, 'ratio', TARGET, 'the qemu driver is not in IMPLEMENTED_DRIVERS in this build'), kvmBudget()];
   }
-  const driver = new QemuDriver({ stateDir: path.join(opts.dir, 'qemu-state'), imageDir: opts.imageDir, log: opts.log });
+  const driver = new QemuDriver({ stateDir: path.join(opts.dir, 'qemu-state'), guests: { ...guestsConfig(), imageDir: opts.imageDir }, log: opts.log });
   const img = await driver.ensureImage();
   const initrd = await bareInitramfs(img.initramfs, opts.dir);
   const memoryMiB = 512;
@@ -102,7 +103,7 @@ export async function readinessFigures(opts: ReadinessOptions): Promise<Figure[]
   // The driver's own QEMU command line (src/guests/qemu.ts) with the agent's devices left out: no scratch disk,
   // no second UART; the console goes to stdout, where the marker is read.
   const bareArgv = [
-    'taskset', '-c', cpuset, process.env.KVMQ_QEMU || 'qemu-system-x86_64', '-accel', 'tcg', '-m', String(memoryMiB), '-smp', '1',
+    'taskset', '-c', cpuset, guestsConfig().qemuBin, '-accel', 'tcg', '-m', String(memoryMiB), '-smp', '1',
     '-nodefaults', '-no-user-config', '-no-reboot', '-display', 'none', '-monitor', 'none',
     '-kernel', img.kernel, '-initrd', initrd, '-append', 'console=ttyS0 panic=-1 quiet rdinit=/bare-init', '-serial', 'stdio',
   ];

@@ -1,7 +1,7 @@
 // `npm run bench`: every promise kvmq makes about its own cost, measured against a baseline in the same
 // run, written to bench/results.json and bench/RESULTS.md. Environment knobs (for a quicker look, not for
 // the committed figures): BENCH_ROUNDS, BENCH_DISPATCH, BENCH_ONLY (comma list of figure groups:
-// harness, container, readiness, intake, dispatch, memory).
+// harness, container, readiness, intake, dispatch, memory, soak).
 import fs from 'node:fs/promises';
 import fsSync from 'node:fs';
 import os from 'node:os';
@@ -11,7 +11,7 @@ import Docker from 'dockerode';
 import { startStack, type Stack } from '../src/cli/stack.ts';
 import { loadConfig } from '../src/config.ts';
 import { startRedisServer, type RedisChild } from '../src/cli/redis-server.ts';
-import { IMPLEMENTED_DRIVERS } from '../src/guests/drivers.ts';
+import { IMPLEMENTED_DRIVERS } from '../src/guests/guest.ts';
 import { systemInfo } from '../src/host/system.ts';
 import { Client, ROOT, sleep, startKvmq, tempDir, type KvmqProcess } from './procs.ts';
 import { overheadFigure } from './overhead.ts';
@@ -21,10 +21,11 @@ import { apiMemoryFigure, workerMemoryFigure } from './memory.ts';
 import { readinessFigures } from './readiness.ts';
 import { missing, toJson, toMarkdown, type BenchRun, type Figure } from './report.ts';
 import { sig } from './measure.ts';
+import { soakFigures } from './soak.ts';
 
 const started = Date.now();
 const log = (m: string) => console.error(`bench [${((Date.now() - started) / 1000).toFixed(0).padStart(3)} s] ${m}`);
-const only = new Set((process.env.BENCH_ONLY ?? 'harness,container,readiness,intake,dispatch,memory').split(',').map((s) => s.trim()));
+const only = new Set((process.env.BENCH_ONLY ?? 'harness,container,readiness,intake,dispatch,memory,soak').split(',').map((s) => s.trim()));
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 9);
 const settings = {
   rounds: ROUNDS,
@@ -38,6 +39,9 @@ const settings = {
   // guests run sysbench several times slower than containers).
   memory: { docker: { kind: 'integer', events: 3000, maxPrime: 20000 }, qemu: { kind: 'integer', events: 600, maxPrime: 20000 } },
   readiness: { rounds: Math.min(ROUNDS, 5), accel: 'tcg' },
+  // Small on purpose: the figure is a rate under faults and a count of losses, not an endurance run
+  // (npm run soak is that).
+  soak: { seed: Number(process.env.BENCH_SOAK_SEED ?? 7), experiments: 20, faults: 8 },
 };
 const commands = ['npm run bench   # = bash scripts/setup.sh --bench && node --import tsx bench/run.ts'];
 const cores = os.cpus().length;
@@ -84,7 +88,7 @@ async function main(): Promise<number> {
   const system = await systemInfo();
   const loadStart = os.loadavg()[0]!;
   log(`${system.cpu}, ${cores} cores; rounds ${ROUNDS}`);
-  const dockerd = only.has('container') || only.has('memory') ? await ensureDockerd() : { ok: false, reason: 'not asked for' };
+  const dockerd = only.has('container') || only.has('memory') || only.has('soak') ? await ensureDockerd() : { ok: false, reason: 'not asked for' };
   if (dockerd.started) cleanups.push(async () => dockerd.started!.kill('SIGTERM'));
   const baseEnv: NodeJS.ProcessEnv = {
     ...process.env, PORT: '0', HOST: '127.0.0.1', KVMQ_RATE_LIMIT: '0', KVMQ_ALLOW_COMMANDS: '1',
@@ -188,6 +192,20 @@ async function main(): Promise<number> {
         client?.close();
         await api?.stop();
         await redis.stop();
+      }
+    }
+
+    // 4. The soak: its own Redis, API and three workers, with faults injected on a seeded schedule.
+    if (only.has('soak')) {
+      const keys: [string, string, string, Figure['target']][] = [
+        ['soakRate', 'Soak rate', 'experiments/min', null],
+        ['soakLost', 'Soak: experiments, cells and webhooks lost', 'items', { max: 0, text: '0' }],
+        ['soakDuplicated', 'Soak: cells stored twice and webhooks sent twice', 'items', { max: 0, text: '0' }],
+      ];
+      if (!dockerd.ok) figures.push(...keys.map(([k, title, unit, target]) => missing(k, title, unit, target, dockerd.reason ?? 'no Docker engine')));
+      else {
+        log(`soak: ${settings.soak.experiments} experiments, ${settings.soak.faults} faults, seed ${settings.soak.seed}`);
+        figures.push(...await attempt(keys, () => soakFigures({ ...settings.soak, log })));
       }
     }
   } finally {

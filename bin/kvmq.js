@@ -3,4 +3,5 @@
 // between a checkout and a working tool.
 import { register } from 'tsx/esm/api';
 register();
-await import('../src/cli/main.ts');
+const { main } = await import('../src/cli/main.ts');
+process.exit(await main(process.argv.slice(2)));

@@ -34,10 +34,56 @@ export interface Config {
   webhookTimeoutMs: number;
   /** Attempts in flight to one target (host:port) per worker process (KVMQ_WEBHOOK_PER_TARGET). */
   webhookPerTarget: number;
+  /** A worker without the API serves its own /metrics on this port (KVMQ_METRICS_PORT; unset: none). */
+  metricsPort: number | undefined;
+  /** The guest layer: image cache, QEMU and its deadlines, the guest kernel. */
+  guests: GuestsConfig;
 }
 
 /** Webhook attempts in flight per worker process, over all targets. */
 export const WEBHOOK_SLOTS = 8;
+
+export interface GuestsConfig {
+  /** The guest image and root tree cache of this host, shared by qemu and docker (KVMQ_IMAGE_DIR, else DATA_DIR/images). */
+  imageDir: string;
+  /** The QEMU binary (KVMQ_QEMU). */
+  qemuBin: string;
+  /** How long a probe guest may take to show that KVM works (KVMQ_KVM_PROBE_TIMEOUT_S). */
+  kvmProbeTimeoutMs: number;
+  /** How long guests may take to say ready (KVMQ_BOOT_TIMEOUT_S); unset: 60 s under KVM, 60 s plus 30 s a guest under tcg. */
+  bootTimeoutMs?: number;
+  /** How long console logs are kept (KVMQ_CONSOLE_KEEP_DAYS). */
+  consoleKeepMs: number;
+  /** A guest kernel to use instead of the host's or Debian's (KVMQ_GUEST_KERNEL), and its modules (KVMQ_GUEST_MODULES). */
+  kernel?: string;
+  modules?: string;
+  /** How the initramfs is compressed: none, gzip, xz or zstd (KVMQ_IMAGE_COMPRESS). */
+  compress: string;
+}
+
+/** The guest layer's settings; on its own so a tool that only builds the image needs nothing else. */
+export function guestsConfig(env: NodeJS.ProcessEnv = process.env): GuestsConfig {
+  return {
+    imageDir: path.resolve(env.KVMQ_IMAGE_DIR || path.join(dataDir(env), 'images')),
+    qemuBin: env.KVMQ_QEMU || 'qemu-system-x86_64',
+    kvmProbeTimeoutMs: Number(env.KVMQ_KVM_PROBE_TIMEOUT_S ?? 20) * 1000,
+    ...(env.KVMQ_BOOT_TIMEOUT_S !== undefined ? { bootTimeoutMs: Number(env.KVMQ_BOOT_TIMEOUT_S) * 1000 } : {}),
+    consoleKeepMs: Number(env.KVMQ_CONSOLE_KEEP_DAYS ?? 14) * 86_400_000,
+    ...(env.KVMQ_GUEST_KERNEL ? { kernel: env.KVMQ_GUEST_KERNEL } : {}),
+    ...(env.KVMQ_GUEST_MODULES ? { modules: env.KVMQ_GUEST_MODULES } : {}),
+    compress: env.KVMQ_IMAGE_COMPRESS ?? 'none',
+  };
+}
+
+/**
+ * Where the host's sysctls and the sysctl lease live. Read at each use, not once: KVMQ_PROC_SYS points
+ * elsewhere only to test a read-only /proc/sys, and KVMQ_SYSCTL_LEASE only to test the lease.
+ */
+export function hostPaths(env: NodeJS.ProcessEnv = process.env): { procSys: string; sysctlLease: string } {
+  return { procSys: env.KVMQ_PROC_SYS ?? '/proc/sys', sysctlLease: env.KVMQ_SYSCTL_LEASE ?? '/run/kvmq/sysctl.lease' };
+}
+
+const dataDir = (env: NodeJS.ProcessEnv) => path.resolve(env.KVMQ_DATA_DIR ?? '.kvmq');
 
 // Standard Webhooks' suggested schedule after the immediate first attempt: 5 s, 5 min, 30 min, 2 h, 5 h,
 // 10 h, 14 h, 20 h, 24 h (jitter is added per attempt).
@@ -52,6 +98,13 @@ function delays(raw: string | undefined): number[] {
   return list;
 }
 
+function metricsPort(raw: string | undefined): number | undefined {
+  if (raw === undefined || raw.trim() === '') return undefined;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new Error(`KVMQ_METRICS_PORT must be a port number (0 to 65535), got "${raw}"`);
+  return n;
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   return {
     redisUrl: env.REDIS_URL || undefined,
@@ -59,7 +112,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     port: Number(env.PORT ?? 8080),
     host: env.HOST ?? '127.0.0.1',
     apiTokens: (env.KVMQ_API_TOKENS ?? '').split(',').map((t) => t.trim()).filter(Boolean),
-    dataDir: path.resolve(env.KVMQ_DATA_DIR ?? '.kvmq'),
+    dataDir: dataDir(env),
     stateDir: path.resolve(env.KVMQ_STATE_DIR ?? '/var/lib/kvmq'),
     pool: env.KVMQ_POOL ?? 'default',
     hostId: env.KVMQ_HOST_ID ?? os.hostname(),
@@ -74,6 +127,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     webhookBackoffMs: delays(env.KVMQ_WEBHOOK_BACKOFF_MS),
     webhookTimeoutMs: Math.max(100, Number(env.KVMQ_WEBHOOK_TIMEOUT_MS ?? 15_000) || 15_000),
     webhookPerTarget: Math.min(WEBHOOK_SLOTS, Math.max(1, Math.floor(Number(env.KVMQ_WEBHOOK_PER_TARGET ?? 2)) || 2)),
+    metricsPort: metricsPort(env.KVMQ_METRICS_PORT),
+    guests: guestsConfig(env),
   };
 }
 

@@ -1,6 +1,7 @@
 // Child processes, always by argument vector and never through a shell, with an abort signal that
 // kills the whole process group so nothing a workload started outlives it.
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 
 export interface RunResult {
   code: number | null;
@@ -82,4 +83,23 @@ export async function runChecked(argv: string[], opts: Parameters<typeof runArgv
     throw new Error(`${argv.join(' ')} exited with ${r.code ?? r.signal}: ${r.output.trim().slice(-600)}`);
   }
   return r;
+}
+
+/** Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat), or null when none runs. */
+export function processStart(pid: number): number | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Is the process that owns something (a lease, a journal, a guest) still running? With its start time,
+ * a recycled pid cannot imitate it; without one (null), any process with that pid counts.
+ */
+export function ownerAlive(pid: number, start: number | null): boolean {
+  const now = processStart(pid);
+  return now !== null && (start === null || now === start);
 }

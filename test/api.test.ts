@@ -66,7 +66,7 @@ test('loaded above guests, duplicate ids, min above max', { skip }, async () => 
 });
 
 test('a scenario with guests and no driver in this build is refused, not left hanging', { skip }, async () => {
-  const { IMPLEMENTED_DRIVERS } = await import('../src/guests/drivers.ts');
+  const { IMPLEMENTED_DRIVERS } = await import('../src/guests/guest.ts');
   const driver = (['qemu', 'docker'] as const).find((d) => !IMPLEMENTED_DRIVERS.has(d));
   if (!driver) return; // every driver exists: nothing to refuse
   const b = await bad({ ...good, driver, scenarios: [{ id: 'g', guests: 1 }] });

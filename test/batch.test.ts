@@ -8,7 +8,7 @@ import { testStack, waitFor, waitForStatus, requireTool, webhookReceiver, type T
 import { insideWindow, nextOpening, earliestStart, instantOf } from '../src/model/window.ts';
 import { queueName, connect, Queues } from '../src/queue/queue.ts';
 import { Store } from '../src/store/store.ts';
-import { newRecord } from '../src/queue/batch.ts';
+import { newRecord } from '../src/queue/submit.ts';
 import { normalizeSpec, SpecInputSchema } from '../src/model/spec.ts';
 import { newSecret } from '../src/webhooks/webhook.ts';
 
@@ -167,7 +167,8 @@ test('outside its nightly window an experiment waits, scheduled, for the next op
       const queues = new Queues(conn, s.config.prefix);
       const late = { ...newRecord(normalizeSpec(SpecInputSchema.parse(tiny('came up late', { schedule: { window } }))), Date.now()), status: 'queued' as const };
       await store.create(late);
-      await queues.add(late); // at once, ignoring the window
+      // At once, ignoring the window (as an older API did): Queues.add itself no longer does that.
+      await q.add('experiment', { id: late.id }, { jobId: late.id });
       const rec = await waitForStatus(s, late.id, ['scheduled', 'running', 'completed'], 20_000);
       assert.equal(rec.status, 'scheduled');
       assert.equal(rec.startedAt, undefined);
@@ -176,6 +177,16 @@ test('outside its nightly window an experiment waits, scheduled, for the next op
         return j && (await j.getState()) === 'delayed' ? j : undefined;
       }, 10_000, 'the job back in delayed');
       assert.ok(job);
+
+      // Queues.add, the one way a job is queued, delays it to the window's opening like the API does.
+      const added = newRecord(normalizeSpec(SpecInputSchema.parse(tiny('added in the day', { schedule: { window } }))), Date.now());
+      assert.equal(added.status, 'scheduled');
+      await store.create(added);
+      await queues.add(added);
+      const addedJob = await q.getJob(added.id);
+      assert.equal(await addedJob!.getState(), 'delayed');
+      assert.ok(Math.abs(addedJob!.timestamp + addedJob!.delay - opens) < 2000, 'delayed to the opening');
+      assert.equal((await s.fetchJson('DELETE', `/v1/experiments/${added.id}`)).status, 200);
       await queues.close();
       assert.equal((await s.fetchJson('DELETE', `/v1/experiments/${late.id}`)).status, 200);
     } finally {

@@ -157,7 +157,8 @@ test('containers of a killed worker are reaped when the next worker starts', { s
 });
 
 test('an unreachable engine is a clear reason, not a hang', { skip, timeout: 30_000 }, async () => {
-  const d = new DockerDriver('/nonexistent-state', {
+  const d = new DockerDriver({
+    stateDir: '/nonexistent-state',
     docker: new Docker({ socketPath: '/nonexistent/docker.sock' }),
     rootTree: async () => assert.fail('no root tree is made for an engine that is not there'),
   });
@@ -180,7 +181,8 @@ test('an unreachable engine is a clear reason, not a hang', { skip, timeout: 30_
 });
 
 test('a failed image build is a permanent error with the reason', { skip, timeout: 60_000 }, async () => {
-  const d = new DockerDriver('/nonexistent-state', {
+  const d = new DockerDriver({
+    stateDir: '/nonexistent-state',
     rootTree: async () => ({ dir: '/nonexistent/root-tree', hash: `broken${Date.now()}` }),
   });
   const ac = new AbortController();
@@ -207,25 +209,30 @@ async function brokenTree(script: string): Promise<{ dir: string; hash: string }
   return { dir, hash: `broken-${Buffer.from(script).toString('hex').slice(0, 24)}` };
 }
 
-for (const [what, script, expect] of [
-  ['an agent that exits at once', 'echo "agent: crashed on purpose" >&2; exit 3', /exited: agent: crashed on purpose/],
-  ['an agent that never says ready', 'exec /bin/busybox sleep 1000', /no "ready" from every agent within 3 s/],
-  ['an agent that prints garbage', 'while :; do echo "garbage {"; /bin/busybox sleep 0.2; done', /no "ready" from every agent within 3 s/],
+/** A boot of `guests` small containers for one experiment, never cancelled. */
+const smallBoot = (experimentId: string, guests: number) => ({
+  experimentId,
+  scenario: { id: `guest${guests}`, guests, loaded: guests },
+  guest: { memoryMiB: 64, vcpus: 1, cpuset: '0', accel: 'auto' as const, diskCache: 'none' as const },
+  workloads: [],
+  signal: new AbortController().signal,
+  log: () => {},
+});
+
+// readyMs: the deadline; a channel that fails fast (garbage, another version) says so long before it.
+for (const [what, script, expect, readyMs] of [
+  ['an agent that exits at once', 'echo "agent: crashed on purpose" >&2; exit 3', /exited: agent: crashed on purpose/, 3000],
+  ['an agent that never says ready', 'exec /bin/busybox sleep 1000', /no "ready" from every agent within 3 s/, 3000],
+  ['an agent that prints garbage', 'while :; do echo "garbage {"; /bin/busybox sleep 0.2; done', /not the agent protocol: "garbage \{"/, 600_000],
+  ['an agent of another protocol version', 'while :; do echo \'{"v":2,"op":"ready"}\'; /bin/busybox sleep 0.2; done', /protocol version 2, this host speaks 1/, 600_000],
 ] as const) {
   test(`${what}: the boot fails with the reason and removes its containers`, { skip, timeout: 120_000 }, async () => {
     const tree = await brokenTree(script);
-    const d = new DockerDriver(tree.dir, { rootTree: async () => tree, readyMs: 3000 });
+    const d = new DockerDriver({ stateDir: tree.dir, rootTree: async () => tree, readyMs });
     const experimentId = `broken${process.pid}${Date.now()}`;
     const started = Date.now();
     await assert.rejects(
-      d.boot({
-        experimentId,
-        scenario: { id: 'guest3', guests: 2, loaded: 2 },
-        guest: { memoryMiB: 64, vcpus: 1, cpuset: '0', accel: 'auto', diskCache: 'none' },
-        workloads: [],
-        signal: new AbortController().signal,
-        log: () => {},
-      }),
+      d.boot({ ...smallBoot(experimentId, 2), scenario: { id: 'guest3', guests: 2, loaded: 2 } }),
       (err: Error) => expect.test(err.message) || assert.fail(err.message),
     );
     assert.ok(Date.now() - started < 90_000, 'it fails within the deadline');
@@ -234,3 +241,22 @@ for (const [what, script, expect] of [
     await docker.getImage(`kvmq-guest:${tree.hash}`).remove({ force: true }).catch(() => {});
   });
 }
+
+test('a command that fails inside a container is a permanent error, as in a VM', { skip, timeout: 120_000 }, async () => {
+  // An agent that says ready, then answers its first request (prepare, id 1) with an error.
+  const tree = await brokenTree(`echo '{"v":1,"op":"ready","protocol":1}'; read line; echo '{"v":1,"op":"error","id":1,"message":"setup step sysbench exited with 1"}'; exec /bin/busybox sleep 1000`);
+  const d = new DockerDriver({ stateDir: tree.dir, rootTree: async () => tree, readyMs: 60_000 });
+  const experimentId = `failing${process.pid}${Date.now()}`;
+  const booted = await d.boot(smallBoot(experimentId, 1));
+  try {
+    await assert.rejects(
+      booted.run({ setup: [], command: ['sysbench'], cleanup: [] }, 1, new AbortController().signal),
+      (err: Error) => (err instanceof PermanentError && /sysbench exited with 1/.test(err.message)) || assert.fail(err.message),
+    );
+  } finally {
+    await booted.shutdown();
+  }
+  assert.deepEqual(await leftovers(experimentId), []);
+  await fs.rm(tree.dir, { recursive: true, force: true });
+  await docker.getImage(`kvmq-guest:${tree.hash}`).remove({ force: true }).catch(() => {});
+});

@@ -101,7 +101,7 @@ test('running a finished experiment again stores nothing twice', { skip }, async
     const sp = parseSpec({ ...spec, workloads: [spec.workloads[0]] });
     const id = Store.newId();
     await store.create({ id, name: sp.name, status: 'running', pool: 'default', spec: sp, progress: { done: 0, total: 2 }, createdAt: new Date().toISOString() });
-    const deps = { store, drivers: { host: new HostDriver(dir) }, stateDir: dir, log: () => {} };
+    const deps = { store, drivers: { host: new HostDriver({ stateDir: dir }) }, stateDir: dir, log: () => {} };
     await runExperiment(deps, id, new AbortController().signal);
     const first = await store.cells(id);
     assert.equal(first.size, 2);

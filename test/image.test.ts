@@ -9,12 +9,12 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { requireTool, tempDir } from './helpers.ts';
 import { buildRootTree, sharedLibraries, AGENT_PATH, TREE_BINARIES } from '../src/guests/rootfs.ts';
-import { buildImage, imageCacheDir, moduleClosure, hasPvhEntry, bzImageVersion, GUEST_MODULES, type GuestImage } from '../src/guests/image.ts';
+import { buildImage, moduleClosure, hasPvhEntry, bzImageVersion, GUEST_MODULES, type GuestImage } from '../src/guests/image.ts';
 import { AgentChannel, AgentReplyError } from '../src/guests/agent/channel.ts';
 import { loadConfig } from '../src/config.ts';
 
 const skip = requireTool('gcc') || requireTool('cpio') || requireTool('depmod') || requireTool('sysbench') || requireTool('stress-ng') || requireTool('postmark') || requireTool('busybox');
-const cacheDir = imageCacheDir(loadConfig().dataDir);
+const cacheDir = loadConfig().guests.imageDir;
 let image: GuestImage;
 
 before(async () => {

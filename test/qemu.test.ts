@@ -10,7 +10,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { testStack, requireTool, tempDir, waitFor, waitForStatus, type TestStack } from './helpers.ts';
 import { QemuDriver } from '../src/guests/qemu.ts';
-import { buildImage, imageCacheDir } from '../src/guests/image.ts';
+import { buildImage } from '../src/guests/image.ts';
 import { loadConfig } from '../src/config.ts';
 import { planWorkload, type Workload } from '../src/model/workload.ts';
 import { PermanentError } from '../src/errors.ts';
@@ -19,14 +19,15 @@ import { PAPER_SCENARIOS } from '../src/model/preset.ts';
 const skip =
   requireTool('qemu-system-x86_64') || requireTool('redis-server') || requireTool('sysbench') || requireTool('gcc') ||
   requireTool('cpio') || requireTool('mkfs.ext4') || requireTool('depmod');
-const imageDir = imageCacheDir(loadConfig().dataDir);
+const guests = loadConfig().guests;
+const imageDir = guests.imageDir;
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const stacks: TestStack[] = [];
 const log = process.env.KVMQ_TEST_LOG ? (m: string) => console.error(m) : () => {};
 
 before(async () => {
   // Built (or found) before any test, so no test's timing includes it.
-  if (!skip) await buildImage({ cacheDir: imageDir, log });
+  if (!skip) await buildImage({ cacheDir: imageDir, guests, log });
 }, { timeout: 600_000 });
 after(async () => {
   for (const s of stacks.reverse()) {
@@ -146,7 +147,7 @@ test('cancelling a running experiment stops its guests mid-workload and leaves n
 
 test('a guest that never becomes ready fails the boot within its deadline and leaves nothing', { skip, timeout: 120_000 }, async () => {
   const dir = await tempDir('qemu-noready');
-  const d = new QemuDriver({ stateDir: dir, imageDir, log, env: { ...process.env, KVMQ_BOOT_TIMEOUT_S: '1' } });
+  const d = new QemuDriver({ stateDir: dir, guests: { ...guests, bootTimeoutMs: 1000 }, log });
   const started = Date.now();
   await assert.rejects(
     d.boot({ experimentId: 'noready', scenario: { id: 'guest1', guests: 1, loaded: 1 }, guest: tcg, workloads: [integer(10)], signal: new AbortController().signal, log }),
@@ -160,7 +161,7 @@ test('a guest that never becomes ready fails the boot within its deadline and le
 
 test('in one booted guest: sysctl inside, a failing command, then QEMU killed mid-workload', { skip, timeout: 300_000 }, async () => {
   const dir = await tempDir('qemu-crash');
-  const d = new QemuDriver({ stateDir: dir, imageDir, log });
+  const d = new QemuDriver({ stateDir: dir, guests, log });
   const ac = new AbortController();
   const booted = await d.boot({ experimentId: 'crash', scenario: { id: 'guest1', guests: 1, loaded: 1 }, guest: tcg, workloads: [integer(10)], signal: ac.signal, log });
   try {
@@ -193,7 +194,7 @@ test('in one booted guest: sysctl inside, a failing command, then QEMU killed mi
 
 test('accel kvm where KVM cannot boot a guest fails with the reason; auto falls back to tcg', { skip, timeout: 120_000 }, async () => {
   const dir = await tempDir('qemu-kvm');
-  const d = new QemuDriver({ stateDir: dir, imageDir, log, env: { ...process.env, KVMQ_KVM_PROBE_TIMEOUT_S: '8' } });
+  const d = new QemuDriver({ stateDir: dir, guests: { ...guests, kvmProbeTimeoutMs: 8000 }, log });
   const kvm = await d.probeKvm();
   if (kvm.ok) return; // a host where KVM works: nothing to refuse (the other tests still pin tcg)
   await assert.rejects(
@@ -211,7 +212,7 @@ test("a crashed worker's QEMU is killed when the next worker starts", { skip, ti
   // A real worker-like process boots a guest and dies with SIGKILL, leaving QEMU behind.
   const script = `
     import { QemuDriver } from ${JSON.stringify(path.join(repo, 'src/guests/qemu.ts'))};
-    const d = new QemuDriver({ stateDir: ${JSON.stringify(stateDir)}, imageDir: ${JSON.stringify(imageDir)} });
+    const d = new QemuDriver({ stateDir: ${JSON.stringify(stateDir)}, guests: ${JSON.stringify(guests)} });
     await d.boot({ experimentId: 'reap', scenario: { id: 'guest1', guests: 1, loaded: 1 }, guest: ${JSON.stringify(tcg)},
       workloads: [], signal: new AbortController().signal, log: () => {} });
     setInterval(() => {}, 1000);

@@ -165,7 +165,7 @@ test('a schedule tick retried after a crash submits its experiment exactly once'
     const sched = await schedules.create({ cron: '0 0 1 1 *', timeZone: 'UTC', spec }, spec);
     // What an older version left when it died between its marker and the experiment.
     const orphanId = Store.newId();
-    await store.redis.set(store.key('schedtick', 'tick-a'), orphanId, 'EX', 3600);
+    await store.redis.set(store.poolKey('default', 'schedtick', 'tick-a'), orphanId, 'EX', 3600);
     assert.equal(await schedules.spawn(sched.id, 'tick-a'), orphanId);
     assert.equal((await store.get(orphanId))?.status, 'queued', 'the experiment the marker names exists');
     assert.ok(await queues.get('default').getJob(orphanId), 'and its job is queued');

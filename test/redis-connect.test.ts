@@ -8,7 +8,7 @@ import { Redis } from 'ioredis';
 import { Queue } from 'bullmq';
 import { requireTool, tempDir, testRedis, waitFor, waitForStatus, type TestStack } from './helpers.ts';
 import { connect, jobOptions, queueName } from '../src/queue/queue.ts';
-import { newRecord } from '../src/queue/batch.ts';
+import { newRecord } from '../src/queue/submit.ts';
 import { parseSpec } from '../src/model/spec.ts';
 import { freePort, startRedis, startTlsRedis, type RedisProc } from './redis-topology.ts';
 import { fullFlow, quick, stackOn } from './redis-e2e.ts';

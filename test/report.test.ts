@@ -191,7 +191,7 @@ test('adaptive repetitions in the runner: more while noisy, stop when steady, a 
     const stored = (workload: string, repetition: number, seconds: number): Cell => ({ profile: 'unchanged', scenario: 'host', workload, repetition, guestSeconds: [seconds], seconds, command: ['x'], finishedAt: new Date().toISOString() });
     for (const c of [stored('steady', 1, 1), stored('steady', 2, 1), stored('noisy', 1, 1), stored('noisy', 2, 2)]) await store.storeCell(id, c);
     const seen: number[] = [];
-    const deps = { store, drivers: { host: new HostDriver(dir) }, stateDir: dir, log: () => {}, onProgress: (p: { total: number }) => void seen.push(p.total) };
+    const deps = { store, drivers: { host: new HostDriver({ stateDir: dir }) }, stateDir: dir, log: () => {}, onProgress: (p: { total: number }) => void seen.push(p.total) };
     await runExperiment(deps, id, new AbortController().signal);
     const cells = await store.cells(id);
     const reps = (w: string) => [...cells.values()].filter((c) => c.workload === w).map((c) => c.repetition).sort();

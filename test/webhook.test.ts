@@ -8,12 +8,13 @@ import os from 'node:os';
 import { createHmac } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { testStack, waitFor, waitForStatus, requireTool, webhookReceiver, type TestStack } from './helpers.ts';
-import { isPrivateAddress, urlProblem, resolveTarget, sendOnce, backoffDelay, newSecret, sign, ForbiddenTarget, experimentMessage, Webhooks, deliveries } from '../src/webhooks/webhook.ts';
+import { isPrivateAddress, urlProblem, resolveTarget, sendOnce, backoffDelay, newSecret, sign, ForbiddenTarget, experimentMessage, recordAttempt, deliveries, Webhooks } from '../src/webhooks/webhook.ts';
 import { Store, type ExperimentRecord } from '../src/store/store.ts';
 import { testRedis } from './helpers.ts';
 import { connect } from '../src/queue/queue.ts';
 import { parseSpec } from '../src/model/spec.ts';
 import { startWebhookWorker } from '../workers/webhook.ts';
+import { loggerToCallback } from '../src/observe/log.ts';
 import { loadConfig } from '../src/config.ts';
 
 /** The receiver's own check, written from the Standard Webhooks text, not with kvmq's sign(). */
@@ -253,7 +254,7 @@ test('one receiver that never answers holds at most KVMQ_WEBHOOK_PER_TARGET slot
   const fast = await webhookReceiver();
   const webhooks = new Webhooks(store.redis, store, config);
   const wconn = connect(redis.url);
-  const w = await startWebhookWorker({ config, connection: wconn, store, log: () => {} });
+  const w = await startWebhookWorker({ config, connection: wconn, store, logger: loggerToCallback(() => {}) });
   const owner = async (url: string) => {
     const spec = parseSpec({ ...tiny('slots', { url }) });
     const rec: ExperimentRecord = { id: Store.newId(), name: 'slots', status: 'completed', pool: 'default', spec, progress: { done: 1, total: 1 }, createdAt: new Date().toISOString(), finishedAt: new Date().toISOString() };
@@ -280,5 +281,35 @@ test('one receiver that never answers holds at most KVMQ_WEBHOOK_PER_TARGET slot
     await fast.close();
     store.redis.disconnect();
     await redis.stop();
+  }
+});
+
+test('a job run again after its delivery was recorded (a worker killed before the queue heard) is not sent twice', async (t) => {
+  const skip = requireTool('redis-server') || requireTool('sysbench');
+  if (skip) return void t.skip(skip);
+  const conn = connect(s.redisUrl);
+  const store = new Store(conn, s.config.prefix);
+  const webhooks = new Webhooks(conn, store, s.config);
+  try {
+    // Two finished experiments; for the first, a delivery is already on record, as a killed worker leaves it.
+    const recs = ['recorded', 'fresh'].map((name) => {
+      const spec = parseSpec({ ...tiny(name, { url: `${rx.url}/once-${name}` }) });
+      return { id: Store.newId(), name, status: 'completed' as const, pool: 'default', spec, progress: { done: 1, total: 1 }, createdAt: new Date().toISOString(), finishedAt: new Date().toISOString() };
+    });
+    for (const r of recs) await store.create(r);
+    await recordAttempt(store, { kind: 'experiment', id: recs[0]!.id }, {
+      webhookId: `msg_${recs[0]!.id}_experiment_completed`, type: 'experiment.completed', attempt: 1, at: new Date().toISOString(),
+      url: `${rx.url}/once-recorded`, status: 204, latencyMs: 1, outcome: 'delivered',
+    });
+    for (const r of recs) await webhooks.experimentFinished(r.id);
+    await waitFor(async () => rx.hits.some((h) => h.path === '/once-fresh'), 20_000, 'the fresh message');
+    const job = await webhooks.queue.getJob(`msg_${recs[0]!.id}_experiment_completed`);
+    await waitFor(async () => (await job!.isCompleted()) && true, 20_000, 'the recorded message to be settled');
+    assert.equal(rx.hits.filter((h) => h.path === '/once-recorded').length, 0, 'a message on record as delivered is not sent again');
+    assert.equal(rx.hits.filter((h) => h.path === '/once-fresh').length, 1);
+    assert.equal((await deliveries(store, recs[0]!.id)).length, 1, 'no second attempt recorded');
+  } finally {
+    await webhooks.close();
+    conn.disconnect();
   }
 });

@@ -15,6 +15,10 @@ import type { Config } from '../src/config.ts';
 import { announce, withdraw, HEARTBEAT_MS } from '../src/store/registry.ts';
 import { workerCapabilities } from '../src/run/preflight.ts';
 import { earliestStart } from '../src/model/window.ts';
+import type { ProcessMetrics } from '../src/observe/metrics.ts';
+import type { Logger } from '../src/observe/log.ts';
+import { CancelledError, cancelRequested, listenForCancels } from '../src/queue/cancel.ts';
+import { takeHost } from '../src/queue/hostlock.ts';
 
 export interface ExperimentWorkerOptions {
   config: Config;
@@ -22,27 +26,23 @@ export interface ExperimentWorkerOptions {
   connection: RedisClient;
   store: Store;
   drivers: Partial<Record<'host' | 'qemu' | 'docker', GuestDriver>>;
-  log: (msg: string) => void;
+  /** Bound to host and pool here, and to the experiment for each job. */
+  logger: Logger;
+  /** This process's metrics: experiments finished by outcome, the one running. */
+  metrics?: ProcessMetrics;
   onFinished?: (id: string) => Promise<void> | void;
   /** Queue the notifications a crashed process owed (the store's outbox); run at start. */
   sendOwed?: () => Promise<unknown>;
 }
 
-export const CANCEL_CHANNEL = 'cancel';
-
-export class CancelledError extends Error {
-  constructor() {
-    super('cancelled by request');
-  }
-}
-
-export async function recoverHost(opts: Pick<ExperimentWorkerOptions, 'config' | 'drivers' | 'log'>): Promise<void> {
+export async function recoverHost(opts: Pick<ExperimentWorkerOptions, 'config' | 'drivers' | 'logger'>): Promise<void> {
+  const log = (m: string) => opts.logger.info(m);
   const { restored: j, liveOwner } = await sysctl.recoverJournal(opts.config.stateDir);
-  if (j) opts.log(`restored sysctl values left by experiment ${j.experimentId} (pid ${j.pid}, profile ${j.profile}): ${JSON.stringify(j.original)}`);
-  if (liveOwner) opts.log(`a sysctl journal in ${opts.config.stateDir} belongs to running pid ${liveOwner}; left to it`);
+  if (j) log(`restored sysctl values left by experiment ${j.experimentId} (pid ${j.pid}, profile ${j.profile}): ${JSON.stringify(j.original)}`);
+  if (liveOwner) log(`a sysctl journal in ${opts.config.stateDir} belongs to running pid ${liveOwner}; left to it`);
   for (const d of Object.values(opts.drivers)) {
     const reaped = await d.reapLeftovers();
-    if (reaped.length) opts.log(`${d.name}: reaped leftovers of a crashed run: ${reaped.join(', ')}`);
+    if (reaped.length) log(`${d.name}: reaped leftovers of a crashed run: ${reaped.join(', ')}`);
   }
 }
 
@@ -87,8 +87,10 @@ export async function migrateLegacyQueue(connection: RedisClient, prefix: string
  * job get it again, records whose job the queue gave up on are settled as failed, and notifications
  * still owed for final records are queued.
  */
-export async function repairRecords(opts: Pick<ExperimentWorkerOptions, 'config' | 'store' | 'log' | 'onFinished' | 'sendOwed'>): Promise<void> {
-  const { config, store, log } = opts;
+export async function repairRecords(opts: Pick<ExperimentWorkerOptions, 'config' | 'store' | 'logger' | 'onFinished' | 'sendOwed'>): Promise<void> {
+  const { config, store } = opts;
+  const logger = opts.logger.child({ host: config.hostId, pool: config.pool });
+  const log = (m: string) => logger.info(capText(m));
   const queues = new Queues(store.redis, config.prefix);
   try {
     const r = await repairPool(store, queues, config.pool);
@@ -105,8 +107,10 @@ export async function repairRecords(opts: Pick<ExperimentWorkerOptions, 'config'
 
 export async function startExperimentWorker(opts: ExperimentWorkerOptions): Promise<{ worker: Worker; close: () => Promise<void> }> {
   const { config, store } = opts;
+  const logger = opts.logger.child({ host: config.hostId, pool: config.pool });
   // Every line is capped: an error may quote unbounded input or tool output.
-  const log = (m: string) => opts.log(capText(m));
+  const log = (m: string) => logger.info(capText(m));
+  const outcome = (o: string) => opts.metrics?.experiments.inc({ outcome: o });
   await checkEvictionPolicy(store.redis);
   // A store that cannot take writes (a replica, NOREPLICAS, a full Redis) must not take work.
   await store.probe([config.pool]);
@@ -126,16 +130,12 @@ export async function startExperimentWorker(opts: ExperimentWorkerOptions): Prom
         current: [...running.keys()][0] ?? null, pid: process.pid,
       }))
       .catch((err) => log(`heartbeat: ${(err as Error).message}`));
-  const sub = store.redis.duplicate();
-  sub.on('error', (err) => log(`redis (cancel channel): ${err.message}`));
-  await sub.subscribe(store.key(CANCEL_CHANNEL));
-  sub.on('message', (_ch, id: string) => running.get(id)?.abort(new CancelledError()));
-
-  const lockKey = store.key('hostlock', config.hostId);
-  const LOCK_MS = config.lockMs;
+  const sub = await listenForCancels(store, (id) => running.get(id)?.abort(new CancelledError()), log);
 
   const processor = async (job: Job<{ id: string }>, token?: string, signal?: AbortSignal) => {
     const id = job.data.id;
+    const elog = logger.child({ experiment: id });
+    const log = (m: string) => elog.info(capText(m));
     const rec = await store.get(id);
     if (!rec) return;
     if (FINAL.includes(rec.status)) {
@@ -163,17 +163,17 @@ export async function startExperimentWorker(opts: ExperimentWorkerOptions): Prom
     }
 
     // One experiment per host, even with several worker processes on it.
-    const got = await store.redis.set(lockKey, id, 'PX', LOCK_MS, 'NX');
-    if (!got && (await store.redis.get(lockKey)) !== id) {
+    const hostLock = await takeHost(store, config.hostId, id, config.lockMs);
+    if (!hostLock) {
       await job.moveToDelayed(Date.now() + 2000, token);
       throw new DelayedError();
     }
-    const renew = setInterval(() => void store.redis.pexpire(lockKey, LOCK_MS).catch(() => {}), LOCK_MS / 3);
 
     const ac = new AbortController();
     running.set(id, ac);
+    opts.metrics?.running.set(running.size);
     // A cancel published before this job was in `running` would be lost on pub/sub alone.
-    if (await store.redis.exists(store.key(CANCEL_CHANNEL, id))) ac.abort(new CancelledError());
+    if (await cancelRequested(store, id)) ac.abort(new CancelledError());
     void beat();
     signal?.addEventListener('abort', () => ac.abort(signal.reason), { once: true });
     try {
@@ -185,16 +185,26 @@ export async function startExperimentWorker(opts: ExperimentWorkerOptions): Prom
       });
       if (!started) return; // cancelled between the queue and here
       log(`experiment ${id} (${rec.name}) started on ${config.hostId}, attempt ${job.attemptsMade + 1}`);
-      await runExperiment(
-        {
-          store, drivers: opts.drivers, stateDir: config.stateDir, log: (m) => log(`[${id}] ${m}`),
-          onProgress: (p) => job.updateProgress(p), draining: () => draining,
-        },
-        id,
-        ac.signal,
-      );
+      const run = () =>
+        runExperiment(
+          {
+            store, drivers: opts.drivers, stateDir: config.stateDir, log, logger: elog,
+            onProgress: (p) => job.updateProgress(p), draining: () => draining,
+          },
+          id,
+          ac.signal,
+        );
+      store.takeUnreplicated(id);
+      await run();
+      // A cell that no replica acknowledged is gone if a failover came meanwhile: read the cells again
+      // (from whichever master holds them now) and run what is missing; stored cells are skipped.
+      if (store.takeUnreplicated(id)) {
+        log(`experiment ${id}: some results reached no replica in time; running any cell a failover lost`);
+        await run();
+      }
       await store.transition(id, ['running'], { status: 'completed', finishedAt: new Date().toISOString() });
       log(`experiment ${id} completed`);
+      outcome('completed');
       await opts.onFinished?.(id);
     } catch (err) {
       if (err instanceof DelayedError) throw err;
@@ -203,12 +213,14 @@ export async function startExperimentWorker(opts: ExperimentWorkerOptions): Prom
         await store.transition(id, ['running'], { status: 'queued' });
         await job.moveToDelayed(Date.now() + 1000, token);
         log(`experiment ${id} handed back to the queue (worker shutting down)`);
+        outcome('handed_back');
         throw new DelayedError();
       }
       const reason = err instanceof Error ? err.message : String(err);
       if (ac.signal.aborted && ac.signal.reason instanceof CancelledError) {
         await store.transition(id, ['running', 'queued', 'scheduled'], { status: 'cancelled', finishedAt: new Date().toISOString(), error: { reason: 'cancelled by request' } });
         log(`experiment ${id} cancelled`);
+        outcome('cancelled');
         await opts.onFinished?.(id);
         return;
       }
@@ -216,18 +228,19 @@ export async function startExperimentWorker(opts: ExperimentWorkerOptions): Prom
       if (last) {
         await store.transition(id, ['running'], { status: 'failed', finishedAt: new Date().toISOString(), error: { reason } });
         log(`experiment ${id} failed: ${reason}`);
+        outcome('failed');
         await opts.onFinished?.(id);
         throw new UnrecoverableError(reason);
       }
       await store.transition(id, ['running'], { status: 'queued', error: { reason: `attempt ${job.attemptsMade + 1} failed, will retry: ${reason}` } });
       log(`experiment ${id} attempt ${job.attemptsMade + 1} failed, will retry: ${reason}`);
+      outcome('retried');
       throw err;
     } finally {
-      clearInterval(renew);
       running.delete(id);
+      opts.metrics?.running.set(running.size);
       void beat();
-      // Release the host lock only if it is still ours.
-      await store.redis.eval(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`, 1, lockKey, id).catch(() => {});
+      await hostLock.release();
     }
   };
 
@@ -246,7 +259,7 @@ export async function startExperimentWorker(opts: ExperimentWorkerOptions): Prom
     void settleGivenUp(store, job, job.id)
       .then(async (reason) => {
         if (!reason) return;
-        log(`experiment ${job.id} failed: ${reason}`);
+        logger.child({ experiment: job.id }).warn(capText(`experiment ${job.id} failed: ${reason}`));
         await opts.onFinished?.(job.id!);
       })
       .catch((err) => log(`settling experiment ${job.id}: ${(err as Error).message}`));

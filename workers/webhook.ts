@@ -6,7 +6,8 @@ import { Worker, UnrecoverableError, DelayedError, type Job } from 'bullmq';
 import type { RedisClient } from '../src/store/connection.ts';
 import type { Store } from '../src/store/store.ts';
 import { WEBHOOK_SLOTS, type Config } from '../src/config.ts';
-import { WEBHOOK_QUEUE, backoffDelay, recordAttempt, sendOnce, sign, targetOf, type DeliveryAttempt, type WebhookJob } from '../src/webhooks/webhook.ts';
+import type { Logger } from '../src/observe/log.ts';
+import { WEBHOOK_QUEUE, backoffDelay, deliveries, recordAttempt, sendOnce, sign, targetOf, type DeliveryAttempt, type WebhookJob } from '../src/webhooks/webhook.ts';
 
 /** Carries the delay chosen (and recorded) by the processor to BullMQ's backoff strategy. */
 class RetryLater extends Error {
@@ -19,11 +20,12 @@ export interface WebhookWorkerOptions {
   config: Config;
   connection: RedisClient;
   store: Store;
-  log: (msg: string) => void;
+  logger: Logger;
 }
 
 export async function startWebhookWorker(opts: WebhookWorkerOptions): Promise<{ worker: Worker; close: () => Promise<void> }> {
-  const { config, store, log } = opts;
+  const { config, store } = opts;
+  const log = (m: string) => opts.logger.info(m);
 
   // Attempts in flight per target: a receiver that hangs until the timeout holds this many slots at most,
   // and messages to it beyond that wait in the queue (without spending an attempt) while others go out.
@@ -37,6 +39,13 @@ export async function startWebhookWorker(opts: WebhookWorkerOptions): Promise<{ 
     if (!target) {
       log(`webhook ${webhookId}: ${owner.kind} ${owner.id} has no webhook any more; dropped`);
       return;
+    }
+    // A worker killed after the receiver's 2xx was recorded, but before the queue marked the job done,
+    // leaves it to be run again: the record says it arrived, so it is not sent a second time. (Killed
+    // between the 2xx and the record, it is: delivery is at least once, and the id stays the same.)
+    if ((await deliveries(store, owner.id)).some((d) => d.webhookId === webhookId && d.outcome === 'delivered')) {
+      log(`webhook ${webhookId}: already delivered; not sent again`);
+      return { status: 'already delivered', attempt };
     }
     const key = new URL(target.url).host.toLowerCase();
     const busy = inFlight.get(key) ?? 0;

@@ -4,6 +4,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import Docker from 'dockerode';
+import { Option, type Command } from 'commander';
 import { runArgv } from '../process.ts';
 import { capabilities } from '../host/system.ts';
 import { procSys } from '../host/sysctl.ts';
@@ -66,8 +67,7 @@ export async function runDoctor(config: Config, opts: { probeKvm: boolean; log: 
   const docker = await new Docker().ping().then(() => true, (e: Error) => e.message);
   checks.push({ name: 'docker', ok: docker === true, detail: docker === true ? 'engine reachable' : `engine not reachable (${docker})`, fix: 'apt-get install docker.io and start dockerd (needed only for driver "docker")', optional: true });
 
-  const { imageCacheDir } = await import('../guests/image.ts');
-  const cache = imageCacheDir(config.dataDir);
+  const cache = config.guests.imageDir;
   const images = (await fs.readdir(cache).catch(() => [] as string[])).filter((d) => /^image-[0-9a-f]+$/.test(d));
   checks.push({ name: 'guest image', ok: images.length > 0, detail: images.length ? `${images.join(', ')} in ${cache}` : `none in ${cache}`, fix: 'kvmq image build (the worker also builds it on first need)', optional: true });
 
@@ -76,7 +76,7 @@ export async function runDoctor(config: Config, opts: { probeKvm: boolean; log: 
     checks.push({ name: 'kvm', ok: false, detail: '/dev/kvm is absent: guests run under emulation (tcg)', fix: 'enable virtualisation in the firmware and load kvm_intel or kvm_amd', optional: true });
   } else if (opts.probeKvm && (await onPath('qemu-system-x86_64'))) {
     const { QemuDriver } = await import('../guests/qemu.ts');
-    const driver = new QemuDriver({ stateDir: config.stateDir, imageDir: cache, log: opts.log });
+    const driver = new QemuDriver({ stateDir: config.stateDir, guests: config.guests, log: opts.log });
     const k = await driver.probeKvm().catch((e: Error) => ({ ok: false, reason: e.message }));
     checks.push({ name: 'kvm', ok: k.ok, detail: k.ok ? 'a probe guest booted under KVM' : `/dev/kvm exists but ${k.reason}: guests run under emulation (tcg)`, fix: 'on a nested host, enable nested virtualisation for the outer VM; accel "auto" falls back to tcg meanwhile', optional: true });
   } else {
@@ -89,4 +89,22 @@ export function formatChecks(checks: Check[]): string {
   return checks
     .map((c) => `${c.ok ? 'ok     ' : c.optional ? 'absent ' : 'MISSING'} ${c.name.padEnd(20)} ${c.detail}${c.ok || !c.fix ? '' : `\n        fix: ${c.fix}`}`)
     .join('\n');
+}
+
+export function register(program: Command): void {
+  program
+    .command('doctor')
+    .description('what this host can run, with the fix for each missing piece; exits 1 when the host baseline itself cannot run')
+    .option('--probe-kvm', 'boot one tiny guest to prove KVM works (a nested host can have /dev/kvm and still hang guests)')
+    .addOption(new Option('--format <format>', 'text or json').choices(['text', 'json']))
+    .action(async (opts: { probeKvm?: boolean; format?: 'text' | 'json' }) => {
+      const { loadConfig } = await import('../config.ts');
+      const { systemInfo } = await import('../host/system.ts');
+      const { IMPLEMENTED_DRIVERS } = await import('../guests/guest.ts');
+      const checks = await runDoctor(loadConfig(), { probeKvm: !!opts.probeKvm, log: (m) => console.error(`kvmq doctor: ${m}`) });
+      if (opts.format === 'json') console.log(JSON.stringify({ system: await systemInfo(), drivers: ['host', ...IMPLEMENTED_DRIVERS], checks }, null, 2));
+      else console.log(formatChecks(checks));
+      // Only what the host baseline itself needs makes doctor fail; an absent driver narrows what runs.
+      if (!checks.every((c) => c.ok || c.optional)) process.exitCode = 1;
+    });
 }

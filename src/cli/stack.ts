@@ -14,18 +14,26 @@ import { startWebhookWorker } from '../../workers/webhook.ts';
 import { startScheduleWorker } from '../../workers/schedule.ts';
 import { Webhooks } from '../webhooks/webhook.ts';
 import { Schedules } from '../queue/schedule.ts';
+import { ProcessMetrics, serveMetrics } from '../observe/metrics.ts';
+import { bearerChecker } from '../auth.ts';
+import { createLogger, loggerToCallback, type Logger } from '../observe/log.ts';
 
 export interface StackOptions {
   api?: boolean;
   worker?: boolean;
   config?: Config;
+  /** Text lines instead of pino's output (a test's silent sink, the demo's quiet run). */
   log?: (m: string) => void;
+  /** The pino logger for every part (by default one on stderr at KVMQ_LOG_LEVEL, pretty on a terminal). */
+  logger?: Logger;
 }
 
 export interface Stack {
   config: Config;
   url: string | undefined;
   redisUrl: string;
+  /** A worker without the API: where its own /metrics is served (KVMQ_METRICS_PORT). */
+  metricsUrl?: string;
   stop(): Promise<void>;
 }
 
@@ -33,9 +41,13 @@ const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 
 export async function startStack(opts: StackOptions): Promise<Stack> {
   const config = opts.config ?? loadConfig();
-  const log = opts.log ?? ((m: string) => console.error(`kvmq: ${m}`));
+  const logger = opts.logger ?? (opts.log ? loggerToCallback(opts.log) : createLogger());
+  const log = (m: string) => logger.info(m);
   if (opts.api && !config.apiTokens.length && !LOOPBACK.has(config.host)) {
     throw new Error(`refusing to listen on ${config.host} without KVMQ_API_TOKENS: set tokens, or HOST=127.0.0.1`);
+  }
+  if (!opts.api && config.metricsPort !== undefined && !config.apiTokens.length && !LOOPBACK.has(config.host)) {
+    throw new Error(`refusing to serve metrics on ${config.host} without KVMQ_API_TOKENS: set tokens, or HOST=127.0.0.1`);
   }
   const stops: (() => Promise<unknown>)[] = [];
   const stop = async () => {
@@ -74,20 +86,22 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     store.onUnreplicated = (what, acked) => log(`redis: ${what} reached ${acked} of ${redis.waitReplicas} replica(s) within 2 s; a failover now could lose it`);
     // Fail at once with a clear message (the Redis named, no password) rather than retrying forever.
     await withDeadline(redis, 60_000, () => store.probe(), store.redis);
+    // One registry for the parts in this process: the API serves it, or a lone worker on its own port.
+    const metrics = new ProcessMetrics();
 
     // The webhook sender and the schedule ticker run wherever experiment workers run (stopped after them).
     const webhooks = new Webhooks(conn('webhooks'), store, config);
     stops.push(() => webhooks.close());
     if (opts.worker) {
-      const ww = await startWebhookWorker({ config, connection: conn('webhook-worker'), store, log });
+      const ww = await startWebhookWorker({ config, connection: conn('webhook-worker'), store, logger });
       stops.push(() => ww.close());
       const poolQueues = new Queues(conn('queues'), config.prefix);
       const schedules = new Schedules(conn('schedules'), store, poolQueues, config);
       stops.push(() => Promise.all([poolQueues.close(), schedules.close()]));
-      const sw = await startScheduleWorker({ config, connection: conn('schedule-worker'), schedules, log });
+      const sw = await startScheduleWorker({ config, connection: conn('schedule-worker'), schedules, logger });
       stops.push(() => sw.close());
       const onFinished = (id: string) => webhooks.experimentFinished(id).catch((err) => log(`webhook for ${id} not queued: ${(err as Error).message}`));
-      const w = await startExperimentWorker({ config, connection: conn('worker'), store, drivers: makeDrivers(config.stateDir, { dataDir: config.dataDir, log, commandUser: config.commandUser }), log, onFinished, sendOwed: () => webhooks.sendOwed(log) });
+      const w = await startExperimentWorker({ config, connection: conn('worker'), store, drivers: makeDrivers(config, log), logger, metrics, onFinished, sendOwed: () => webhooks.sendOwed(log) });
       stops.push(() => w.close());
     }
     let url: string | undefined;
@@ -95,7 +109,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       const queues = new Queues(conn('api-queues'), config.prefix);
       const schedules = new Schedules(conn('api-schedules'), store, queues, config);
       stops.push(() => Promise.all([queues.close(), schedules.close()]));
-      const server = http.createServer(createApp({ store, queues, config, webhooks, schedules }));
+      const server = http.createServer(createApp({ store, queues, config, webhooks, schedules, metrics, logger }));
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
         server.listen(config.port, config.host, () => resolve());
@@ -111,7 +125,14 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
           }),
       );
     }
-    return { config, url, redisUrl, stop };
+    let metricsUrl: string | undefined;
+    if (!opts.api && config.metricsPort !== undefined) {
+      const served = await serveMetrics(metrics.registry, config.metricsPort, config.host, bearerChecker(config.apiTokens));
+      stops.push(served.close);
+      metricsUrl = served.url;
+      log(`metrics on ${metricsUrl}`);
+    }
+    return { config, url, redisUrl, metricsUrl, stop };
   } catch (err) {
     await stop();
     throw err;

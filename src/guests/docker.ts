@@ -11,13 +11,15 @@ import crypto from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { PassThrough, type Duplex, type Readable } from 'node:stream';
 import Docker from 'dockerode';
-import type { BootRequest, BootedScenario, DriverProbe, GuestDriver } from './guest.ts';
+import type { BootRequest, BootedScenario, DriverOptions, DriverProbe, GuestDriver } from './guest.ts';
+import { guestsConfig } from '../config.ts';
 import { PermanentError } from '../errors.ts';
-import type { Step, WorkloadPlan } from '../model/workload.ts';
 import { runStep } from './host.ts';
-import { abortError } from '../process.ts';
+import { abortError, ownerAlive, processStart } from '../process.ts';
 import { toolVersions } from '../host/system.ts';
 import { buildRootTree, AGENT_PATH, SCRATCH_PATH } from './rootfs.ts';
+import { AgentChannel, AgentError } from './agent/channel.ts';
+import { runBehindBarrier, withinDeadline } from './barrier.ts';
 
 const LABEL = 'io.kvmq';
 const ROLE = `${LABEL}.role`;
@@ -33,20 +35,12 @@ const READY_MS = 60_000;
  * of other hostnames belong to other workers on the same engine (a compose worker next to a host one)
  * and are never touched.
  */
-function processStart(pid: number): string | undefined {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
-  } catch {
-    return undefined;
-  }
-}
-const OWNER = `${os.hostname()}:${process.pid}:${processStart(process.pid) ?? '0'}`;
+const OWNER = `${os.hostname()}:${process.pid}:${processStart(process.pid) ?? 0}`;
 
 function isLeftover(owner: string | undefined): boolean {
   const [host, pid, start] = (owner ?? '').split(':');
   if (host !== os.hostname() || !pid) return false;
-  return processStart(Number(pid)) !== start;
+  return !ownerAlive(Number(pid), Number(start));
 }
 
 function deadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
@@ -68,120 +62,34 @@ function engineError(err: unknown, what: string): Error {
   return new Error(`docker: ${what} failed: ${String(detail).trim()}`);
 }
 
-interface AgentMessage {
-  v: number;
-  op: string;
-  id?: number;
-  seconds?: number;
-  exit?: number;
-  output?: string;
-  message?: string;
-}
-
-/** The host end of one container's agent channel: JSON lines out on stdin, JSON lines in on stdout. */
-class AgentLink {
-  private nextId = 1;
-  private pending = new Map<number, { resolve: (m: AgentMessage) => void; reject: (e: Error) => void }>();
-  private buf = '';
-  private stderrTail = '';
-  private closedWith: Error | undefined;
-  readonly ready: Promise<void>;
-  private readyResolve!: () => void;
-  private readyReject!: (e: Error) => void;
-
-  constructor(
-    private stream: Duplex,
-    modem: { demuxStream(s: Readable, out: NodeJS.WritableStream, err: NodeJS.WritableStream): void },
-    readonly name: string,
-  ) {
-    this.ready = new Promise((res, rej) => {
-      this.readyResolve = res;
-      this.readyReject = rej;
-    });
-    this.ready.catch(() => {});
-    const out = new PassThrough();
-    const err = new PassThrough();
-    modem.demuxStream(stream, out, err);
-    out.on('data', (b: Buffer) => this.onData(b.toString('utf8')));
-    err.on('data', (b: Buffer) => (this.stderrTail = (this.stderrTail + b.toString('utf8')).slice(-2000)));
-    const end = () => this.close(new Error(`container ${name} exited${this.stderrTail.trim() ? `: ${this.stderrTail.trim().slice(-500)}` : ''}`));
-    stream.on('end', end);
-    stream.on('close', end);
-    stream.on('error', (e: Error) => this.close(new Error(`lost the agent channel of ${name}: ${e.message}`)));
-  }
-
-  private onData(s: string) {
-    this.buf += s;
-    let i: number;
-    while ((i = this.buf.indexOf('\n')) >= 0) {
-      const line = this.buf.slice(0, i).trim();
-      this.buf = this.buf.slice(i + 1);
-      if (!line) continue;
-      let msg: AgentMessage;
-      try {
-        msg = JSON.parse(line) as AgentMessage;
-      } catch {
-        continue; // not protocol; the agent never interleaves anything else, but a line is not worth a crash
-      }
-      if (msg.op === 'ready') this.readyResolve();
-      else if (typeof msg.id === 'number') {
-        const w = this.pending.get(msg.id);
-        this.pending.delete(msg.id);
-        w?.resolve(msg);
-      }
-    }
-    if (this.buf.length > 1 << 20) this.close(new Error(`the agent of ${this.name} sent a line over 1 MiB`));
-  }
-
-  close(err: Error) {
-    if (this.closedWith) return;
-    this.closedWith = err;
-    this.readyReject(err);
-    for (const w of this.pending.values()) w.reject(err);
-    this.pending.clear();
-    this.stream.destroy();
-  }
-
-  /** Send one request; resolves with its reply, rejects on an error reply, a lost channel or abort. */
-  request(body: Record<string, unknown>, signal: AbortSignal): Promise<AgentMessage> {
-    if (this.closedWith) return Promise.reject(this.closedWith);
-    if (signal.aborted) return Promise.reject(abortError(signal));
-    const id = this.nextId++;
-    return new Promise<AgentMessage>((resolve, reject) => {
-      const onAbort = () => {
-        this.pending.delete(id);
-        reject(abortError(signal));
-      };
-      signal.addEventListener('abort', onAbort, { once: true });
-      this.pending.set(id, {
-        resolve: (m) => {
-          signal.removeEventListener('abort', onAbort);
-          if (m.op !== 'error') return resolve(m);
-          const out = m.output?.trim() ? `: ${m.output.trim().slice(-600)}` : '';
-          reject(new Error(`${this.name}: ${m.message ?? 'agent error'}${m.exit !== undefined ? ` (exit ${m.exit})` : ''}${out}`));
-        },
-        reject: (e) => {
-          signal.removeEventListener('abort', onAbort);
-          reject(e);
-        },
-      });
-      this.stream.write(JSON.stringify({ v: 1, id, ...body }) + '\n');
-    });
-  }
+/**
+ * The agent channel of one container over its attached stream: stdin carries requests, the engine's
+ * multiplexed stdout the replies; stderr is kept to say why a container that exits went away.
+ */
+function attachChannel(stream: Duplex, modem: { demuxStream(s: Readable, out: NodeJS.WritableStream, err: NodeJS.WritableStream): void }, name: string): AgentChannel {
+  const out = new PassThrough();
+  const err = new PassThrough();
+  let stderrTail = '';
+  modem.demuxStream(stream, out, err);
+  err.on('data', (b: Buffer) => (stderrTail = (stderrTail + b.toString('utf8')).slice(-2000)));
+  const end = () => out.end();
+  stream.on('end', end);
+  stream.on('close', end);
+  stream.on('error', (e: Error) => out.destroy(e));
+  return new AgentChannel(name, out, stream, async () => new AgentError(`container ${name} exited${stderrTail.trim() ? `: ${stderrTail.trim().slice(-500)}` : ''}`));
 }
 
 interface Guest {
   name: string;
   container: Docker.Container;
   volume: string;
-  link: AgentLink;
+  stream: Duplex;
+  channel: AgentChannel;
 }
 
-export interface DockerDriverOptions {
+export interface DockerDriverOptions extends DriverOptions {
   /** The engine; the default follows DOCKER_HOST or the local socket. */
   docker?: Docker;
-  /** Cached root trees live here (default: KVMQ_IMAGE_DIR, else images/ under the state directory). */
-  cacheDir?: string;
   /** Where the guest root tree comes from: the same tree, by the same content hash, as the VM initramfs. */
   rootTree?: (cacheDir: string, log: (m: string) => void) => Promise<{ dir: string; hash: string }>;
   /** How long the agents of a scenario get to say ready. */
@@ -193,15 +101,17 @@ export class DockerDriver implements GuestDriver {
   private docker: Docker;
   private rootDir?: Promise<string | undefined>;
   private rootTree: NonNullable<DockerDriverOptions['rootTree']>;
-  private cacheDir: string;
+  /** The guest image cache of this host (config.ts guests.imageDir), where the root tree is built. */
+  readonly imageDir: string;
   private image: Promise<string> | undefined;
   private readyMs: number;
 
-  constructor(stateDir: string, opts: DockerDriverOptions = {}) {
+  constructor(opts: DockerDriverOptions) {
     this.readyMs = opts.readyMs ?? READY_MS;
     this.docker = opts.docker ?? new Docker();
     this.rootTree = opts.rootTree ?? ((cacheDir, log) => buildRootTree({ cacheDir, log }));
-    this.cacheDir = opts.cacheDir ?? path.resolve(process.env.KVMQ_IMAGE_DIR || path.join(stateDir, 'images'));
+    // The same cache as the qemu driver's image, so one host builds the root tree once.
+    this.imageDir = (opts.guests ?? guestsConfig()).imageDir;
   }
 
   async probe(): Promise<DriverProbe> {
@@ -227,7 +137,7 @@ export class DockerDriver implements GuestDriver {
     await deadline(this.docker.ping(), 10_000, 'answering a ping').catch((err) => {
       throw engineError(err, 'preparing the guest image');
     });
-    const tree = await this.rootTree(this.cacheDir, log);
+    const tree = await this.rootTree(this.imageDir, log);
     const tag = `${IMAGE_REPO}:${tree.hash}`;
     try {
       await deadline(this.docker.getImage(tag).inspect(), API_MS, `looking up image ${tag}`);
@@ -299,7 +209,10 @@ export class DockerDriver implements GuestDriver {
     let down: Promise<void> | undefined;
     const shutdown = () =>
       (down ??= (async () => {
-        for (const g of guests) g.link.close(new Error(`${g.name} was shut down`));
+        for (const g of guests) {
+          g.channel.fail(new AgentError(`${g.name} was shut down`));
+          g.stream.destroy();
+        }
         await Promise.all(guests.map((g) => this.removeContainer(g.container.id, log)));
         await Promise.all(volumes.map((v) => this.removeVolume(v, log)));
       })());
@@ -359,31 +272,18 @@ export class DockerDriver implements GuestDriver {
           void this.removeContainer(container.id, log);
           throw engineError(err, `attaching to ${name}`);
         })) as Duplex;
-        const link = new AgentLink(stream, this.docker.modem as never, name);
-        guests.push({ name, container, volume: name, link });
+        const channel = attachChannel(stream, this.docker.modem as never, name);
+        guests.push({ name, container, volume: name, stream, channel });
         await deadline(container.start(), API_MS, `starting ${name}`).catch((err) => {
           throw engineError(err, `starting container ${name}`);
         });
-        link.ready.then(() => (bootSeconds[i] = Number(process.hrtime.bigint() - started) / 1e9)).catch(() => {});
+        channel.waitReady().then(() => (bootSeconds[i] = Number(process.hrtime.bigint() - started) / 1e9)).catch(() => {});
       }
       // Every agent says ready, or the boot fails: a deadline and the cancel signal both end the wait.
-      let timer: NodeJS.Timeout | undefined;
-      let onAbort: (() => void) | undefined;
-      try {
-        await Promise.race([
-          Promise.all(guests.map((g) => g.link.ready)),
-          new Promise<never>((_, reject) => {
-            timer = setTimeout(() => reject(new Error(`no "ready" from every agent within ${this.readyMs / 1000} s`)), this.readyMs);
-            onAbort = () => reject(abortError(signal));
-            signal.addEventListener('abort', onAbort, { once: true });
-          }),
-        ]);
-      } catch (err) {
-        throw signal.aborted ? err : new Error(`containers of ${scenario.id} did not become ready: ${(err as Error).message}`);
-      } finally {
-        clearTimeout(timer);
-        if (onAbort) signal.removeEventListener('abort', onAbort);
-      }
+      const ready = Promise.all(guests.map((g) => g.channel.waitReady()));
+      await withinDeadline(ready, this.readyMs, signal, () => new Error(`no "ready" from every agent within ${this.readyMs / 1000} s`)).catch((err: Error) => {
+        throw signal.aborted ? err : new Error(`containers of ${scenario.id} did not become ready: ${err.message}`);
+      });
       log(`${guests.length} container(s) ready for ${scenario.id}: ${bootSeconds.map((s) => s.toFixed(2)).join(', ')} s`);
     } catch (err) {
       await shutdown();
@@ -392,33 +292,10 @@ export class DockerDriver implements GuestDriver {
 
     return {
       bootSeconds,
-      run: (plan, loaded, runSignal) => this.runPlan(guests.slice(0, loaded), plan, runSignal),
+      // vm.* is host-wide and read-only inside a container: the host drops the page cache for them.
+      run: (plan, loaded, runSignal) => runBehindBarrier(guests, loaded, plan, runSignal, { dropCaches: (step, s) => runStep(step, SCRATCH, s) }),
       shutdown,
     };
-  }
-
-  /** The start barrier: every loaded container prepared, then one `go` to all of them at the same moment. */
-  private async runPlan(loaded: Guest[], plan: WorkloadPlan, signal: AbortSignal): Promise<number[]> {
-    const all = (body: Record<string, unknown>) => Promise.all(loaded.map((g) => g.link.request(body, signal)));
-    // vm.* is host-wide and read-only inside a container: the page cache is dropped by the host, between
-    // the steps before it and the steps after it.
-    let segment: Step[] = [];
-    for (const step of plan.setup) {
-      if (step.op !== 'dropCaches') {
-        segment.push(step);
-        continue;
-      }
-      if (segment.length) await all({ op: 'steps', steps: segment });
-      segment = [];
-      await runStep(step, SCRATCH, signal);
-    }
-    await all({ op: 'prepare', setup: segment, command: plan.command });
-    const results = await all({ op: 'go' });
-    if (plan.cleanup.length) await all({ op: 'steps', steps: plan.cleanup });
-    return results.map((r, i) => {
-      if (typeof r.seconds !== 'number') throw new Error(`${loaded[i]!.name}: the agent's result has no seconds`);
-      return r.seconds;
-    });
   }
 
   private async removeContainer(id: string, log: (m: string) => void): Promise<void> {

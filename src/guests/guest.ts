@@ -1,7 +1,10 @@
 // The guest driver contract. A driver boots the guests of one scenario, releases the loaded ones at the
 // same moment for each workload (the start barrier), and tears everything down. The host baseline is a
-// driver too, so the runner has one code path for every column of the paper's tables.
-import type { GuestConfig, Scenario } from '../model/spec.ts';
+// driver too, so the runner has one code path for every column of the paper's tables. This file imports
+// no driver implementation, so the API can ask what a driver can do without loading dockerode or QEMU code.
+import type { GuestConfig, GuestDriverName, Scenario } from '../model/spec.ts';
+import type { Column } from '../model/resources.ts';
+import type { GuestsConfig } from '../config.ts';
 import type { Workload, WorkloadPlan } from '../model/workload.ts';
 import type { SysctlValues } from '../model/profile.ts';
 
@@ -34,8 +37,41 @@ export interface DriverProbe {
   versions?: Record<string, string>;
 }
 
+/** A driver by name: the same set as a results column (model/resources.ts Column). */
+export type DriverName = Column;
+
+/** The drivers a worker has, by name (a worker may lack one, e.g. no docker engine). */
+export type Drivers = Partial<Record<DriverName, GuestDriver>>;
+
+/** What every driver's constructor takes (a driver may accept more, for tests). */
+export interface DriverOptions {
+  /** Host-local state: scratch and run directories, reaped after a crash. */
+  stateDir: string;
+  /** The guest layer's settings (config.ts); the environment's by default. */
+  guests?: GuestsConfig;
+  log?: (msg: string) => void;
+}
+
+export interface DriverCapabilities {
+  /** Whether this build can boot guests with it (the API refuses a spec that needs one it cannot). */
+  implemented: boolean;
+  /** Whether a profile can set vm.* sysctls inside its guests (containers share the host's). */
+  guestSysctl: boolean;
+}
+
+/** What each driver can do, for admission checks made before any driver is loaded. */
+export const DRIVER_CAPABILITIES: Readonly<Record<DriverName, DriverCapabilities>> = {
+  host: { implemented: true, guestSysctl: false },
+  qemu: { implemented: true, guestSysctl: true },
+  docker: { implemented: true, guestSysctl: false },
+};
+
+export const IMPLEMENTED_DRIVERS: ReadonlySet<GuestDriverName> = new Set(
+  (['qemu', 'docker'] as const).filter((d) => DRIVER_CAPABILITIES[d].implemented),
+);
+
 export interface GuestDriver {
-  readonly name: 'host' | 'qemu' | 'docker';
+  readonly name: DriverName;
   /** Can this driver run on this machine now? Checked before any profile is applied. */
   probe(): Promise<DriverProbe>;
   boot(req: BootRequest): Promise<BootedScenario>;

@@ -4,7 +4,7 @@
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import type { BootRequest, BootedScenario, DriverProbe, GuestDriver } from './guest.ts';
+import type { BootRequest, BootedScenario, DriverOptions, DriverProbe, GuestDriver } from './guest.ts';
 import type { Step, WorkloadPlan } from '../model/workload.ts';
 import { runChecked } from '../process.ts';
 import { PermanentError } from '../errors.ts';
@@ -38,8 +38,10 @@ export async function resolveCommandUser(spec: string): Promise<CommandUser> {
 
 export class HostDriver implements GuestDriver {
   readonly name = 'host' as const;
+  private stateDir: string;
   private commandUser: string;
-  constructor(private stateDir: string, opts: { commandUser?: string } = {}) {
+  constructor(opts: DriverOptions & { commandUser?: string }) {
+    this.stateDir = opts.stateDir;
     this.commandUser = opts.commandUser ?? 'nobody';
   }
 

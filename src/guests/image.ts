@@ -10,8 +10,9 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import { spawn, execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { buildRootTree, AGENT_PATH, SCRATCH_PATH, type RootTree } from './rootfs.ts';
+import { buildRootTree, sha256File, AGENT_PATH, SCRATCH_PATH, type RootTree } from './rootfs.ts';
 import { PermanentError } from '../errors.ts';
+import { guestsConfig, type GuestsConfig } from '../config.ts';
 
 const execFileP = promisify(execFile);
 
@@ -42,25 +43,14 @@ export interface GuestImage {
 }
 
 export interface ImageOptions {
-  /** Cached images, root trees and the kernel live under here. */
+  /** Cached images, root trees and the kernel live under here (config.ts: guests.imageDir). */
   cacheDir: string;
   log?: (msg: string) => void;
-  env?: NodeJS.ProcessEnv;
-}
-
-/** The cache directory: KVMQ_IMAGE_DIR, else images/ under the data directory. */
-export function imageCacheDir(dataDir: string, env: NodeJS.ProcessEnv = process.env): string {
-  return path.resolve(env.KVMQ_IMAGE_DIR || path.join(dataDir, 'images'));
+  /** The guest kernel and compression settings; the environment's (config.ts) by default. */
+  guests?: Pick<GuestsConfig, 'kernel' | 'modules' | 'compress'>;
 }
 
 const exists = (p: string) => fs.access(p).then(() => true, () => false);
-
-async function sha256File(p: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const h = crypto.createHash('sha256');
-    fsSync.createReadStream(p).on('error', reject).on('data', (b) => h.update(b)).on('end', () => resolve(h.digest('hex')));
-  });
-}
 
 /** The release string a bzImage carries in its setup header (so a bare kernel file names its modules). */
 export async function bzImageVersion(file: string): Promise<string | undefined> {
@@ -227,12 +217,12 @@ async function debianKernel(cacheDir: string, log: (m: string) => void): Promise
 }
 
 /** KVMQ_GUEST_KERNEL, else the host's own kernel in /boot, else Debian's kernel package. */
-export async function resolveKernel(cacheDir: string, log: (m: string) => void, env: NodeJS.ProcessEnv = process.env): Promise<KernelSource> {
-  const given = env.KVMQ_GUEST_KERNEL;
+export async function resolveKernel(cacheDir: string, log: (m: string) => void, guests: Pick<GuestsConfig, 'kernel' | 'modules'> = guestsConfig()): Promise<KernelSource> {
+  const given = guests.kernel;
   if (given) {
     if (!(await exists(given))) throw new PermanentError(`KVMQ_GUEST_KERNEL=${given} does not exist`);
     const version = (await bzImageVersion(given)) ?? 'unknown';
-    const moduleDir = env.KVMQ_GUEST_MODULES || path.join('/lib/modules', version);
+    const moduleDir = guests.modules || path.join('/lib/modules', version);
     return { vmlinuz: given, version, moduleDir: (await exists(path.join(moduleDir, 'modules.dep'))) ? moduleDir : undefined, origin: 'KVMQ_GUEST_KERNEL' };
   }
   const release = os.release();
@@ -368,8 +358,8 @@ async function writeCpio(root: string, out: string, compress: string[] | undefin
  * disk. KVMQ_IMAGE_COMPRESS=gzip|xz|zstd trades boot time for a smaller file (measured
  * here: 48 MiB plain, ready in 16 s; 18 MiB gzip, ready in 22 s, both with a bzImage kernel).
  */
-function compressor(env: NodeJS.ProcessEnv): string[] | undefined {
-  switch (env.KVMQ_IMAGE_COMPRESS ?? 'none') {
+function compressor(compress: string): string[] | undefined {
+  switch (compress) {
     case 'none':
       return undefined;
     case 'gzip':
@@ -379,7 +369,7 @@ function compressor(env: NodeJS.ProcessEnv): string[] | undefined {
     case 'zstd':
       return ['zstd', '-c', '-q', '-19'];
     default:
-      throw new PermanentError(`KVMQ_IMAGE_COMPRESS=${env.KVMQ_IMAGE_COMPRESS} is not one of none, gzip, xz, zstd`);
+      throw new PermanentError(`KVMQ_IMAGE_COMPRESS=${compress} is not one of none, gzip, xz, zstd`);
   }
 }
 
@@ -398,13 +388,13 @@ async function pruneImages(cacheDir: string, keep: string): Promise<void> {
 /** Build (or find in the cache) the guest image. Safe to call on every boot: a cache hit costs a hash. */
 export async function buildImage(opts: ImageOptions): Promise<GuestImage> {
   const log = opts.log ?? (() => {});
-  const env = opts.env ?? process.env;
+  const guests = opts.guests ?? guestsConfig();
   const cacheDir = path.resolve(opts.cacheDir);
   await fs.mkdir(cacheDir, { recursive: true });
   const tree: RootTree = await buildRootTree({ cacheDir, log });
-  const kernel = await resolveKernel(cacheDir, log, env);
+  const kernel = await resolveKernel(cacheDir, log, guests);
   const modules = kernel.moduleDir ? await moduleClosure(kernel.moduleDir, GUEST_MODULES) : [];
-  const compress = compressor(env);
+  const compress = compressor(guests.compress);
   const h = crypto.createHash('sha256');
   h.update(`${IMAGE_LAYOUT}\n${tree.hash}\n${compress?.join(' ') ?? 'none'}\n${initScript(modules.map((m) => m.name))}`);
   h.update(await sha256File(kernel.vmlinuz));

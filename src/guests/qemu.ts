@@ -1,8 +1,7 @@
 // The qemu guest driver: one QEMU process per guest, booted from the kvmq image (image.ts) with the
 // spec's memory, vCPUs, CPU pinning, disk cache mode and accelerator. Each guest gets its own ext4
 // scratch disk made on the host, a console log file, and the agent channel on its second UART, which
-// QEMU exposes as a unix socket. The start barrier: every loaded guest is prepared, then all of them
-// are told "go" in one loop, and each times its own workload.
+// QEMU exposes as a unix socket. The ready wait and the start barrier are barrier.ts's.
 import fs from 'node:fs/promises';
 import fsSync from 'node:fs';
 import os from 'node:os';
@@ -11,27 +10,23 @@ import net from 'node:net';
 import crypto from 'node:crypto';
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
-import type { BootRequest, BootedScenario, DriverProbe, GuestDriver } from './guest.ts';
+import type { BootRequest, BootedScenario, DriverOptions, DriverProbe, GuestDriver } from './guest.ts';
+import { guestsConfig, type GuestsConfig } from '../config.ts';
 import { PermanentError } from '../errors.ts';
 import { cpusetMax, type GuestConfig } from '../model/spec.ts';
 import { guestDiskMiB } from '../model/resources.ts';
 import type { Workload, WorkloadPlan } from '../model/workload.ts';
 import type { SysctlValues } from '../model/profile.ts';
 import { buildImage, type GuestImage } from './image.ts';
-import { AgentChannel, AgentError, AgentReplyError } from './agent/channel.ts';
-import { abortError } from '../process.ts';
+import { AgentChannel, AgentError } from './agent/channel.ts';
+import { runBehindBarrier, withinDeadline } from './barrier.ts';
+import { ownerAlive } from '../process.ts';
 
 const execFileP = promisify(execFile);
 
-export interface QemuDriverOptions {
-  /** Host-local state: run directories with disks, sockets and pid files (reaped after a crash). */
-  stateDir: string;
-  /** Where images are built and cached. */
-  imageDir: string;
+export interface QemuDriverOptions extends DriverOptions {
   /** Console logs, one per guest boot, kept for diagnosis. Defaults to consoles/ in the state dir. */
   consoleDir?: string;
-  log?: (msg: string) => void;
-  env?: NodeJS.ProcessEnv;
 }
 
 type Accel = 'kvm' | 'tcg';
@@ -89,15 +84,6 @@ function lastLines(s: string, n: number): string {
   return s.split('\n').filter((l) => l.trim()).slice(-n).join(' | ');
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 export class QemuDriver implements GuestDriver {
   readonly name = 'qemu' as const;
   private image?: Promise<GuestImage>;
@@ -106,11 +92,14 @@ export class QemuDriver implements GuestDriver {
   private readonly runRoot: string;
   private readonly consoleDir: string;
   private readonly log: (msg: string) => void;
-  private readonly env: NodeJS.ProcessEnv;
+  private readonly guests: GuestsConfig;
+  /** The guest image cache of this host (config.ts guests.imageDir), shared with the docker driver. */
+  readonly imageDir: string;
 
   constructor(private opts: QemuDriverOptions) {
-    this.env = opts.env ?? process.env;
-    this.qemuBin = this.env.KVMQ_QEMU || 'qemu-system-x86_64';
+    this.guests = opts.guests ?? guestsConfig();
+    this.imageDir = this.guests.imageDir;
+    this.qemuBin = this.guests.qemuBin;
     this.runRoot = path.join(opts.stateDir, 'qemu');
     this.consoleDir = opts.consoleDir ?? path.join(opts.stateDir, 'consoles');
     this.log = opts.log ?? (() => {});
@@ -118,7 +107,7 @@ export class QemuDriver implements GuestDriver {
 
   /** The image, built on first need (progress in the log) and then taken from the cache. */
   ensureImage(log: (m: string) => void = this.log): Promise<GuestImage> {
-    this.image ??= buildImage({ cacheDir: this.opts.imageDir, log, env: this.env }).catch((err) => {
+    this.image ??= buildImage({ cacheDir: this.guests.imageDir, log, guests: this.guests }).catch((err) => {
       this.image = undefined;
       throw err;
     });
@@ -159,7 +148,7 @@ export class QemuDriver implements GuestDriver {
         return { ok: false, reason: `/dev/kvm is not usable (${(err as NodeJS.ErrnoException).code})` };
       }
       const image = await this.ensureImage();
-      const deadline = Number(this.env.KVMQ_KVM_PROBE_TIMEOUT_S ?? 20) * 1000;
+      const deadline = this.guests.kvmProbeTimeoutMs;
       const run = await this.newRun('kvm-probe');
       const ac = new AbortController();
       let guest: Guest | undefined;
@@ -259,19 +248,6 @@ export class QemuDriver implements GuestDriver {
     const { started, sock } = guest;
     const end = started + deadlineMs;
     const why = () => guest.why;
-    let timer: NodeJS.Timeout | undefined;
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        reject(new AgentError(`${guest.name}: the agent was not ready within ${Math.round(deadlineMs / 1000)} s; console: ${lastLines(tail(guest.console), 4) || '(empty)'}`));
-      }, Math.max(0, end - Date.now()));
-    });
-    // The listener is removed once the wait is over: an experiment boots many guests on one signal.
-    let onAbort: (() => void) | undefined;
-    const aborted = new Promise<never>((_, reject) => {
-      if (signal.aborted) reject(abortError(signal));
-      onAbort = () => reject(abortError(signal));
-      signal.addEventListener('abort', onAbort, { once: true });
-    });
     const attach = (async () => {
       // QEMU creates the socket a moment after it starts; connect as soon as it is there.
       for (;;) {
@@ -300,13 +276,9 @@ export class QemuDriver implements GuestDriver {
       await guest.channel!.waitReady();
       guest.bootSeconds = (Date.now() - started) / 1000;
     })();
-    attach.catch(() => {});
-    try {
-      await Promise.race([attach, deadline, aborted]);
-    } finally {
-      clearTimeout(timer);
-      if (onAbort) signal.removeEventListener('abort', onAbort);
-    }
+    await withinDeadline(attach, end - Date.now(), signal, () =>
+      new AgentError(`${guest.name}: the agent was not ready within ${Math.round(deadlineMs / 1000)} s; console: ${lastLines(tail(guest.console), 4) || '(empty)'}`),
+    );
   }
 
   /** Ask each guest to power off, then make sure: whatever still runs after a grace period is killed. */
@@ -350,7 +322,7 @@ export class QemuDriver implements GuestDriver {
     const diskMiB = scratchMiB(req.workloads, g.scratchMiB);
     const run = await this.newRun(`${req.experimentId}-${scenario.id}`);
     const guests: Guest[] = [];
-    const bootMs = Number(this.env.KVMQ_BOOT_TIMEOUT_S ?? (accel === 'kvm' ? 60 : 60 + 30 * scenario.guests)) * 1000;
+    const bootMs = this.guests.bootTimeoutMs ?? (accel === 'kvm' ? 60 : 60 + 30 * scenario.guests) * 1000;
     let closed: Promise<void> | undefined;
     const shutdown = () =>
       (closed ??= (async () => {
@@ -371,45 +343,15 @@ export class QemuDriver implements GuestDriver {
       throw err;
     }
 
-    const channelOf = (x: Guest): AgentChannel => {
-      const c = x.channel!;
-      if (c.failed) throw c.failed;
-      return c;
-    };
-    // An agent's own error (a command that fails in the guest) repeats on a retry; a lost guest may not.
-    const permanent = (err: unknown): never => {
-      if (err instanceof AgentReplyError) throw new PermanentError(err.message);
-      throw err;
-    };
-
+    // Agent errors (a command that fails in the guest) are PermanentErrors from the channel: a retry repeats them.
+    const booted = guests.map((x) => ({ name: x.name, channel: x.channel! }));
     return {
       bootSeconds: guests.map((x) => Number(x.bootSeconds!.toFixed(3))),
       accel,
-      run: async (plan: WorkloadPlan, loaded: number, runSignal: AbortSignal) => {
-        if (loaded < 1 || loaded > guests.length) throw new PermanentError(`cannot load ${loaded} of ${guests.length} guests`);
-        const targets = guests.slice(0, loaded);
-        try {
-          await Promise.all(targets.map((x) => channelOf(x).request('prepare', { setup: plan.setup, command: plan.command }, { signal: runSignal })));
-          runSignal.throwIfAborted();
-          // The barrier: every loaded guest is prepared; "go" goes to all of them in one synchronous loop.
-          const results = targets.map((x) => channelOf(x).request('go', {}, { signal: runSignal }));
-          const replies = await Promise.all(results);
-          if (plan.cleanup.length) await Promise.all(targets.map((x) => channelOf(x).request('steps', { steps: plan.cleanup }, { signal: runSignal })));
-          return replies.map((r, i) => {
-            if (typeof r.seconds !== 'number' || !Number.isFinite(r.seconds)) throw new Error(`${targets[i]!.name}: the agent's result has no seconds`);
-            return r.seconds;
-          });
-        } catch (err) {
-          return permanent(err);
-        }
-      },
+      run: (plan: WorkloadPlan, loaded: number, runSignal: AbortSignal) => runBehindBarrier(booted, loaded, plan, runSignal),
       applySysctl: async (values: SysctlValues) => {
-        try {
-          const replies = await Promise.all(guests.map((x) => channelOf(x).request('sysctl', { values }, { timeoutMs: 30_000, signal })));
-          return replies.map((r) => r.readBack ?? {});
-        } catch (err) {
-          return permanent(err);
-        }
+        const replies = await Promise.all(booted.map((x) => x.channel.request('sysctl', { values }, { timeoutMs: 30_000, signal })));
+        return replies.map((r) => r.readBack ?? {});
       },
       shutdown,
     };
@@ -421,7 +363,7 @@ export class QemuDriver implements GuestDriver {
 
   async reapLeftovers(): Promise<string[]> {
     // Console logs are kept for diagnosis, for a while.
-    const keepMs = Number(this.env.KVMQ_CONSOLE_KEEP_DAYS ?? 14) * 86_400_000;
+    const keepMs = this.guests.consoleKeepMs;
     for (const f of await fs.readdir(this.consoleDir).catch(() => [] as string[])) {
       const p = path.join(this.consoleDir, f);
       const st = await fs.stat(p).catch(() => undefined);
@@ -433,11 +375,11 @@ export class QemuDriver implements GuestDriver {
       const dir = path.join(this.runRoot, r);
       const owner = Number(await fs.readFile(path.join(dir, 'owner'), 'utf8').catch(() => '0'));
       // A run whose worker still lives belongs to another worker process on this host.
-      if (owner && owner !== process.pid && alive(owner)) continue;
+      if (owner && owner !== process.pid && ownerAlive(owner, null)) continue;
       const files = await fs.readdir(dir).catch(() => [] as string[]);
       for (const f of files.filter((x) => x.endsWith('.pid'))) {
         const pid = Number(await fs.readFile(path.join(dir, f), 'utf8').catch(() => '0'));
-        if (!pid || !alive(pid)) continue;
+        if (!pid || !ownerAlive(pid, null)) continue;
         // Only a QEMU started for this run: a recycled pid belongs to someone else.
         const cmdline = await fs.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
         if (!cmdline.includes(dir)) continue;
@@ -446,7 +388,7 @@ export class QemuDriver implements GuestDriver {
         } catch {
           /* gone */
         }
-        for (let i = 0; i < 100 && alive(pid); i++) await sleep(50);
+        for (let i = 0; i < 100 && ownerAlive(pid, null); i++) await sleep(50);
         reaped.push(`qemu pid ${pid}`);
       }
       await fs.rm(dir, { recursive: true, force: true });

@@ -3,6 +3,7 @@
 // the workload binaries with the closure of their shared libraries, and the guest agent, so the host,
 // VMs and containers run byte-identical workload binaries. Built once per content hash and cached.
 import fs from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { execFile } from 'node:child_process';
@@ -70,8 +71,12 @@ export async function sharedLibraries(binary: string): Promise<string[]> {
   return libs;
 }
 
-async function sha256File(p: string): Promise<string> {
-  return crypto.createHash('sha256').update(await fs.readFile(p)).digest('hex');
+/** The SHA-256 of a file's content, streamed (a kernel or a module need not fit in memory twice). */
+export function sha256File(p: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const h = crypto.createHash('sha256');
+    createReadStream(p).on('error', reject).on('data', (b) => h.update(b)).on('end', () => resolve(h.digest('hex')));
+  });
 }
 
 /** Every file that goes into the tree: destination path inside the tree -> source path on the host. */

@@ -1,25 +1,16 @@
-// Who owns a leftover on this host: a pid and the kernel's start time of that pid (field 22 of
-// /proc/PID/stat), written into the leftover's name when it is made. A recycled pid has another start
-// time, so it never passes for the dead owner; a live owner's things are never reaped by another worker.
-import fs from 'node:fs';
-
-export function processStart(pid: number): string | undefined {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
-  } catch {
-    return undefined;
-  }
-}
+// Who owns a leftover on this host, as a tag in its name: "pid.starttime" (the kernel's start time of
+// that pid, process.ts). A recycled pid has another start time, so it never passes for the dead owner;
+// a live owner's things are never reaped by another worker.
+import { ownerAlive as pidAlive, processStart } from '../process.ts';
 
 /** This process as an owner tag: "pid.starttime". */
-export const SELF = `${process.pid}.${processStart(process.pid) ?? '0'}`;
+export const SELF = `${process.pid}.${processStart(process.pid) ?? 0}`;
 
 /** Whether the owner a tag names still runs (the same process, not a reuse of its pid). */
 export function ownerAlive(tag: string): boolean {
   const m = /^(\d+)\.(\d+)$/.exec(tag);
   if (!m) return false;
-  return processStart(Number(m[1])) === m[2];
+  return pidAlive(Number(m[1]), Number(m[2]));
 }
 
 /** The owner tag in a name made as `${prefix}${SELF}${suffix}`; undefined when the name carries none. */

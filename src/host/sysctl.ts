@@ -13,19 +13,21 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { SYSCTL_KEYS, type SysctlKey, type SysctlValues } from '../model/profile.ts';
 import { PermanentError } from '../errors.ts';
+import { ownerAlive, processStart } from '../process.ts';
+import { hostPaths } from '../config.ts';
 
-/** Where sysctl files live; KVMQ_PROC_SYS points elsewhere only to test a read-only /proc/sys. */
+/** Where sysctl files live (config.ts: KVMQ_PROC_SYS). */
 export function procSys(): string {
-  return process.env.KVMQ_PROC_SYS ?? '/proc/sys';
+  return hostPaths().procSys;
 }
 const JOURNAL = 'sysctl-journal.json';
 // One lease per machine, whatever the state directory or Redis: two kvmq processes tuning the same
 // host at once would each journal the other's values as "original" and leave the host changed. It
 // lives in a directory of its own, which the compose worker mounts from the host (a bind mount of a
 // single file would not survive the file being replaced).
-export const DEFAULT_LEASE = '/run/kvmq/sysctl.lease';
+export const DEFAULT_LEASE = hostPaths({}).sysctlLease;
 export function leasePath(): string {
-  return process.env.KVMQ_SYSCTL_LEASE ?? DEFAULT_LEASE;
+  return hostPaths().sysctlLease;
 }
 
 type Pair = { ratio: SysctlKey; bytes: SysctlKey };
@@ -139,20 +141,6 @@ export async function readThresholds(): Promise<Thresholds | undefined> {
   return Number.isFinite(t.dirtyPages) && Number.isFinite(t.backgroundPages) ? t : undefined;
 }
 
-/** Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat), or null. */
-async function processStart(pid: number): Promise<number | null> {
-  const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => null);
-  if (!stat) return null;
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return Number(fields[19]);
-}
-
-/** Is the process that wrote a journal or lease still the same running process? */
-async function alive(pid: number, start: number | null): Promise<boolean> {
-  const now = await processStart(pid);
-  return now !== null && (start === null || now === start);
-}
-
 // Within a process the operations are serialized, so a restore on SIGTERM can never interleave with an
 // apply that is halfway through; after shutdown() nothing more is applied.
 let chain: Promise<unknown> = Promise.resolve();
@@ -258,7 +246,7 @@ async function takeOver(p: string, staleText: string, stale: Partial<Lease>, sta
   if (!(await createWhole(guard, JSON.stringify(me)))) {
     // Another process is taking over; a taker that died in the middle leaves its file, removed here.
     const g = await readLease(guard);
-    if (typeof g.pid !== 'number' || !(await alive(g.pid, g.pidStart ?? null))) await fs.rm(guard, { force: true });
+    if (typeof g.pid !== 'number' || !ownerAlive(g.pid, g.pidStart ?? null)) await fs.rm(guard, { force: true });
     await new Promise((r) => setTimeout(r, 50));
     return;
   }
@@ -283,7 +271,7 @@ async function takeOver(p: string, staleText: string, stale: Partial<Lease>, sta
 /** Take the machine-wide lease, waiting while another live process holds it. */
 export async function acquireLease(stateDir: string, signal?: AbortSignal, log?: (m: string) => void): Promise<void> {
   const p = leasePath();
-  const mine: Lease = { pid: process.pid, pidStart: await processStart(process.pid), stateDir };
+  const mine: Lease = { pid: process.pid, pidStart: processStart(process.pid), stateDir };
   let told = false;
   for (;;) {
     try {
@@ -297,7 +285,7 @@ export async function acquireLease(stateDir: string, signal?: AbortSignal, log?:
     const held = parseLease(text);
     // Ours already (a restore that failed kept it); another stack in this same process must wait.
     if (held.pid === process.pid && held.stateDir === stateDir) return;
-    if (typeof held.pid !== 'number' || !(await alive(held.pid, held.pidStart ?? null))) {
+    if (typeof held.pid !== 'number' || !ownerAlive(held.pid, held.pidStart ?? null)) {
       await takeOver(p, text, held, stateDir, log);
       continue;
     }
@@ -313,7 +301,7 @@ export async function releaseLease(stateDir: string): Promise<void> {
   const held = await readLease(p);
   if (typeof held.pid !== 'number') return;
   const mine = held.pid === process.pid && held.stateDir === stateDir;
-  if (mine || (held.pid !== process.pid && !(await alive(held.pid, held.pidStart ?? null)))) await fs.rm(p, { force: true });
+  if (mine || (held.pid !== process.pid && !ownerAlive(held.pid, held.pidStart ?? null))) await fs.rm(p, { force: true });
 }
 
 /**
@@ -389,7 +377,7 @@ export function applyProfile(
     const prior = await readJournal(stateDir);
     const original = { ...before, ...(prior?.original ?? {}) };
     await writeJournal(stateDir, {
-      version: 1, pid: process.pid, pidStart: await processStart(process.pid),
+      version: 1, pid: process.pid, pidStart: processStart(process.pid),
       experimentId: ctx.experimentId, profile: ctx.profile, createdAt: new Date().toISOString(), original,
     });
     await writeValues(values);
@@ -457,7 +445,7 @@ async function restoreFrom(stateDir: string): Promise<Journal | null> {
 export async function recoverJournal(stateDir: string): Promise<{ restored: Journal | null; liveOwner?: number }> {
   const j = await readJournal(stateDir);
   if (!j) return { restored: null };
-  if (j.pid !== process.pid && (await alive(j.pid, j.pidStart ?? null))) return { restored: null, liveOwner: j.pid };
+  if (j.pid !== process.pid && ownerAlive(j.pid, j.pidStart ?? null)) return { restored: null, liveOwner: j.pid };
   return { restored: await restoreHost(stateDir) };
 }
 

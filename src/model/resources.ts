@@ -1,7 +1,7 @@
 // What a spec needs of a host (scratch space, memory, CPUs) and whether a host's figures can give it.
 // One pure function answers both questions that are asked: the worker, with what is free right now,
 // before anything is written or booted; the API, with what the live hosts have at most, at submit.
-import type { Spec } from './spec.ts';
+import type { GuestDriverName, Spec } from './spec.ts';
 import { cpusetMax } from './spec.ts';
 import { workloadId, type Workload } from './workload.ts';
 
@@ -15,7 +15,7 @@ export const MEMORY_HEADROOM_MIB = 512;
 /** What one QEMU process takes beyond its guest's memory (device model, translation cache). */
 export const QEMU_OVERHEAD_MIB = 64;
 
-export type Column = 'host' | 'qemu' | 'docker';
+export type Column = 'host' | GuestDriverName;
 
 /** One disk as a host reports it: where the scratch files of a column go. */
 export interface DiskFigure {

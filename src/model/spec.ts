@@ -68,6 +68,11 @@ export const WebhookSchema = z
   })
   .openapi('Webhook');
 
+/** How a webhook is shown by any GET (experiment, batch, schedule): the URL, and only whether a secret is set. */
+export function redactWebhook<T extends { webhook?: { url: string; secret?: string } }>(o: T): T {
+  return o.webhook ? { ...o, webhook: { url: o.webhook.url, ...(o.webhook.secret ? { secret: '(set)' } : {}) } } : o;
+}
+
 export const ScheduleSchema = z
   .strictObject({
     notBefore: z.iso.datetime({ offset: true }).optional().describe('do not start before this instant'),
@@ -95,11 +100,15 @@ export type AdaptiveRepetitions = z.output<typeof AdaptiveRepetitionsSchema>;
 export const OrderSchema = z.enum(['sequential', 'interleaved', 'shuffled']);
 export type Order = z.output<typeof OrderSchema>;
 
+/** The guest drivers a spec may name; the host baseline (guests: 0) is not one of them. */
+export const GUEST_DRIVERS = ['qemu', 'docker'] as const;
+export type GuestDriverName = (typeof GUEST_DRIVERS)[number];
+
 /** What a user may send. Everything a preset can fill is optional here. */
 export const SpecInputSchema = z
   .strictObject({
     name: z.string().min(1).max(100),
-    driver: z.enum(['qemu', 'docker']).default('qemu'),
+    driver: z.enum(GUEST_DRIVERS).default('qemu'),
     preset: z.enum(Object.keys(PRESETS) as [PresetName, ...PresetName[]]).optional(),
     scenarios: z.array(ScenarioSchema).min(1).max(32).optional(),
     workloads: z.array(WorkloadSchema).min(1).max(32).optional(),
@@ -136,7 +145,7 @@ function unique(ctx: z.RefinementCtx, values: string[] | undefined, list: string
 export interface Spec {
   version: 1;
   name: string;
-  driver: 'qemu' | 'docker';
+  driver: GuestDriverName;
   preset?: PresetName;
   scenarios: Scenario[];
   workloads: Workload[];

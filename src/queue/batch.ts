@@ -2,11 +2,10 @@
 // a webhook (each experiment reports on it, and the batch reports once more as batch.completed when
 // its last experiment is final), a start time or nightly window, and a priority within its pool.
 import { z } from '../model/zod.ts';
-import { ScheduleSchema, SpecInputSchema, WebhookSchema, type Spec } from '../model/spec.ts';
+import { ScheduleSchema, SpecInputSchema, WebhookSchema, redactWebhook, type Spec } from '../model/spec.ts';
 import { Store, FINAL, type ExperimentRecord } from '../store/store.ts';
-import { jobOptions, type Queues } from './queue.ts';
-import { expandCells } from '../model/cell.ts';
-import { earliestStart } from '../model/window.ts';
+import type { Queues } from './queue.ts';
+import { newRecord } from './submit.ts';
 
 export const BatchInputSchema = z
   .strictObject({
@@ -26,26 +25,6 @@ export function withBatchDefaults(spec: Spec, batch: Pick<BatchInput, 'webhook' 
     ...(spec.webhook ?? batch.webhook ? { webhook: spec.webhook ?? batch.webhook } : {}),
     ...(Object.keys(schedule).length ? { schedule } : {}),
   };
-}
-
-/** A new experiment record for a spec: scheduled when it may not start yet, else queued. */
-export function newRecord(spec: Spec, now: number): ExperimentRecord {
-  return {
-    id: Store.newId(),
-    name: spec.name,
-    status: earliestStart(spec.schedule, now) > now ? 'scheduled' : 'queued',
-    pool: spec.pool,
-    spec,
-    progress: { done: 0, total: expandCells(spec).length },
-    createdAt: new Date(now).toISOString(),
-  };
-}
-
-/** Queue an experiment's job, delayed to its earliest start (notBefore and the window's next opening). */
-export async function enqueue(queues: Queues, rec: ExperimentRecord, now: number): Promise<void> {
-  const opts = jobOptions(rec, now);
-  const at = earliestStart(rec.spec.schedule, now);
-  await queues.get(rec.pool).add('experiment', { id: rec.id }, { ...opts, ...(at > now ? { delay: at - now } : {}) });
 }
 
 export interface BatchRecord {
@@ -94,7 +73,7 @@ export async function createBatch(store: Store, queues: Queues, input: BatchInpu
     for (const r of recs) m.set(store.key('batchof', r.id), id);
     await m.exec();
     for (const r of recs) {
-      await enqueue(queues, r, now);
+      await queues.add(r, now);
       queued.push(r);
     }
   } catch (err) {
@@ -127,7 +106,7 @@ export async function batchView(store: Store, b: BatchRecord) {
     createdAt: b.createdAt,
     ...(b.finishedAt ? { finishedAt: b.finishedAt } : {}),
     ...(b.schedule ? { schedule: b.schedule } : {}),
-    ...(b.webhook ? { webhook: { url: b.webhook.url, ...(b.webhook.secret ? { secret: '(set)' } : {}) } } : {}),
+    ...(b.webhook ? redactWebhook({ webhook: b.webhook }) : {}),
     counts,
     experiments: recs.map((r) => ({
       id: r.id, name: r.name, status: r.status, progress: r.progress,

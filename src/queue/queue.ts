@@ -6,6 +6,7 @@ import { Queue, type JobsOptions } from 'bullmq';
 import { parseRedisUrl } from '../config.ts';
 import { poolPrefix, type ExperimentRecord } from '../store/store.ts';
 import { openRedis, type RedisClient } from '../store/connection.ts';
+import { earliestStart } from '../model/window.ts';
 
 export const queueName = (pool: string) => `experiments-${pool}`;
 
@@ -14,14 +15,15 @@ export function connect(url: string): RedisClient {
   return openRedis(parseRedisUrl(url));
 }
 
+/** The job of an experiment, delayed to its earliest start (notBefore and the next opening of its window). */
 export function jobOptions(rec: ExperimentRecord, now = Date.now()): JobsOptions {
-  const notBefore = rec.spec.schedule?.notBefore ? Date.parse(rec.spec.schedule.notBefore) : 0;
+  const at = earliestStart(rec.spec.schedule, now);
   return {
     jobId: rec.id,
     // A crash or a lost lock retries the job; stored cells are skipped, so a retry only does what is left.
     attempts: 3,
     backoff: { type: 'exponential', delay: 5000 },
-    ...(notBefore > now ? { delay: notBefore - now } : {}),
+    ...(at > now ? { delay: at - now } : {}),
     ...(rec.spec.schedule?.priority ? { priority: rec.spec.schedule.priority } : {}),
     // Records and cells live in the store; the job itself is only the ticket, so finished ones can go.
     removeOnComplete: { age: 7 * 24 * 3600, count: 10000 },
@@ -45,8 +47,9 @@ export class Queues {
     return q;
   }
 
-  async add(rec: ExperimentRecord): Promise<void> {
-    await this.get(rec.pool).add('experiment', { id: rec.id }, jobOptions(rec));
+  /** Queue an experiment's job; it waits as delayed until its earliest start. */
+  async add(rec: ExperimentRecord, now = Date.now()): Promise<void> {
+    await this.get(rec.pool).add('experiment', { id: rec.id }, jobOptions(rec, now));
   }
 
   async close(): Promise<void> {

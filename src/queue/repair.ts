@@ -5,7 +5,6 @@
 import type { Job } from 'bullmq';
 import { FINAL, type ExperimentRecord, type Status, type Store } from '../store/store.ts';
 import type { Queues } from './queue.ts';
-import { enqueue } from './batch.ts';
 
 const OPEN: Status[] = ['queued', 'scheduled', 'running'];
 
@@ -55,7 +54,7 @@ export async function repairPool(store: Store, queues: Queues, pool: string, now
       if (job && state !== 'missing') await job.remove().catch(() => {});
       const rec = (await store.get(id)) as ExperimentRecord | null;
       if (!rec || FINAL.includes(rec.status)) continue;
-      await enqueue(queues, rec, now);
+      await queues.add(rec, now);
       out.requeued.push(id);
     }
   }

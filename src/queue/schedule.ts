@@ -5,13 +5,12 @@
 import { Queue, getNextMillis } from 'bullmq';
 import type { RedisClient } from '../store/connection.ts';
 import { z } from '../model/zod.ts';
-import { SpecInputSchema, type Spec } from '../model/spec.ts';
+import { SpecInputSchema, redactWebhook, type Spec } from '../model/spec.ts';
 import { Store, FINAL } from '../store/store.ts';
 import type { Queues } from './queue.ts';
 import type { Config } from '../config.ts';
 import { TimeZoneSchema, isTimeZone } from '../model/window.ts';
-import { enqueue, newRecord } from './batch.ts';
-import { redactWebhook } from '../webhooks/webhook.ts';
+import { newRecord } from './submit.ts';
 
 export const SCHEDULE_QUEUE = 'schedules';
 
@@ -136,7 +135,7 @@ export class Schedules {
       await this.store.create(rec);
     }
     // Queued again only while open: the job id is the experiment's, so a second add is the same job.
-    if (!FINAL.includes(rec.status)) await enqueue(this.queues, rec, now);
+    if (!FINAL.includes(rec.status)) await this.queues.add(rec, now);
     const runs = this.store.key('schedruns', scheduleId);
     await this.store.redis.multi().lrem(runs, 0, id).lpush(runs, id).ltrim(runs, 0, RECENT - 1).exec();
     return id;

@@ -3,13 +3,11 @@
 // memory, the CPUs pinning names). Work that cannot fit fails at once with the limit and the host's
 // figure, instead of filling the disk or failing when QEMU cannot allocate its memory.
 import os from 'node:os';
-import type { GuestDriver } from '../guests/guest.ts';
+import type { Drivers, GuestDriver } from '../guests/guest.ts';
 import type { Spec } from '../model/spec.ts';
 import { fitProblems, type Column, type DiskFigure, type HostFigures } from '../model/resources.ts';
 import { capabilities, diskFigure, memoryAvailableMiB, type Capabilities } from '../host/system.ts';
 import { PermanentError } from '../errors.ts';
-
-export type Drivers = Partial<Record<Column, GuestDriver>>;
 
 /** The scratch disk of each column this worker holds a driver for. */
 export async function scratchDisks(drivers: Drivers): Promise<Partial<Record<Column, DiskFigure>>> {

@@ -68,8 +68,9 @@ export function openRedis(target: RedisTarget, opts: OpenOptions = {}): RedisCli
         db: target.db,
         ...(target.sentinelPassword ? { sentinelPassword: target.sentinelPassword } : {}),
         ...(tls ? { tls, enableTLSForSentinelMode: true, sentinelTLS: tls } : {}),
-        // Subscribe to +switch-master so a failover is followed at once, not at the next broken socket.
-        failoverDetector: true,
+        // No failoverDetector: its sentinel subscriptions outlived a closed client (reconnecting to gone
+        // sentinels forever). A failover is followed anyway: a dead master breaks the socket, and a demoted
+        // one answers READONLY (see reconnectOnError); either way the sentinels are asked again.
         sentinelRetryStrategy: opts.probe ? () => null : (times) => Math.min(250 * times, 2000),
         ...(opts.probe ? { lazyConnect: true } : {}),
       });

@@ -6,7 +6,8 @@
 // index) and its queue live under the pool's own hash tag (poolPrefix), so pools spread across shards.
 // The `default` pool keeps the base prefix, so a single Redis from before keeps every key name. What
 // spans pools (the pool list, where each experiment lives, hosts, batches, schedules, webhooks, metrics)
-// stays under the base tag. Every MULTI and Lua script touches keys of one tag only.
+// stays under the base tag. Every MULTI and Lua script touches keys of one tag only. Every key is
+// listed in keys.ts.
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import type { RedisClient } from './connection.ts';
@@ -14,6 +15,7 @@ import type { Spec } from '../model/spec.ts';
 import { cellKey, type Cell } from '../model/cell.ts';
 import type { SystemInfo } from '../host/system.ts';
 import { capText } from '../errors.ts';
+import type { KeyName } from './keys.ts';
 
 export type Status = 'queued' | 'scheduled' | 'running' | 'completed' | 'failed' | 'cancelled';
 export const STATUSES: Status[] = ['queued', 'scheduled', 'running', 'completed', 'failed', 'cancelled'];
@@ -63,9 +65,11 @@ export const CELL_BUCKETS = [0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 7200];
 
 const FIELDS = ['id', 'name', 'status', 'pool', 'spec', 'progress', 'host', 'attempts', 'createdAt', 'startedAt', 'finishedAt', 'error'] as const;
 
-// Compare-and-set on the status field, so a cancel and a worker's start cannot both win. A move to a
-// final status also puts the id in the outbox (KEYS[2]) in the same step: a process that dies before it
-// queued the webhook leaves the id there, and the next worker start sends what is owed.
+// Compare-and-set on the status field, so a cancel and a worker's start cannot both win. The same
+// script moves one count from the old status to the new one in the counts hash (KEYS[2]), so /metrics
+// reads experiments by status in one HGETALL however many experiments are stored. A move to a final
+// status also puts the id (ARGV[2]) in the outbox (KEYS[3]) in the same step: a process that dies before
+// it queued the webhook leaves the id there, and the next worker start sends what is owed.
 const TRANSITION = `
 local cur = redis.call('HGET', KEYS[1], 'status')
 if not cur then return -1 end
@@ -74,15 +78,46 @@ for i = 3, #ARGV do if ARGV[i] == cur then ok = true end end
 if not ok then return 0 end
 local patch = cjson.decode(ARGV[1])
 for k, v in pairs(patch) do redis.call('HSET', KEYS[1], k, v) end
-if ARGV[2] ~= '' then redis.call('SADD', KEYS[2], ARGV[2]) end
+if ARGV[2] ~= '' then redis.call('SADD', KEYS[3], ARGV[2]) end
+if patch.status then
+  redis.call('HINCRBY', KEYS[2], cjson.decode(cur), -1)
+  redis.call('HINCRBY', KEYS[2], cjson.decode(patch.status), 1)
+end
 return 1`;
 
-// A record created together with a marker that names it (a schedule tick): both or neither. Answers the
-// id the marker names, which is an earlier record's when the marker was already there.
+// Delete a record and take it out of its status count, atomically.
+const REMOVE = `
+local cur = redis.call('HGET', KEYS[1], 'status')
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('ZREM', KEYS[5], ARGV[1])
+if cur then redis.call('HINCRBY', KEYS[6], cjson.decode(cur), -1) end
+return cur and 1 or 0`;
+
+// Counts by status for a database written before the counts hash existed: one pass over the index,
+// inside Lua so no transition lands between the read and the write. Runs once (the _init field).
+const BACKFILL_COUNTS = `
+if redis.call('HEXISTS', KEYS[1], '_init') == 1 then return 0 end
+local counts = {}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  local st = redis.call('HGET', ARGV[1] .. id, 'status')
+  if st then
+    local s = cjson.decode(st)
+    counts[s] = (counts[s] or 0) + 1
+  end
+end
+redis.call('DEL', KEYS[1])
+for s, n in pairs(counts) do redis.call('HSET', KEYS[1], s, n) end
+redis.call('HSET', KEYS[1], '_init', 1)
+return 1`;
+
+// A record created together with a marker that names it (a schedule tick): both or neither, and counted
+// in the pool's counts hash (KEYS[4]) like create() does. Answers the id the marker names, which is an
+// earlier record's when the marker was already there.
 const CREATE_ONCE = `
 if redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[2], 'NX') then
   redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[4])))
   redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+  redis.call('HINCRBY', KEYS[4], ARGV[5], 1)
   return ARGV[1]
 end
 return redis.call('GET', KEYS[3])`;
@@ -117,17 +152,19 @@ export class Store {
   waitReplicas = 0;
   /** Called when WAIT saw fewer replicas than asked: the write stands, but a failover now could lose it. */
   onUnreplicated?: (what: string, acked: number) => void;
+  /** Experiments with such writes since the last takeUnreplicated (the worker checks them again). */
+  private unreplicated = new Set<string>();
 
   constructor(readonly redis: RedisClient, readonly prefix = '{kvmq}') {}
 
-  /** A key under the base prefix (cross-pool data: hosts, batches, schedules, webhooks, metrics). */
-  key(...parts: string[]): string {
-    return [this.prefix, ...parts].join(':');
+  /** A key under the base prefix (cross-pool data: hosts, batches, schedules, webhooks, metrics); names in keys.ts. */
+  key(name: KeyName, ...ids: string[]): string {
+    return [this.prefix, name, ...ids].join(':');
   }
 
-  /** A key under a pool's own hash tag. */
-  poolKey(pool: string, ...parts: string[]): string {
-    return [poolPrefix(this.prefix, pool), ...parts].join(':');
+  /** A key under a pool's own hash tag; names in keys.ts. */
+  poolKey(pool: string, name: KeyName, ...ids: string[]): string {
+    return [poolPrefix(this.prefix, pool), name, ...ids].join(':');
   }
 
   /** Pools that have had experiments (always including `default`), for views across pools. */
@@ -153,11 +190,19 @@ export class Store {
    * Wait for replicas to hold what this connection wrote (WAIT), when configured. Sent in one pipeline
    * with a key of the slot written, so on a Cluster it reaches the node that took the write.
    */
-  private async durable(key: string, what: string): Promise<void> {
+  private async durable(key: string, id: string, what: string): Promise<void> {
     if (this.waitReplicas <= 0) return;
     const r = await this.redis.pipeline().exists(key).call('WAIT', String(this.waitReplicas), '2000').exec();
     const acked = Number(r?.[1]?.[1] ?? 0);
-    if (acked < this.waitReplicas) this.onUnreplicated?.(what, acked);
+    if (acked < this.waitReplicas) {
+      this.unreplicated.add(id);
+      this.onUnreplicated?.(what, acked);
+    }
+  }
+
+  /** Whether a write of this experiment reached fewer replicas than asked since the last call. */
+  takeUnreplicated(id: string): boolean {
+    return this.unreplicated.delete(id);
   }
 
   /**
@@ -191,8 +236,9 @@ export class Store {
       .multi()
       .hset(exp, encode(rec))
       .zadd(this.poolKey(rec.pool, 'exps'), Date.parse(rec.createdAt), rec.id)
+      .hincrby(this.poolKey(rec.pool, 'counts'), rec.status, 1)
       .exec();
-    await this.durable(exp, `experiment ${rec.id}`);
+    await this.durable(exp, rec.id, `experiment ${rec.id}`);
   }
 
   /**
@@ -200,7 +246,7 @@ export class Store {
    * the record's id in the same step.
    * Answers the id the marker names (the earlier record's when the marker was there already).
    */
-  async createOnce(rec: ExperimentRecord, marker: string[], ttlSeconds: number): Promise<string> {
+  async createOnce(rec: ExperimentRecord, marker: [KeyName, ...string[]], ttlSeconds: number): Promise<string> {
     if (rec.pool !== 'default') {
       await this.redis.multi().sadd(this.key('pools'), rec.pool).hset(this.key('pool-of'), rec.id, rec.pool).exec();
     }
@@ -208,10 +254,11 @@ export class Store {
     const fields = Object.entries(encode(rec)).flat();
     const exp = this.poolKey(rec.pool, 'exp', rec.id);
     const id = (await this.redis.eval(
-      CREATE_ONCE, 3, exp, this.poolKey(rec.pool, 'exps'), this.poolKey(rec.pool, ...marker),
-      rec.id, String(ttlSeconds), String(Date.parse(rec.createdAt)), JSON.stringify(fields),
+      CREATE_ONCE, 4, exp, this.poolKey(rec.pool, 'exps'), this.poolKey(rec.pool, marker[0], ...marker.slice(1)),
+      this.poolKey(rec.pool, 'counts'),
+      rec.id, String(ttlSeconds), String(Date.parse(rec.createdAt)), JSON.stringify(fields), rec.status,
     )) as string;
-    if (id === rec.id) await this.durable(exp, `experiment ${rec.id}`);
+    if (id === rec.id) await this.durable(exp, rec.id, `experiment ${rec.id}`);
     return id;
   }
 
@@ -272,11 +319,14 @@ export class Store {
     patch = capError(patch);
     const pool = await this.poolOf(id);
     const key = this.poolKey(pool, 'exp', id);
-    // The outbox is per pool: a Lua script touches keys of one hash tag only (Cluster).
+    // The counts hash and the outbox are per pool: a Lua script touches keys of one hash tag only (Cluster).
     const owed = FINAL.includes(patch.status) ? id : '';
-    const r = await this.redis.eval(TRANSITION, 2, key, this.poolKey(pool, 'outbox'), JSON.stringify(encode(patch)), owed, ...from.map((s) => JSON.stringify(s)));
+    const r = await this.redis.eval(
+      TRANSITION, 3, key, this.poolKey(pool, 'counts'), this.poolKey(pool, 'outbox'),
+      JSON.stringify(encode(patch)), owed, ...from.map((s) => JSON.stringify(s)),
+    );
     if (r === 1) {
-      if (FINAL.includes(patch.status)) await this.durable(key, `experiment ${id} ${patch.status}`);
+      if (FINAL.includes(patch.status)) await this.durable(key, id, `experiment ${id} ${patch.status}`);
       await this.publish({ type: 'status', id, status: patch.status, ...(patch.error ? { error: patch.error } : {}) });
     }
     return r === 1;
@@ -301,7 +351,7 @@ export class Store {
   async storeCell(id: string, cell: Cell): Promise<boolean> {
     const key = await this.expKey(id, 'cells');
     const fresh = await this.redis.hsetnx(key, cellKey(cell), JSON.stringify(cell));
-    await this.durable(key, `a cell of experiment ${id}`);
+    await this.durable(key, id, `a cell of experiment ${id}`);
     if (fresh === 1) {
       const m = this.redis.multi().hincrby(this.key('metrics'), 'cells', 1).hincrbyfloat(this.key('metrics'), 'cell_seconds_sum', cell.seconds);
       for (const b of CELL_BUCKETS) if (cell.seconds <= b) m.hincrby(this.key('metrics'), `cell_le_${b}`, 1);
@@ -351,14 +401,30 @@ export class Store {
 
   async remove(id: string): Promise<void> {
     const pool = await this.poolOf(id);
-    const k = (kind: string) => this.poolKey(pool, kind, id);
-    await this.redis
-      .multi()
-      .del(k('exp'), k('cells'), k('profiles'), k('system'))
-      .zrem(this.poolKey(pool, 'exps'), id)
-      .exec();
+    const k = (kind: KeyName) => this.poolKey(pool, kind, id);
+    // Deleted and taken out of its status count in one script (every key under the pool's tag).
+    const keys = [k('exp'), k('cells'), k('profiles'), k('system'), this.poolKey(pool, 'exps'), this.poolKey(pool, 'counts')];
+    await this.redis.eval(REMOVE, keys.length, ...keys, id);
     if (pool !== 'default') await this.redis.hdel(this.key('pool-of'), id);
     this.poolCache.delete(id);
+  }
+
+  /**
+   * Experiments by status, kept by create, transition and remove: O(1) in the number stored (one hash
+   * per pool). A pool written before the counts existed is counted once, on the first call.
+   */
+  async countsByStatus(): Promise<Record<Status, number>> {
+    const total = Object.fromEntries(STATUSES.map((s) => [s, 0])) as Record<Status, number>;
+    for (const pool of await this.pools()) {
+      const key = this.poolKey(pool, 'counts');
+      let h = await this.redis.hgetall(key);
+      if (!h._init) {
+        await this.redis.eval(BACKFILL_COUNTS, 2, key, this.poolKey(pool, 'exps'), this.poolKey(pool, 'exp', ''));
+        h = await this.redis.hgetall(key);
+      }
+      for (const s of STATUSES) total[s] += Math.max(0, Number(h[s] ?? 0));
+    }
+    return total;
   }
 }
 

@@ -393,8 +393,3 @@ export class Webhooks {
     await this.queue.close();
   }
 }
-
-/** How a webhook is shown by any GET: the URL, and only whether a secret is set. */
-export function redactWebhook<T extends { webhook?: WebhookTarget }>(o: T): T {
-  return o.webhook ? { ...o, webhook: { url: o.webhook.url, ...(o.webhook.secret ? { secret: '(set)' } : {}) } } : o;
-}

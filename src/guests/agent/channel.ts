@@ -1,7 +1,9 @@
 // The host end of one guest agent's channel (protocol in PROTOCOL.md): JSON lines out, JSON lines in,
 // one reply per request in order. Anything that is not a protocol line, a guest that goes away, or a
-// deadline ends the channel with a reason that names the guest, so no caller waits forever.
+// deadline ends the channel with a reason that names the guest, so no caller waits forever. It runs over
+// any pair of byte streams: a VM's UART socket, a container's attached stdin/stdout, a child's pipes.
 import type { Readable, Writable } from 'node:stream';
+import { PermanentError } from '../../errors.ts';
 
 export const PROTOCOL_VERSION = 1;
 
@@ -17,9 +19,13 @@ export interface AgentMessage {
   [k: string]: unknown;
 }
 
+/** The channel itself failed: garbage, another protocol version, a lost guest, a deadline. */
 export class AgentError extends Error {}
-/** The agent itself answered with an error (a failing command, a refused path): retrying repeats it. */
-export class AgentReplyError extends AgentError {}
+/**
+ * The agent itself answered with an error (a failing command, a refused path): retrying repeats it, so it
+ * is permanent for every driver alike.
+ */
+export class AgentReplyError extends PermanentError {}
 
 const MAX_LINE = 1 << 20;
 
@@ -106,7 +112,7 @@ export class AgentChannel {
     if (!p) return this.fail(new AgentError(`${this.name}: the agent answered request ${m.id}, which is not pending`));
     this.pending.delete(m.id);
     if (m.op === 'error') {
-      const out = m.output ? `; output: ${m.output.trim().slice(-400)}` : '';
+      const out = m.output?.trim() ? `; output: ${m.output.trim().slice(-400)}` : '';
       p.reject(new AgentReplyError(`${this.name}: ${m.message ?? 'the agent reported an error'}${out}`));
     } else {
       p.resolve(m);

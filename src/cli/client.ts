@@ -1,0 +1,61 @@
+// The CLI's side of the HTTP API: a client typed from the OpenAPI document (openapi-fetch over the types
+// openapi-typescript generated into api-types.ts), so every CLI call goes through the published
+// contract. Failures become errors whose class says what happened, and main.ts turns that into the
+// exit code.
+import createClient from 'openapi-fetch';
+import type { paths } from './api-types.ts';
+
+/** The API answered a 4xx: the request itself was refused (bad spec, unknown id, missing token). */
+export class ApiRefused extends Error {
+  constructor(message: string, readonly status: number) {
+    super(message);
+  }
+}
+
+/** The API could not be reached, or answered 5xx. */
+export class ApiUnavailable extends Error {}
+
+export const apiUrl = () => process.env.KVMQ_URL ?? `http://127.0.0.1:${process.env.PORT ?? 8080}`;
+
+export type Client = ReturnType<typeof createClient<paths>>;
+
+export function apiClient(base = apiUrl(), token = process.env.KVMQ_TOKEN): Client {
+  return createClient<paths>({
+    baseUrl: base,
+    headers: token ? { authorization: `Bearer ${token}` } : {},
+    fetch: async (req: Request) => {
+      try {
+        return await fetch(req);
+      } catch (err) {
+        const why = (err as Error & { cause?: Error }).cause?.message ?? (err as Error).message;
+        throw new ApiUnavailable(`cannot reach the kvmq API at ${base} (${why}); start it with "kvmq dev" or set KVMQ_URL`);
+      }
+    },
+  });
+}
+
+/** The body of a successful answer, or an error naming the problem (and each JSON pointer in it). */
+export async function ok<T>(call: Promise<{ data?: T; error?: unknown; response: Response }>): Promise<T> {
+  const { data, error, response } = await call;
+  if (response.ok) return data as T;
+  const p = (typeof error === 'object' && error ? error : {}) as { title?: string; detail?: string; errors?: { pointer?: string; detail?: string }[] };
+  const lines = [`${response.status} ${p.title ?? response.statusText}${p.detail && !p.errors ? `: ${p.detail}` : ''}`];
+  for (const e of p.errors ?? []) lines.push(`  ${e.pointer || '/'}: ${e.detail}`);
+  if (response.status >= 500) throw new ApiUnavailable(lines.join('\n'));
+  throw new ApiRefused(lines.join('\n'), response.status);
+}
+
+/**
+ * An untyped call for a route the generated types do not know yet (a command written against a newer
+ * API); answers the parsed JSON (or undefined) and the text.
+ */
+export async function rawCall(client: Client, method: string, path: string, body?: unknown): Promise<{ status: number; json: any; text: string }> {
+  const res = await ok((client as any)[method.toUpperCase()](path, { ...(body !== undefined ? { body } : {}), parseAs: 'text' }) as Promise<{ data?: string; error?: unknown; response: Response }>);
+  let json: any;
+  try {
+    json = JSON.parse(res ?? '');
+  } catch {
+    json = undefined;
+  }
+  return { status: 200, json, text: res ?? '' };
+}

@@ -1,0 +1,26 @@
+// `kvmq results`: an experiment's tables (markdown like the paper, CSV per cell, or JSON) and its chart.
+import { Option, type Command } from 'commander';
+import { ok, apiClient } from './client.ts';
+import { renderChart } from '../results/chart.ts';
+import type { Results } from '../results/report.ts';
+import { saveChart } from './chart-file.ts';
+
+export function register(program: Command): void {
+  program
+    .command('results')
+    .description("print an experiment's results")
+    .argument('<id>', 'the experiment id')
+    .addOption(new Option('--format <format>', 'markdown: a table per profile; csv: a row per cell; json: everything').choices(['markdown', 'csv', 'json']))
+    .option('--chart <file>', 'draw the means as a chart into FILE (.svg, or .png with a Chromium installed)')
+    .action(async (id: string, opts: { format?: 'markdown' | 'csv' | 'json'; chart?: string }) => {
+      const client = apiClient();
+      if (opts.chart) {
+        const json = (await ok(client.GET('/v1/experiments/{id}/results', { params: { path: { id }, query: { format: 'json' } } }))) as unknown as Results;
+        await saveChart(renderChart(json), opts.chart);
+        console.error(`kvmq: chart of ${json.summary.length} means (profile, scenario, workload) written to ${opts.chart}`);
+        if (!opts.format) return;
+      }
+      const text = await ok(client.GET('/v1/experiments/{id}/results', { params: { path: { id }, query: { format: opts.format ?? 'markdown' } }, parseAs: 'text' }));
+      process.stdout.write(text.endsWith('\n') ? text : text + '\n');
+    });
+}

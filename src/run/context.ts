@@ -1,0 +1,75 @@
+// What every step of a run shares: the record's spec, the drivers, what is stored already, and the
+// progress the API shows. Built once per job; a retried job builds it again from the store, so it
+// continues where the last attempt stopped.
+import type { Store, Progress } from '../store/store.ts';
+import type { Drivers, GuestDriver } from '../guests/guest.ts';
+import type { Spec } from '../model/spec.ts';
+import type { SystemInfo } from '../host/system.ts';
+import type { Logger } from '../observe/log.ts';
+import { PermanentError } from '../errors.ts';
+import { cellKey, expandCells, wantsRepetition, type Cell, type CellRef } from '../model/cell.ts';
+
+export interface RunnerDeps {
+  store: Store;
+  drivers: Drivers;
+  stateDir: string;
+  log: (msg: string) => void;
+  /** Structured events (a cell stored, with its profile, scenario, workload and repetition bound). */
+  logger?: Logger;
+  onProgress?: (p: Progress) => Promise<void> | void;
+  /** True once the worker is shutting down and wants the job back after the cell in flight. */
+  draining?: () => boolean;
+}
+
+/** The worker is stopping: the job goes back to the queue, with every stored cell kept. */
+export class ShutdownError extends Error {
+  constructor() {
+    super('worker shutting down; the experiment will continue on the next worker');
+  }
+}
+
+export interface RunContext {
+  deps: RunnerDeps;
+  id: string;
+  spec: Spec;
+  signal: AbortSignal;
+  /** The host as the run found it, with the versions of every driver it needs. */
+  sys: SystemInfo;
+  versions: Record<string, string>;
+  /** The driver the system record names: a host-only experiment never used the spec's guest driver. */
+  driverName: string;
+  /** Cells measured so far, by cellKey, including those of earlier attempts. */
+  stored: Map<string, Cell>;
+  progress: Progress;
+}
+
+/** The driver for a scenario: the host baseline for guests: 0, else the spec's guest driver. */
+export function driverFor(drivers: Drivers, spec: Spec, guests: number): GuestDriver {
+  const d = guests === 0 ? drivers.host : drivers[spec.driver];
+  if (!d) throw new PermanentError(`the ${spec.driver} driver is not available on this worker`);
+  return d;
+}
+
+/** The progress of a run that starts with these cells stored; the total grows with adaptive repetitions. */
+export function initialProgress(spec: Spec, stored: Map<string, Cell>): Progress {
+  return { done: stored.size, total: new Set([...expandCells(spec).map(cellKey), ...stored.keys()]).size };
+}
+
+/** Whether a cell's repetition is still to run: not stored, and the samples before it ask for it. */
+export function wants(ctx: Pick<RunContext, 'spec' | 'stored'>, ref: CellRef): boolean {
+  if (ctx.stored.has(cellKey(ref))) return false;
+  const before: number[] = [];
+  for (let r = 1; r < ref.repetition; r++) {
+    const c = ctx.stored.get(cellKey({ ...ref, repetition: r }));
+    if (c) before.push(c.seconds);
+  }
+  return wantsRepetition(ctx.spec, ref.repetition, before);
+}
+
+/** Store the progress on the record, publish it, and tell the worker (the job's own progress). */
+export async function report(ctx: Pick<RunContext, 'deps' | 'id' | 'progress'>): Promise<void> {
+  const { deps, id, progress } = ctx;
+  await deps.store.update(id, { progress: { ...progress } });
+  await deps.store.publish({ type: 'progress', id, progress: { ...progress } });
+  await deps.onProgress?.({ ...progress });
+}
