@@ -7,8 +7,14 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildResults } from '../src/results/report.ts';
 import { renderChart } from '../src/results/chart.ts';
+import { renderTelemetryChart } from '../src/results/telemetry.ts';
+import { z } from '../src/model/zod.ts';
 import type { ApiDeps } from './experiments.ts';
-import { HttpProblem } from './problem.ts';
+import { HttpProblem, validationProblem } from './problem.ts';
+
+export const ChartQuery = z.strictObject({
+  kind: z.enum(['seconds', 'telemetry']).default('seconds').describe("seconds: bars with 95% CI; telemetry: the host's dirty page cache over each cell"),
+});
 
 const DIR = path.join(path.dirname(fileURLToPath(import.meta.url)), 'dashboard');
 const FILES: Record<string, string> = {
@@ -42,9 +48,12 @@ function sendSvg(res: Response, svg: string): void {
 export function chartRouter(deps: ApiDeps): Router {
   const r = Router();
   r.get('/experiments/:id/chart', async (req, res) => {
+    const q = ChartQuery.safeParse(req.query);
+    if (!q.success) throw validationProblem(q.error, 'query', '/query');
     const rec = await deps.store.get(String(req.params.id));
     if (!rec) throw new HttpProblem(404, 'Experiment not found', `no experiment with id "${req.params.id}"`);
-    sendSvg(res, renderChart(await buildResults(deps.store, rec)));
+    const results = await buildResults(deps.store, rec);
+    sendSvg(res, q.data.kind === 'telemetry' ? renderTelemetryChart(results.cells) : renderChart(results));
   });
   return r;
 }

@@ -3,6 +3,7 @@ import { OpenAPIRegistry, OpenApiGeneratorV31 } from '@asteasolutions/zod-to-ope
 import { z } from '../src/model/zod.ts';
 import { SpecInputSchema } from '../src/model/spec.ts';
 import { ListQuery, ResultsQuery } from './experiments.ts';
+import { ChartQuery } from './dashboard.ts';
 import { registerBatchPaths } from './batch-openapi.ts';
 import { CompareQuery } from './compare.ts';
 
@@ -81,8 +82,8 @@ export function openApiDocument(): object {
     responses: { 200: { description: 'The comparison', content: { 'application/json': { schema: Comparison }, 'text/markdown': { schema: z.string() }, 'image/svg+xml': { schema: z.string() } } }, 400: problem('Bad query'), 401: problem('Unauthorized'), 404: problem('Unknown id') },
   });
   reg.registerPath({
-    method: 'get', path: '/v1/experiments/{id}/chart', summary: 'Bar chart of seconds per scenario for each workload, with 95% CI error bars', security: sec, request: { params: id },
-    responses: { 200: { description: 'An SVG image', content: { 'image/svg+xml': { schema: z.string() } } }, 401: problem('Unauthorized'), 404: problem('Unknown id') },
+    method: 'get', path: '/v1/experiments/{id}/chart', summary: 'Bar chart of seconds per scenario for each workload, with 95% CI error bars; or the writeback telemetry', security: sec, request: { params: id, query: ChartQuery },
+    responses: { 200: { description: 'An SVG image', content: { 'image/svg+xml': { schema: z.string() } } }, 400: problem('Bad query'), 401: problem('Unauthorized'), 404: problem('Unknown id') },
   });
   reg.registerPath({ method: 'get', path: '/', summary: 'Dashboard page (asks for a token when the API has tokens)', security: [], responses: { 200: { description: 'HTML', content: { 'text/html': { schema: z.string() } } } } });
   for (const p of ['/v1/profiles', '/v1/presets']) {

@@ -1,7 +1,7 @@
 // `npm run bench`: every promise kvmq makes about its own cost, measured against a baseline in the same
 // run, written to bench/results.json and bench/RESULTS.md. Environment knobs (for a quicker look, not for
 // the committed figures): BENCH_ROUNDS, BENCH_DISPATCH, BENCH_ONLY (comma list of figure groups:
-// harness, container, readiness, intake, dispatch, memory, soak).
+// harness, container, readiness, intake, dispatch, memory, soak, telemetry).
 import fs from 'node:fs/promises';
 import fsSync from 'node:fs';
 import os from 'node:os';
@@ -22,10 +22,11 @@ import { readinessFigures } from './readiness.ts';
 import { missing, toJson, toMarkdown, type BenchRun, type Figure } from './report.ts';
 import { sig } from './measure.ts';
 import { soakFigures } from './soak.ts';
+import { telemetryFigures } from './telemetry.ts';
 
 const started = Date.now();
 const log = (m: string) => console.error(`bench [${((Date.now() - started) / 1000).toFixed(0).padStart(3)} s] ${m}`);
-const only = new Set((process.env.BENCH_ONLY ?? 'harness,container,readiness,intake,dispatch,memory,soak').split(',').map((s) => s.trim()));
+const only = new Set((process.env.BENCH_ONLY ?? 'harness,container,readiness,intake,dispatch,memory,soak,telemetry').split(',').map((s) => s.trim()));
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 9);
 const settings = {
   rounds: ROUNDS,
@@ -207,6 +208,15 @@ async function main(): Promise<number> {
         log(`soak: ${settings.soak.experiments} experiments, ${settings.soak.faults} faults, seed ${settings.soak.seed}`);
         figures.push(...await attempt(keys, () => soakFigures({ ...settings.soak, log })));
       }
+    }
+
+    // 5. Writeback telemetry: what sampling /proc costs the workload it watches.
+    if (only.has('telemetry')) {
+      const keys: [string, string, string, Figure['target']][] = [
+        ['telemetryCost', 'Postmark with writeback sampling every 250 ms / without', 'ratio', { max: 1.02, text: '≤ 1.02' }],
+        ['telemetryCost50', 'Postmark with writeback sampling every 50 ms / without', 'ratio', { max: 1.02, text: '≤ 1.02' }],
+      ];
+      figures.push(...await attempt(keys, () => telemetryFigures({ rounds: ROUNDS, warmup: 1, log })));
     }
   } finally {
     for (const c of cleanups) await c().catch(() => {});

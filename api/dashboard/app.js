@@ -311,10 +311,33 @@ function renderResults(box, results, spec) {
         reps.targetCv !== undefined && x.cv > reps.targetCv ? `cv ${pct(x.cv)} above the target ${pct(reps.targetCv)} after ${x.n} repetitions` : null]
         .filter(Boolean).join('; '))))));
   }
+  if (results.verdict) parts.push(verdictSection(results));
   const chart = h('div', { class: 'chart', id: 'chart' }, h('p', { class: 'muted' }, 'Drawing the chart…'));
   parts.push(h('section', {}, h('h3', {}, 'Seconds per scenario (error bars: 95% CI)'), chart));
+  const hasTelemetry = results.cells.some((c) => c.telemetry);
+  const telemetry = h('div', { class: 'chart', id: 'telemetry-chart' }, h('p', { class: 'muted' }, 'Drawing the telemetry…'));
+  if (hasTelemetry) parts.push(h('section', {}, h('h3', {}, 'Writeback telemetry: dirty page cache over each cell (dashed: threshold)'), telemetry));
   box.replaceChildren(...parts);
   showSvg(chart, `/v1/experiments/${enc(results.id)}/chart`);
+  if (hasTelemetry) showSvg(telemetry, `/v1/experiments/${enc(results.id)}/chart?kind=telemetry`);
+}
+
+/** A sweep's verdict: the answer in words per scenario and workload, then each profile against the baseline. */
+function verdictSection(results) {
+  const v = results.verdict;
+  const method = v.correction === 'holm' ? 'Holm' : 'Benjamini-Hochberg';
+  const sec = h('section', { id: 'verdict' }, h('h3', {}, `Verdict against ${v.baseline}`),
+    h('p', { class: 'muted' }, `Welch's t-test, ${method}-adjusted over the profiles of each scenario and workload (alpha ${v.alpha}); within ±${Math.round(v.negligible * 100)}% is negligible.`));
+  for (const r of v.rows) {
+    sec.append(h('p', { class: r.best ? 'sig' : '' }, h('strong', {}, `${r.scenario} / ${r.workload}: `), r.answer));
+    sec.append(h('table', { class: 'verdict' },
+      h('thead', {}, h('tr', {}, ['profile', 'mean s', 'vs baseline', '95% CI', 'p', 'adjusted p', 'outcome'].map((c) => h('th', {}, c)))),
+      h('tbody', {}, r.comparisons.map((c) => h('tr', { class: c.profile === r.best ? 'sig' : '' },
+        h('td', { class: 'text' }, c.profile), h('td', {}, fmt(c.mean)), h('td', {}, fmt(c.ratio)),
+        h('td', {}, c.ci95 ? `${fmt(c.ci95[0])} .. ${fmt(c.ci95[1])}` : '-'), h('td', {}, c.p ?? '-'), h('td', {}, c.pAdjusted ?? '-'), h('td', { class: 'text' }, c.outcome))))));
+  }
+  for (const x of results.sweep?.skipped ?? []) sec.append(h('p', { class: 'muted' }, `skipped ${x.name}: ${x.reason}`));
+  return sec;
 }
 
 /** Put an SVG chart from this API's own renderer (every label escaped there) into the page. */

@@ -94,7 +94,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Bar chart of seconds per scenario for each workload, with 95% CI error bars */
+        /** Bar chart of seconds per scenario for each workload, with 95% CI error bars; or the writeback telemetry */
         get: operations["getV1ExperimentsIdChart"];
         put?: never;
         post?: never;
@@ -578,10 +578,12 @@ export interface components {
              */
             driver: "qemu" | "docker";
             /** @enum {string} */
-            preset?: "paper" | "paper-quick";
+            preset?: "paper" | "paper-quick" | "paper-sweep";
             scenarios?: components["schemas"]["Scenario"][];
             workloads?: components["schemas"]["Workload"][];
             profiles?: components["schemas"]["ProfileRef"][];
+            sweep?: components["schemas"]["Sweep"];
+            telemetry?: components["schemas"]["Telemetry"];
             /** @description a fixed count, or {min, max, targetCv} */
             repetitions?: number | components["schemas"]["AdaptiveRepetitions"];
             /**
@@ -707,6 +709,115 @@ export interface components {
             "vm.watermark_scale_factor"?: number;
             /** @description bit mask (NUMA page-cache reclaim) */
             "vm.zone_reclaim_mode"?: number;
+        };
+        /** @description a grid of sysctl values expanded into generated profiles, ending in a verdict */
+        Sweep: {
+            keys: {
+                /** @description a list of integer values, or {from, to, step} */
+                "vm.dirty_ratio"?: number[] | {
+                    from: number;
+                    to: number;
+                    step: number;
+                };
+                /** @description a list of integer values, or {from, to, step} */
+                "vm.dirty_background_ratio"?: number[] | {
+                    from: number;
+                    to: number;
+                    step: number;
+                };
+                /** @description a list of integer values, or {from, to, step} */
+                "vm.dirty_bytes"?: number[] | {
+                    from: number;
+                    to: number;
+                    step: number;
+                };
+                /** @description a list of integer values, or {from, to, step} */
+                "vm.dirty_background_bytes"?: number[] | {
+                    from: number;
+                    to: number;
+                    step: number;
+                };
+                /** @description a list of integer values, or {from, to, step} */
+                "vm.dirty_expire_centisecs"?: number[] | {
+                    from: number;
+                    to: number;
+                    step: number;
+                };
+                /** @description a list of integer values, or {from, to, step} */
+                "vm.dirty_writeback_centisecs"?: number[] | {
+                    from: number;
+                    to: number;
+                    step: number;
+                };
+                /** @description a list of integer values, or {from, to, step} */
+                "vm.dirtytime_expire_seconds"?: number[] | {
+                    from: number;
+                    to: number;
+                    step: number;
+                };
+                /** @description a list of integer values, or {from, to, step} */
+                "vm.swappiness"?: number[] | {
+                    from: number;
+                    to: number;
+                    step: number;
+                };
+                /** @description a list of integer values, or {from, to, step} */
+                "vm.vfs_cache_pressure"?: number[] | {
+                    from: number;
+                    to: number;
+                    step: number;
+                };
+                /** @description a list of integer values, or {from, to, step} */
+                "vm.page-cluster"?: number[] | {
+                    from: number;
+                    to: number;
+                    step: number;
+                };
+                /** @description a list of integer values, or {from, to, step} */
+                "vm.watermark_scale_factor"?: number[] | {
+                    from: number;
+                    to: number;
+                    step: number;
+                };
+                /** @description a list of integer values, or {from, to, step} */
+                "vm.zone_reclaim_mode"?: number[] | {
+                    from: number;
+                    to: number;
+                    step: number;
+                };
+            };
+            /**
+             * @description where the generated profiles are written
+             * @default host
+             * @enum {string}
+             */
+            target: "host" | "guest" | "both";
+            /** @description the profile every other is tested against; the experiment's first profile when omitted */
+            baseline?: string;
+            /**
+             * @description practical threshold: a change smaller than this fraction of the baseline is called negligible
+             * @default 0.02
+             */
+            negligible: number;
+            /**
+             * @description family-wise error rate (Holm) or false discovery rate (BH)
+             * @default 0.05
+             */
+            alpha: number;
+            /**
+             * @description multiple-comparison correction: Holm (family-wise) or Benjamini-Hochberg
+             * @default holm
+             * @enum {string}
+             */
+            correction: "holm" | "bh";
+        };
+        /** @description sample the host's writeback state during each cell of a host profile (on by default with a sweep) */
+        Telemetry: boolean | {
+            /**
+             * @description sampling interval
+             * @default 250
+             */
+            intervalMs: number;
         };
         AdaptiveRepetitions: {
             /**
@@ -1134,7 +1245,10 @@ export interface operations {
     };
     getV1ExperimentsIdChart: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description seconds: bars with 95% CI; telemetry: the host's dirty page cache over each cell */
+                kind?: "seconds" | "telemetry";
+            };
             header?: never;
             path: {
                 id: string;
@@ -1150,6 +1264,15 @@ export interface operations {
                 };
                 content: {
                     "image/svg+xml": string;
+                };
+            };
+            /** @description Bad query */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             /** @description Unauthorized */

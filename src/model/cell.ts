@@ -2,6 +2,7 @@
 // outermost, then scenario, so guests boot once per (profile, scenario) and run every workload there.
 import type { Spec } from './spec.ts';
 import { workloadId } from './workload.ts';
+import type { WritebackSeries } from '../host/writeback.ts';
 
 export interface CellRef {
   profile: string;
@@ -17,6 +18,8 @@ export interface Cell extends CellRef {
   command: string[];
   bootSeconds?: number[];
   accel?: string;
+  /** the host's writeback state while the cell ran (spec.telemetry, host profiles only) */
+  telemetry?: WritebackSeries;
   finishedAt: string;
 }
 

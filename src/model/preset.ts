@@ -1,6 +1,7 @@
 // Presets fill what a spec omits. `paper` is the paper's full scale (hours on one core); `paper-quick`
 // is the same matrix sized so that the whole table finishes in minutes.
 import type { Workload } from './workload.ts';
+import type { SweepInput } from './sweep.ts';
 
 export const PAPER_SCENARIOS = [
   { id: 'host', guests: 0, loaded: 0 },
@@ -17,6 +18,7 @@ export interface Preset {
   profiles: string[];
   repetitions: number;
   guest: { memoryMiB: number; vcpus: number; cpuset: string };
+  sweep?: SweepInput;
 }
 
 export const PRESETS = {
@@ -47,6 +49,27 @@ export const PRESETS = {
     ],
     profiles: ['paper-default', 'paper-tuned'],
     repetitions: 2,
+    guest: { memoryMiB: 256, vcpus: 1, cpuset: '0' },
+  },
+  'paper-sweep': {
+    description:
+      "The paper's two writeback profiles plus neighbours of its default on vm.dirty_ratio, on the host column, ending in a verdict with writeback telemetry. Minutes on two cores.",
+    scenarios: [{ id: 'host', guests: 0, loaded: 0 }],
+    // Postmark writes and deletes many small files: the workload where writeback settings can matter.
+    // The sequential read shows whether a profile costs the read path anything.
+    workloads: [
+      { kind: 'postmark', files: 2000, minSize: 1, maxSize: 100000, transactions: 2000, subdirectories: 0 },
+      { kind: 'seqread', sizeMiB: 64, blockKiB: 1024 },
+    ],
+    profiles: ['paper-default', 'paper-tuned'],
+    sweep: {
+      keys: { 'vm.dirty_ratio': [10, 20, 60], 'vm.dirty_background_ratio': [5] },
+      target: 'host',
+      negligible: 0.02,
+      alpha: 0.05,
+      correction: 'holm',
+    },
+    repetitions: 5,
     guest: { memoryMiB: 256, vcpus: 1, cpuset: '0' },
   },
 } satisfies Record<string, Preset>;

@@ -3,8 +3,19 @@
 import { z } from './zod.ts';
 import { ProfileRefSchema, resolveProfile, type Profile } from './profile.ts';
 import { WorkloadSchema, workloadId, type Workload } from './workload.ts';
-import { PRESETS, type PresetName } from './preset.ts';
+import { PRESETS, type Preset, type PresetName } from './preset.ts';
 import { WindowSchema } from './window.ts';
+import { SweepSchema, expandSweep, type Sweep } from './sweep.ts';
+
+/** Profiles one experiment may run, given ones and a sweep's together. */
+export const MAX_PROFILES = 32;
+
+export const TelemetrySchema = z
+  .union([
+    z.boolean(),
+    z.strictObject({ intervalMs: z.number().int().min(50).max(10_000).default(250).describe('sampling interval') }),
+  ])
+  .openapi('Telemetry');
 
 export const ScenarioSchema = z
   .strictObject({
@@ -113,6 +124,8 @@ export const SpecInputSchema = z
     scenarios: z.array(ScenarioSchema).min(1).max(32).optional(),
     workloads: z.array(WorkloadSchema).min(1).max(32).optional(),
     profiles: z.array(ProfileRefSchema).min(1).max(16).optional(),
+    sweep: SweepSchema.optional().describe('a grid of sysctl values expanded into generated profiles, ending in a verdict'),
+    telemetry: TelemetrySchema.optional().describe("sample the host's writeback state during each cell of a host profile (on by default with a sweep)"),
     repetitions: z.union([Repetitions, AdaptiveRepetitionsSchema]).optional().describe('a fixed count, or {min, max, targetCv}'),
     order: OrderSchema.optional().describe('sequential (default), interleaved or shuffled'),
     guest: GuestSchema.partial().optional(),
@@ -129,6 +142,7 @@ export const SpecInputSchema = z
     unique(ctx, s.scenarios?.map((x) => x.id), 'scenarios', 'id', 'scenario id');
     unique(ctx, s.workloads?.map(workloadId), 'workloads', 'id', 'workload id (give an "id" to run a kind twice)');
     unique(ctx, s.profiles?.map((p) => (typeof p === 'string' ? p : p.name)), 'profiles', null, 'profile name');
+    if (s.sweep) checkSweep(ctx, s);
   })
   .openapi('ExperimentSpec');
 export type SpecInput = z.input<typeof SpecInputSchema>;
@@ -139,6 +153,30 @@ function unique(ctx: z.RefinementCtx, values: string[] | undefined, list: string
     if (seen.has(v)) ctx.addIssue({ code: 'custom', path: field ? [list, i, field] : [list, i], message: `duplicate ${what} "${v}"` });
     seen.add(v);
   });
+}
+
+/** The sweep against the rest of the spec: names that clash, a baseline that names nothing, an empty grid. */
+function checkSweep(ctx: z.RefinementCtx, s: { sweep?: z.output<typeof SweepSchema>; profiles?: unknown[]; preset?: PresetName }): void {
+  const { profiles, skipped } = expandSweep(s.sweep!);
+  if (profiles.length === 0) {
+    ctx.addIssue({ code: 'custom', path: ['sweep', 'keys'], message: `every combination of the sweep is invalid: ${skipped.map((x) => `${x.name}: ${x.reason}`).join('; ').slice(0, 1000)}` });
+    return;
+  }
+  const given = givenProfiles(s).map((p) => (typeof p === 'string' ? p : (p as Profile).name));
+  for (const p of profiles) if (given.includes(p.name)) ctx.addIssue({ code: 'custom', path: ['sweep'], message: `the generated profile ${p.name} clashes with a given profile of that name` });
+  if (given.length + profiles.length > MAX_PROFILES) {
+    ctx.addIssue({ code: 'custom', path: ['sweep', 'keys'], message: `${given.length} given and ${profiles.length} generated profiles make ${given.length + profiles.length}; at most ${MAX_PROFILES} are allowed` });
+  }
+  const baseline = s.sweep!.baseline;
+  if (baseline !== undefined && !given.includes(baseline) && !profiles.some((p) => p.name === baseline)) {
+    ctx.addIssue({ code: 'custom', path: ['sweep', 'baseline'], message: `baseline "${baseline}" is neither a given nor a generated profile (${[...given, ...profiles.map((p) => p.name)].join(', ').slice(0, 500)})` });
+  }
+}
+
+/** The profiles a spec names itself: its own list, else its preset's; a sweep alone measures against the host as it is. */
+function givenProfiles(s: { profiles?: unknown[]; preset?: PresetName; sweep?: unknown }): (string | Profile)[] {
+  const preset = s.preset ? PRESETS[s.preset] : undefined;
+  return (s.profiles ?? preset?.profiles ?? ['unchanged']) as (string | Profile)[];
 }
 
 /** A spec with the preset and defaults applied: what the worker runs and what a record stores. */
@@ -156,16 +194,24 @@ export interface Spec {
   adaptive?: AdaptiveRepetitions;
   order?: Order;
   guest: GuestConfig;
+  /** present when the spec swept sysctl values: the verdict's settings and what the grid became */
+  sweep?: Sweep;
+  /** present when each host-profile cell samples the host's writeback state */
+  telemetry?: { intervalMs: number };
   webhook?: z.output<typeof WebhookSchema>;
   schedule?: z.output<typeof ScheduleSchema>;
   pool: string;
 }
 
 export function normalizeSpec(input: z.output<typeof SpecInputSchema>): Spec {
-  const preset = input.preset ? PRESETS[input.preset] : undefined;
+  const preset: Preset | undefined = input.preset ? PRESETS[input.preset] : undefined;
   const scenarios = (input.scenarios ?? preset!.scenarios).map((s) => ({ id: s.id, guests: s.guests, loaded: s.loaded ?? s.guests }));
   const workloads = (input.workloads ?? preset!.workloads).map((w) => WorkloadSchema.parse(w));
-  const profiles = (input.profiles ?? preset?.profiles ?? ['unchanged']).map((p) => resolveProfile(p as string | Profile));
+  const sweepInput = input.sweep ?? preset?.sweep;
+  const given = givenProfiles({ ...input, sweep: sweepInput }).map((p) => resolveProfile(p));
+  const grid = sweepInput ? expandSweep(sweepInput) : undefined;
+  const profiles = [...given, ...(grid?.profiles ?? [])];
+  const telemetry = input.telemetry ?? (sweepInput ? true : undefined);
   return {
     version: 1,
     name: input.name,
@@ -178,6 +224,21 @@ export function normalizeSpec(input: z.output<typeof SpecInputSchema>): Spec {
     ...(typeof input.repetitions === 'object' ? { adaptive: input.repetitions } : {}),
     ...(input.order && input.order !== 'sequential' ? { order: input.order } : {}),
     guest: GuestSchema.parse({ ...(preset?.guest ?? {}), ...(input.guest ?? {}) }),
+    ...(sweepInput && grid
+      ? {
+          sweep: {
+            keys: Object.keys(sweepInput.keys) as Sweep['keys'],
+            target: sweepInput.target,
+            baseline: sweepInput.baseline ?? profiles[0]!.name,
+            negligible: sweepInput.negligible,
+            alpha: sweepInput.alpha,
+            correction: sweepInput.correction,
+            generated: grid.profiles.map((p) => p.name),
+            skipped: grid.skipped,
+          },
+        }
+      : {}),
+    ...(telemetry ? { telemetry: { intervalMs: typeof telemetry === 'object' ? telemetry.intervalMs : 250 } } : {}),
     ...(input.webhook ? { webhook: input.webhook } : {}),
     ...(input.schedule ? { schedule: input.schedule } : {}),
     pool: input.pool,

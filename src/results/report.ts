@@ -6,6 +6,9 @@ import { describe, outliers, ratioOfMeans, round, welch, type Stats } from './st
 import type { SystemInfo } from '../host/system.ts';
 import type { Spec } from '../model/spec.ts';
 import { workloadId } from '../model/workload.ts';
+import { buildVerdict, verdictMarkdown, type Verdict } from './verdict.ts';
+import { telemetryMarkdown } from './telemetry.ts';
+import type { Sweep } from '../model/sweep.ts';
 
 export interface SummaryRow extends Stats {
   profile: string;
@@ -31,6 +34,9 @@ export interface Results {
   repetitions: { min: number; max: number; targetCv?: number; order: string };
   cells: Cell[];
   summary: SummaryRow[];
+  /** a sweep's generated and skipped profiles, and its verdict per scenario and workload */
+  sweep?: Pick<Sweep, 'keys' | 'generated' | 'skipped'>;
+  verdict?: Verdict;
   progress: ExperimentRecord['progress'];
   createdAt?: string;
   startedAt?: string;
@@ -55,6 +61,9 @@ export async function buildResults(store: Store, rec: ExperimentRecord): Promise
     },
     cells,
     summary: summarize(rec, cells),
+    ...(rec.spec.sweep
+      ? { sweep: { keys: rec.spec.sweep.keys, generated: rec.spec.sweep.generated, skipped: rec.spec.sweep.skipped }, verdict: buildVerdict(rec.spec, cells)! }
+      : {}),
     progress: rec.progress,
     ...(rec.createdAt ? { createdAt: rec.createdAt } : {}),
     ...(rec.startedAt ? { startedAt: rec.startedAt } : {}),
@@ -217,6 +226,12 @@ export function toMarkdown(r: Results, spec: ExperimentRecord['spec']): string {
       }
     }
   }
+  if (r.verdict) {
+    out.push('', verdictMarkdown(r.verdict));
+    for (const x of r.sweep?.skipped ?? []) out.push(`- skipped ${x.name}: ${x.reason}`);
+  }
+  const telemetry = telemetryMarkdown(r.cells);
+  if (telemetry) out.push('', telemetry);
   const noisy = r.summary.filter((x) => x.outliers.length || (reps.targetCv !== undefined && x.cv > reps.targetCv));
   if (noisy.length) {
     out.push('', 'Warnings:', '');

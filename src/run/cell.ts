@@ -5,8 +5,10 @@ import type { Scenario } from '../model/spec.ts';
 import type { WorkloadPlan } from '../model/workload.ts';
 import { cellKey, type Cell, type CellRef } from '../model/cell.ts';
 import { report, ShutdownError, type RunContext } from './context.ts';
+import { startWritebackSampler } from '../host/writeback.ts';
 
-export async function runCell(ctx: RunContext, booted: BootedScenario, scenario: Scenario, plan: WorkloadPlan, ref: CellRef): Promise<void> {
+/** `hostProfile`: the profile shapes the host's page cache, so its writeback state is sampled (spec.telemetry). */
+export async function runCell(ctx: RunContext, booted: BootedScenario, scenario: Scenario, plan: WorkloadPlan, ref: CellRef, hostProfile = true): Promise<void> {
   const { deps, id, spec, signal, progress } = ctx;
   if (ref.repetition > spec.repetitions) progress.total++;
   signal.throwIfAborted();
@@ -14,7 +16,9 @@ export async function runCell(ctx: RunContext, booted: BootedScenario, scenario:
   progress.current = ref;
   await report(ctx);
   const loaded = Math.max(1, scenario.loaded);
-  const guestSeconds = await booted.run(plan, loaded, signal);
+  const sampler = spec.telemetry && hostProfile ? startWritebackSampler(spec.telemetry.intervalMs) : undefined;
+  const guestSeconds = await booted.run(plan, loaded, signal).finally(() => sampler?.stop());
+  const telemetry = await sampler?.stop();
   const cell: Cell = {
     ...ref,
     guestSeconds,
@@ -22,6 +26,7 @@ export async function runCell(ctx: RunContext, booted: BootedScenario, scenario:
     command: plan.command,
     ...(booted.bootSeconds.length ? { bootSeconds: booted.bootSeconds } : {}),
     ...(booted.accel ? { accel: booted.accel } : {}),
+    ...(telemetry ? { telemetry } : {}),
     finishedAt: new Date().toISOString(),
   };
   if (await deps.store.storeCell(id, cell)) progress.done++;

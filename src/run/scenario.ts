@@ -43,6 +43,6 @@ async function runWorkload(ctx: RunContext, booted: BootedScenario, profile: Pro
     const ref = { profile: profile.name, scenario: scenario.id, workload: workloadId(workload), repetition };
     if (ctx.stored.has(cellKey(ref))) continue;
     if (!wants(ctx, ref)) break;
-    await runCell(ctx, booted, scenario, plan, ref);
+    await runCell(ctx, booted, scenario, plan, ref, profile.target !== 'guest');
   }
 }
