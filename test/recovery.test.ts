@@ -13,7 +13,7 @@ import { connect, Queues, queueName } from '../src/queue/queue.ts';
 import { Store, type ExperimentRecord } from '../src/store/store.ts';
 import { parseSpec } from '../src/model/spec.ts';
 import { expandCells } from '../src/model/cell.ts';
-import { Schedules } from '../src/queue/schedule.ts';
+import { RecurringScheduleSchema, Schedules } from '../src/queue/schedule.ts';
 import { loadConfig } from '../src/config.ts';
 
 const skip = requireTool('redis-server');
@@ -161,8 +161,11 @@ test('a schedule tick retried after a crash submits its experiment exactly once'
   const config = loadConfig({ REDIS_URL: redis.url });
   const schedules = new Schedules(store.redis, store, queues, config);
   try {
-    const spec = record(['true']).spec;
-    const sched = await schedules.create({ cron: '0 0 1 1 *', timeZone: 'UTC', spec }, spec);
+    const input = {
+      name: 'recovery', scenarios: [{ id: 'host', guests: 0 }], workloads: [{ kind: 'command' as const, argv: ['true'] }], repetitions: 1,
+      webhook: { url: `${rx.url}/hook` },
+    };
+    const sched = await schedules.create(RecurringScheduleSchema.parse({ cron: '0 0 1 1 *', timeZone: 'UTC', spec: input }), parseSpec(input));
     // What an older version left when it died between its marker and the experiment.
     const orphanId = Store.newId();
     await store.redis.set(store.poolKey('default', 'schedtick', 'tick-a'), orphanId, 'EX', 3600);
