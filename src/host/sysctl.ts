@@ -218,7 +218,7 @@ export async function acquireLease(stateDir: string, signal?: AbortSignal, log?:
   let told = false;
   for (;;) {
     try {
-      await fs.mkdir(path.dirname(p), { recursive: true });
+      await fs.mkdir(path.dirname(p), { recursive: true, mode: 0o700 });
       const fh = await fs.open(p, 'wx', 0o600);
       try {
         await fh.writeFile(JSON.stringify(mine));
