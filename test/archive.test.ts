@@ -121,18 +121,18 @@ test('export -> new Redis -> import: identical records, results and reports; twi
       const newer = path.join(dir, 'newer.jsonl');
       await fs.writeFile(newer, [JSON.stringify({ ...lines[0], schema: 2 }), ...text.trim().split('\n').slice(1)].join('\n') + '\n');
       const r1 = await kvmq(['import', newer], { REDIS_URL: c.url });
-      assert.equal(r1.code, 1);
+      assert.equal(r1.code, 5); // a local error (the file), as in src/cli/errors.ts
       assert.match(r1.stderr, /this export has schema 2; this kvmq reads schema 1 and older: import it with a newer kvmq/);
       assert.deepEqual(await cconn.keys('*'), []);
       const cut = path.join(dir, 'cut.jsonl');
       await fs.writeFile(cut, text.trim().split('\n').slice(0, -1).join('\n') + '\n');
       const r2 = await kvmq(['import', cut], { REDIS_URL: c.url });
-      assert.equal(r2.code, 1);
+      assert.equal(r2.code, 5);
       assert.match(r2.stderr, /without its end line: it was cut off/);
       const bad = path.join(dir, 'bad.jsonl');
       await fs.writeFile(bad, [text.split('\n')[0], JSON.stringify({ kind: 'cell', experiment: '../x', cell: {} })].join('\n'));
       const r3 = await kvmq(['import', bad], { REDIS_URL: c.url });
-      assert.equal(r3.code, 1);
+      assert.equal(r3.code, 5);
       assert.match(r3.stderr, /line 2: /);
       const notOurs = await kvmq(['import', '-'], { REDIS_URL: c.url });
       assert.match(notOurs.stderr, /empty input|not a kvmq export/);

@@ -42,7 +42,7 @@ async function startDev(dir: string, env: Record<string, string> = {}): Promise<
   void exited.then(() => (gone = true));
   const url = await waitFor(async () => {
     if (gone) throw new Error(`kvmq dev exited before listening:\n${err}`);
-    return /API on (http:\/\/\S+)/.exec(err)?.[1];
+    return /API on (http:\/\/[^\s"]+)/.exec(err)?.[1];
   }, 60_000, 'kvmq dev to listen');
   return { child, url, stderr: () => err, exited };
 }
