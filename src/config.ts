@@ -22,6 +22,14 @@ export interface Config {
   lockMs: number;
   /** On SIGTERM: abort the cell in flight (default) or let it finish; either way the job is requeued. */
   shutdown: 'abort' | 'finish';
+  /** How long a stop on SIGINT/SIGTERM may take before kvmq gives up on the parts and exits 1 (KVMQ_SHUTDOWN_TIMEOUT_MS; 0: no limit). */
+  shutdownTimeoutMs: number;
+  /** Finished experiments older than this many days are removed by the workers (KVMQ_RETENTION_DAYS; 0: kept forever). */
+  retentionDays: number;
+  /** Where the nightly export goes (KVMQ_EXPORT_DIR; unset: no scheduled export). */
+  exportDir: string | undefined;
+  /** When the nightly export runs, local time "HH:MM" (KVMQ_EXPORT_AT, default 02:30). */
+  exportAt: { hour: number; minute: number };
   /** Requests a minute per API client on /v1 (KVMQ_RATE_LIMIT; 0 turns the limit off). */
   rateLimit: number;
   /** Host names (besides loopback ones) the API answers for when it runs without tokens (KVMQ_ALLOWED_HOSTS). */
@@ -105,6 +113,25 @@ function metricsPort(raw: string | undefined): number | undefined {
   return n;
 }
 
+function nonNegative(raw: string | undefined, dflt: number): number {
+  if (raw === undefined || raw.trim() === '') return dflt;
+  const n = Number(raw);
+  return Number.isFinite(n) && n >= 0 ? n : dflt;
+}
+
+function clockTime(raw: string | undefined): { hour: number; minute: number } {
+  const m = /^([01]?\d|2[0-3]):([0-5]\d)$/.exec((raw ?? '02:30').trim());
+  if (!m) throw new Error(`KVMQ_EXPORT_AT must be a local time "HH:MM", e.g. "02:30"; got "${raw}"`);
+  return { hour: Number(m[1]), minute: Number(m[2]) };
+}
+
+function retention(raw: string | undefined): number {
+  if (raw === undefined || raw.trim() === '') return 0;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n < 0) throw new Error(`KVMQ_RETENTION_DAYS must be a number of days (0 keeps everything); got "${raw}"`);
+  return n;
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   return {
     redisUrl: env.REDIS_URL || undefined,
@@ -120,8 +147,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     commandUser: env.KVMQ_COMMAND_USER || 'nobody',
     prefix: env.KVMQ_PREFIX ?? '{kvmq}',
     allowedHosts: (env.KVMQ_ALLOWED_HOSTS ?? '').split(',').map((h) => h.trim().toLowerCase()).filter(Boolean),
+    retentionDays: retention(env.KVMQ_RETENTION_DAYS),
+    exportDir: env.KVMQ_EXPORT_DIR ? path.resolve(env.KVMQ_EXPORT_DIR) : undefined,
+    exportAt: clockTime(env.KVMQ_EXPORT_AT),
     rateLimit: Math.max(0, Number(env.KVMQ_RATE_LIMIT ?? 1200) || 0),
     shutdown: env.KVMQ_SHUTDOWN === 'finish' ? 'finish' : 'abort',
+    shutdownTimeoutMs: nonNegative(env.KVMQ_SHUTDOWN_TIMEOUT_MS, 20_000),
     lockMs: Math.max(1000, Number(env.KVMQ_LOCK_MS ?? 60_000) || 60_000),
     webhookAllowPrivate: env.KVMQ_WEBHOOK_ALLOW_PRIVATE === '1',
     webhookBackoffMs: delays(env.KVMQ_WEBHOOK_BACKOFF_MS),

@@ -4,6 +4,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import { randomBytes } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import Docker from 'dockerode';
 import { requireTool, waitFor } from './helpers.ts';
@@ -46,7 +48,9 @@ test('the compose stack builds offline and runs an experiment with container gue
   const project = `kvmqtest${process.pid}`;
   const port = await freePort();
   const token = `tok-${process.pid}-${Date.now()}`;
-  const env = { ...process.env, KVMQ_API_TOKENS: token, KVMQ_PORT: String(port), KVMQ_HOST_ID: `compose-${process.pid}` };
+  // Generated as the README says for both; hex, so it needs no escaping in REDIS_URL.
+  const redisPassword = randomBytes(16).toString('hex');
+  const env = { ...process.env, KVMQ_API_TOKENS: token, KVMQ_REDIS_PASSWORD: redisPassword, KVMQ_PORT: String(port), KVMQ_HOST_ID: `compose-${process.pid}` };
   const compose = [...(composeV2 ? ['docker', 'compose'] : ['docker-compose']), '-f', path.join(root, 'docker/compose.yaml'), '-p', project];
   const docker = new Docker();
   // Keeps the test's event loop alive while it only awaits sockets and child processes.
@@ -65,6 +69,18 @@ test('the compose stack builds offline and runs an experiment with container gue
       const r = await runChecked([...compose, 'exec', '-T', 'redis', 'redis-cli', 'config', 'get', key!], { cwd: root, env });
       assert.equal(r.output.trim().split('\n').pop()?.trim(), want, `redis ${key}`);
     }
+
+    // Redis refuses a client without the password (protected mode is not what keeps it closed), and the
+    // password is on no command line (ps shows those to every host user) and in no log.
+    const anon = await runArgv([...compose, 'exec', '-T', '-e', 'REDISCLI_AUTH=', 'redis', 'redis-cli', 'ping'], { cwd: root, env });
+    assert.match(anon.output, /NOAUTH/, anon.output);
+    const pm = await runChecked([...compose, 'exec', '-T', 'redis', 'redis-cli', 'config', 'get', 'protected-mode'], { cwd: root, env });
+    assert.equal(pm.output.trim().split('\n').pop()?.trim(), 'yes');
+    // (whole outputs: runArgv keeps only a tail)
+    const ps = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8', maxBuffer: 64 << 20 });
+    assert.ok(!ps.includes(redisPassword), 'no process shows the Redis password in its arguments');
+    const logs = execFileSync(compose[0]!, [...compose.slice(1), 'logs', '--no-color'], { cwd: root, env, encoding: 'utf8', maxBuffer: 64 << 20 });
+    assert.ok(!logs.includes(redisPassword), 'no service logs the Redis password');
 
     const sub = await get(`${base}/v1/experiments`, {
       method: 'POST',

@@ -105,7 +105,7 @@ export async function repairRecords(opts: Pick<ExperimentWorkerOptions, 'config'
   await opts.sendOwed?.();
 }
 
-export async function startExperimentWorker(opts: ExperimentWorkerOptions): Promise<{ worker: Worker; close: () => Promise<void> }> {
+export async function startExperimentWorker(opts: ExperimentWorkerOptions): Promise<{ worker: Worker; close: () => Promise<void>; abort: () => void }> {
   const { config, store } = opts;
   const logger = opts.logger.child({ host: config.hostId, pool: config.pool });
   // Every line is capped: an error may quote unbounded input or tool output.
@@ -272,6 +272,10 @@ export async function startExperimentWorker(opts: ExperimentWorkerOptions): Prom
 
   return {
     worker,
+    /** Abort the cells in flight now (a stop past its deadline); the runner's cleanup still runs. */
+    abort: () => {
+      for (const ac of running.values()) ac.abort(new ShutdownError());
+    },
     close: async () => {
       clearInterval(heartbeat);
       // KVMQ_SHUTDOWN=finish lets the cell in flight complete; the default aborts it (guests are

@@ -1,6 +1,6 @@
 // The kvmq command line, on commander: each command lives in its own file and registers itself here.
 // Run the parts (dev, api, worker), talk to an API (submit, status, results, compare, cancel, batch,
-// schedule, deliveries), check the host (doctor), build the guest image, or run the demo.
+// schedule, deliveries), keep results (export, import), check the host (doctor), build the guest image, or run the demo.
 import { Command, CommanderError } from 'commander';
 import { EXIT_HELP, exitCodeOf } from './errors.ts';
 import { register as serve } from './serve.ts';
@@ -15,6 +15,7 @@ import { register as schedule } from './schedule.ts';
 import { register as deliveries } from './deliveries.ts';
 import { register as doctor } from './doctor.ts';
 import { register as image } from './image.ts';
+import { register as archive } from './export.ts';
 
 export function program(): Command {
   const p = new Command('kvmq')
@@ -24,7 +25,7 @@ export function program(): Command {
 Client commands talk to KVMQ_URL (default http://127.0.0.1:8080) with KVMQ_TOKEN if set.
 
 ${EXIT_HELP}`);
-  for (const r of [serve, demo, submit, status, results, compare, cancel, batch, schedule, deliveries, doctor, image]) r(p);
+  for (const r of [serve, demo, submit, status, results, compare, cancel, batch, schedule, deliveries, doctor, image, archive]) r(p);
   // Every command, nested ones too: parse errors throw (main maps them to exit 2) instead of exiting 1.
   const strict = (c: Command) => {
     c.exitOverride();

@@ -1,30 +1,51 @@
 // `kvmq dev`, `kvmq api`, `kvmq worker`: run the parts until Ctrl-C or SIGTERM, then stop them cleanly.
 import type { Command } from 'commander';
-import { startStack } from './stack.ts';
-import { loadConfig } from '../config.ts';
+import { startStack, type Stack } from './stack.ts';
 import { shutdown as shutdownSysctl } from '../host/sysctl.ts';
 import { EXIT } from './errors.ts';
 
-/** Keep a long-running command alive until Ctrl-C or SIGTERM, then stop every part cleanly. */
-export function untilSignal(stop: () => Promise<void>): Promise<void> {
+/**
+ * Keep a long-running command alive until Ctrl-C or SIGTERM, then stop every part cleanly: the API, the
+ * workers, and `kvmq dev`'s Redis last (it runs in its own process group, so the signal a terminal or a
+ * service manager sends to kvmq's group does not reach it). The stop has a deadline
+ * (KVMQ_SHUTDOWN_TIMEOUT_MS); past it, or on a second signal, kvmq restores the sysctls, stops its Redis
+ * and exits non-zero with the reason.
+ */
+export function untilSignal(stack: Stack): Promise<void> {
   return new Promise((resolve) => {
-    let stopping = false;
+    let stopping: Promise<void> | undefined;
+    let gaveUp = false;
+    const giveUp = (why: string, code: number, graceMs: number) => {
+      if (gaveUp) return;
+      gaveUp = true;
+      console.error(`kvmq: ${why}; restoring sysctls, stopping Redis and exiting with ${code}`);
+      // Abort what still runs, so its cleanup (guests, workload processes) gets a moment before the exit.
+      stack.abort();
+      const bounded = (p: Promise<unknown> | undefined, ms: number) => Promise.race([p?.catch(() => {}), new Promise((r) => setTimeout(r, ms))]);
+      void bounded(stopping, graceMs)
+        .then(() => shutdownSysctl(stack.config.stateDir))
+        .catch((err) => {
+          console.error(`kvmq: sysctl restore failed: ${(err as Error).message}`);
+          code = EXIT.local;
+        })
+        .then(() => bounded(stack.redis?.stop(), 5000))
+        .then(() => process.exit(code));
+    };
     const onSignal = (sig: string) => {
-      if (stopping) {
-        // A second signal: do not wait for the parts any longer, but never exit with a profile applied.
-        console.error(`kvmq: ${sig} again, restoring sysctls and exiting now`);
-        void shutdownSysctl(loadConfig().stateDir).then(
-          () => process.exit(EXIT.interrupted),
-          (err) => (console.error(`kvmq: sysctl restore failed: ${(err as Error).message}`), process.exit(EXIT.local)),
-        );
-        return;
-      }
-      stopping = true;
-      console.error(`kvmq: ${sig}, stopping (restoring the host first)`);
-      stop().then(resolve, (err) => {
-        console.error(err);
-        resolve();
-      });
+      if (stopping) return giveUp(`${sig} again, not waiting for the parts`, EXIT.interrupted, 1000);
+      const ms = stack.config.shutdownTimeoutMs;
+      console.error(`kvmq: ${sig}, stopping (restoring the host first${ms ? `; at most ${ms / 1000} s` : ''})`);
+      if (ms) setTimeout(() => giveUp(`the stop did not finish within ${ms / 1000} s (KVMQ_SHUTDOWN_TIMEOUT_MS)`, EXIT.unsuccessful, 5000), ms).unref();
+      // Once given up, the exit code is the give-up's, even if the parts finish meanwhile.
+      stopping = stack.stop().then(
+        () => {
+          if (!gaveUp) resolve();
+        },
+        (err) => {
+          console.error(err);
+          if (!gaveUp) resolve();
+        },
+      );
     };
     process.on('SIGINT', () => onSignal('SIGINT'));
     process.on('SIGTERM', () => onSignal('SIGTERM'));
@@ -46,7 +67,7 @@ export function register(program: Command): void {
       if (opts.pool) process.env.KVMQ_POOL = opts.pool;
       if (opts.hostId) process.env.KVMQ_HOST_ID = opts.hostId;
       const stack = await startStack(which);
-      await untilSignal(stack.stop);
+      await untilSignal(stack);
     });
   }
 }

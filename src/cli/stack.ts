@@ -12,6 +12,8 @@ import { createApp } from '../../api/app.ts';
 import { startExperimentWorker } from '../../workers/experiment.ts';
 import { startWebhookWorker } from '../../workers/webhook.ts';
 import { startScheduleWorker } from '../../workers/schedule.ts';
+import { startArchiver } from '../../workers/archive.ts';
+import { privateDir } from '../host/dirs.ts';
 import { Webhooks } from '../webhooks/webhook.ts';
 import { Schedules } from '../queue/schedule.ts';
 import { ProcessMetrics, serveMetrics } from '../observe/metrics.ts';
@@ -34,7 +36,11 @@ export interface Stack {
   redisUrl: string;
   /** A worker without the API: where its own /metrics is served (KVMQ_METRICS_PORT). */
   metricsUrl?: string;
+  /** The Redis child of `kvmq dev` (none with REDIS_URL). */
+  redis: RedisChild | undefined;
   stop(): Promise<void>;
+  /** Abort the experiments in flight at once (a stop that overran its deadline). */
+  abort(): void;
 }
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
@@ -49,13 +55,16 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   if (!opts.api && config.metricsPort !== undefined && !config.apiTokens.length && !LOOPBACK.has(config.host)) {
     throw new Error(`refusing to serve metrics on ${config.host} without KVMQ_API_TOKENS: set tokens, or HOST=127.0.0.1`);
   }
+  // Stopped in reverse: the API first, then the workers, the connections, and Redis last.
   const stops: (() => Promise<unknown>)[] = [];
+  const aborts: (() => void)[] = [];
   const stop = async () => {
     for (const s of stops.reverse()) await s().catch((err) => log(`while stopping: ${(err as Error).message}`));
     stops.length = 0;
   };
+  let redisChild: RedisChild | undefined;
   try {
-    let redisChild: RedisChild | undefined;
+    if (opts.worker) await privateDir(config.stateDir, log);
     let redisUrl = config.redisUrl;
     let target = config.redis;
     if (!redisUrl || !target) {
@@ -101,8 +110,11 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       const sw = await startScheduleWorker({ config, connection: conn('schedule-worker'), schedules, logger });
       stops.push(() => sw.close());
       const onFinished = (id: string) => webhooks.experimentFinished(id).catch((err) => log(`webhook for ${id} not queued: ${(err as Error).message}`));
+      const archiver = startArchiver({ config, store, log });
+      stops.push(() => archiver.close());
       const w = await startExperimentWorker({ config, connection: conn('worker'), store, drivers: makeDrivers(config, log), logger, metrics, onFinished, sendOwed: () => webhooks.sendOwed(log) });
       stops.push(() => w.close());
+      aborts.push(() => w.abort());
     }
     let url: string | undefined;
     if (opts.api) {
@@ -132,7 +144,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       metricsUrl = served.url;
       log(`metrics on ${metricsUrl}`);
     }
-    return { config, url, redisUrl, metricsUrl, stop };
+    return { config, url, redisUrl, metricsUrl, redis: redisChild, stop, abort: () => aborts.forEach((a) => a()) };
   } catch (err) {
     await stop();
     throw err;

@@ -180,7 +180,7 @@ export class QemuDriver implements GuestDriver {
   private async newRun(tag: string): Promise<string> {
     const safe = tag.replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 60);
     const dir = path.join(this.runRoot, `${safe}-${crypto.randomBytes(4).toString('hex')}`);
-    await fs.mkdir(dir, { recursive: true });
+    await fs.mkdir(dir, { recursive: true, mode: 0o700 });
     await fs.writeFile(path.join(dir, 'owner'), String(process.pid));
     return dir;
   }
@@ -189,7 +189,7 @@ export class QemuDriver implements GuestDriver {
     const name = `guest ${index + 1}`;
     const disk = path.join(run, `g${index}.disk`);
     const sock = path.join(run, `g${index}.sock`);
-    await fs.mkdir(this.consoleDir, { recursive: true });
+    await fs.mkdir(this.consoleDir, { recursive: true, mode: 0o700 });
     const console = path.join(this.consoleDir, `${path.basename(run)}-g${index}.log`);
     // A sparse file with ext4 on it: no mount, no loop device, no root needed for this part.
     const fh = await fs.open(disk, 'w');

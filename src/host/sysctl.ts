@@ -275,7 +275,7 @@ export async function acquireLease(stateDir: string, signal?: AbortSignal, log?:
   let told = false;
   for (;;) {
     try {
-      await fs.mkdir(path.dirname(p), { recursive: true });
+      await fs.mkdir(path.dirname(p), { recursive: true, mode: 0o700 });
       if (await createWhole(p, JSON.stringify(mine))) return;
     } catch (err) {
       throw new PermanentError(`cannot create the sysctl lease ${p}: ${(err as Error).message}`);

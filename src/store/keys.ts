@@ -27,6 +27,7 @@ export const REDIS_KEYS = {
   schedules: { type: 'sorted set', ids: '', holds: 'every schedule id, scored by creation time', writer: 'queue/schedule.ts' },
   schedruns: { type: 'list', ids: 'schedule id', holds: 'the most recent experiment ids a schedule submitted', writer: 'queue/schedule.ts' },
   schedtick: { tag: 'pool', type: 'string, expires', ids: 'tick job id', holds: "the experiment a tick submitted (a tick delivered twice submits once); under the spec's pool tag, written in one step with the record", writer: 'store/store.ts (createOnce), for queue/schedule.ts' },
+  exportrun: { type: 'string, expires', ids: 'local day YYYY-MM-DD', holds: 'the worker that claimed that night\'s export (KVMQ_EXPORT_DIR): one file a night across workers', writer: 'workers/archive.ts' },
   deliveries: { type: 'list', ids: 'experiment or batch id', holds: 'the last webhook delivery attempts', writer: 'webhooks/webhook.ts' },
 } as const;
 
