@@ -60,7 +60,7 @@ test('processes that all find a crashed holder\'s lease take it one at a time', 
 });
 
 test('the compose worker and a worker on the host itself share one lease: same file, same pids, same journal path', { skip: requireTool('docker-compose') }, async () => {
-  const { stdout } = await execFileP('docker-compose', ['-f', 'docker/compose.yaml', 'config'], { env: { ...process.env, KVMQ_API_TOKENS: 'x' } });
+  const { stdout } = await execFileP('docker-compose', ['-f', 'docker/compose.yaml', 'config'], { env: { ...process.env, KVMQ_API_TOKENS: 'x', KVMQ_REDIS_PASSWORD: 'x' } });
   const worker = stdout.slice(stdout.indexOf('\n  worker:'));
   const env = (k: string) => new RegExp(`\\n\\s+${k}: (\\S+)`).exec(worker)?.[1];
   const lease = env('KVMQ_SYSCTL_LEASE');
