@@ -1,7 +1,6 @@
 // The express application: JSON in, JSON or problem+json out. Routes live in their own modules; this
 // file wires parsing, auth, the error handler and the small read-only routes.
 import express, { type NextFunction, type Request, type Response } from 'express';
-import { bearerChecker } from '../src/auth.ts';
 import { pinoHttp } from 'pino-http';
 import { experimentsRouter, type ApiDeps } from './experiments.ts';
 import { HttpProblem, sendProblem } from './problem.ts';
@@ -12,9 +11,11 @@ import { hostsRouter } from './hosts.ts';
 import { metricsRouter } from './metrics.ts';
 import { boardRouter } from './board.ts';
 import { compareRouter } from './compare.ts';
-import { dashboardRouter, chartRouter } from './dashboard.ts';
+import { dashboardRouter, chartRouter, DASHBOARD_CSP } from './dashboard.ts';
+import helmet from 'helmet';
 import { rateLimit } from './ratelimit.ts';
 import { browserGuard } from './guard.ts';
+import { identify, bearerAuth } from './auth.ts';
 import { batchesRouter } from './batches.ts';
 import { schedulesRouter } from './schedules.ts';
 import { deliveriesRouter } from './deliveries.ts';
@@ -24,10 +25,7 @@ export function createApp(deps: ApiDeps): express.Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('query parser', 'simple');
-  app.use((_req, res, next) => {
-    res.set({ 'x-content-type-options': 'nosniff', 'referrer-policy': 'no-referrer', 'x-frame-options': 'DENY' });
-    next();
-  });
+  app.use(securityHeaders());
 
   if (deps.logger) {
     // One line per request when it finishes. Only method, path and status: headers carry tokens and
@@ -51,11 +49,13 @@ export function createApp(deps: ApiDeps): express.Express {
   });
   app.get('/openapi.json', (_req, res) => void res.json(openApiDocument()));
   app.use(dashboardRouter());
-  app.use('/metrics', bearerAuth(deps.config.apiTokens), metricsRouter(deps));
+  app.use('/metrics', identify(deps.config.apiTokens), bearerAuth(), metricsRouter(deps));
   app.use(boardRouter(deps));
 
-  app.use('/v1', rateLimit(deps.config.rateLimit));
-  app.use('/v1', bearerAuth(deps.config.apiTokens));
+  // The limit counts before auth refuses, so wrong tokens count against their address.
+  app.use('/v1', identify(deps.config.apiTokens));
+  app.use('/v1', rateLimit(deps.config.rateLimit, deps.store.redis, deps.config.prefix));
+  app.use('/v1', bearerAuth());
   app.use('/v1', express.json({ limit: '1mb', strict: false, type: ['application/json', 'application/*+json'] }));
   app.use('/v1/experiments', experimentsRouter(deps));
   app.use('/v1', deliveriesRouter(deps));
@@ -89,10 +89,18 @@ async function readiness(store: ApiDeps['store']): Promise<string | undefined> {
   }
 }
 
-export function bearerAuth(tokens: string[]) {
-  const check = bearerChecker(tokens);
-  return (req: Request, _res: Response, next: NextFunction) =>
-    next(check(req.get('authorization')) ? undefined : new HttpProblem(401, 'Unauthorized', 'send Authorization: Bearer <token>'));
+/**
+ * helmet's headers, with the dashboard's strict policy as the default CSP for every response (the chart
+ * route narrows it further). No upgrade-insecure-requests and no HSTS: kvmq speaks plain HTTP on loopback,
+ * and TLS, where there is any, belongs to the proxy in front of it.
+ */
+function securityHeaders() {
+  return helmet({
+    contentSecurityPolicy: { useDefaults: false, directives: DASHBOARD_CSP },
+    strictTransportSecurity: false,
+    xFrameOptions: { action: 'deny' },
+    referrerPolicy: { policy: 'no-referrer' },
+  });
 }
 
 function errorHandler(err: unknown, req: Request, res: Response, _next: NextFunction): void {

@@ -1,29 +1,36 @@
-// A token bucket per client (bearer token when there is one, else the remote address), so one runaway
-// script cannot starve the lab's other users. In memory per API process: a limit, not an accounting.
-import type { NextFunction, Request, Response } from 'express';
-import { createHash } from 'node:crypto';
+// Requests per client (see auth.ts for what a client is), counted in Redis so that every API process
+// shares one count, with a window per key that Redis expires by itself: memory stays bounded by the
+// clients active in the last window, and no client's count is ever cleared to make room for another.
+import type { Request, Response, NextFunction, RequestHandler } from 'express';
+import type { RedisClient } from '../src/store/connection.ts';
+import { rateLimit as expressRateLimit } from 'express-rate-limit';
+import { RedisStore, type RedisReply } from 'rate-limit-redis';
 import { HttpProblem } from './problem.ts';
+import { clientOf } from './auth.ts';
 
-export function rateLimit(perMinute: number, burst = Math.max(10, Math.ceil(perMinute / 5))) {
-  const buckets = new Map<string, { tokens: number; at: number }>();
-  const rate = perMinute / 60_000;
-  return (req: Request, res: Response, next: NextFunction) => {
-    if (perMinute <= 0) return next();
-    const auth = req.get('authorization');
-    // Key by a digest of the token, so the map never holds a secret.
-    const key = auth ? createHash('sha256').update(auth).digest('base64') : (req.ip ?? 'unknown');
-    const now = Date.now();
-    const b = buckets.get(key) ?? { tokens: burst, at: now };
-    b.tokens = Math.min(burst, b.tokens + (now - b.at) * rate);
-    b.at = now;
-    if (buckets.size > 10_000) buckets.clear(); // bounded memory under a flood of addresses
-    buckets.set(key, b);
-    if (b.tokens < 1) {
-      const wait = Math.ceil((1 - b.tokens) / rate / 1000);
+/**
+ * perMinute is the sustained rate; a client may spend a burst of a fifth of it (at least 10) at once.
+ * A fixed window of burst requests per burst/perMinute minutes gives both.
+ */
+export function rateLimit(perMinute: number, redis: RedisClient, prefix: string): RequestHandler {
+  if (perMinute <= 0) return (_req, _res, next) => next();
+  const burst = Math.max(10, Math.ceil(perMinute / 5));
+  const windowMs = Math.max(1000, Math.round((60_000 * burst) / perMinute));
+  return expressRateLimit({
+    windowMs,
+    limit: burst,
+    standardHeaders: 'draft-8',
+    legacyHeaders: false,
+    keyGenerator: (_req: Request, res: Response) => clientOf(res).key,
+    store: new RedisStore({
+      prefix: `${prefix}:ratelimit:`,
+      sendCommand: (command: string, ...args: string[]) => redis.call(command, ...args) as Promise<RedisReply>,
+    }),
+    handler: (req: Request, res: Response, next: NextFunction) => {
+      const reset = (req as Request & { rateLimit?: { resetTime?: Date } }).rateLimit?.resetTime;
+      const wait = Math.max(1, Math.ceil(((reset?.getTime() ?? Date.now() + windowMs) - Date.now()) / 1000));
       res.set('retry-after', String(wait));
-      return next(new HttpProblem(429, 'Too many requests', `the limit is ${perMinute} requests a minute per client; retry in ${wait} s`));
-    }
-    b.tokens -= 1;
-    next();
-  };
+      next(new HttpProblem(429, 'Too many requests', `the limit is ${perMinute} requests a minute per client (bursts of ${burst}); retry in ${wait} s`));
+    },
+  });
 }

@@ -74,3 +74,48 @@ test('cross-origin browser writes are refused with and without tokens; reads and
     assert.equal((await raw(s.base, 'GET', '/v1/profiles', { host, origin: 'http://evil.example', 'sec-fetch-site': 'cross-site', ...auth })).status, 200, 'a read');
   }
 });
+
+test('made-up tokens count against their address: 30 different wrong tokens meet the limit', { skip }, async () => {
+  const s = await testStack({ worker: false, tag: 'rl-wrong', env: { KVMQ_RATE_LIMIT: '60', KVMQ_API_TOKENS: 'right-1' } });
+  stacks.push(s);
+  const codes: number[] = [];
+  for (let i = 0; i < 30; i++) codes.push((await s.fetchJson('GET', '/v1/profiles', undefined, { authorization: `Bearer wrong-${i}` })).status);
+  // A burst of 12 (a fifth of 60, at least 10), then the address is limited.
+  assert.deepEqual(codes, [...Array(12).fill(401), ...Array(18).fill(429)], codes.join(','));
+  const limited = await fetch(s.base + '/v1/profiles', { headers: { authorization: 'Bearer wrong-x' } });
+  assert.equal(limited.status, 429);
+  assert.match(limited.headers.get('content-type') ?? '', /problem\+json/);
+  assert.ok(Number(limited.headers.get('retry-after')) >= 1, 'retry-after');
+  // The right token is a client of its own, not limited by the address's failures.
+  assert.equal((await s.fetchJson('GET', '/v1/profiles', undefined, { authorization: 'Bearer right-1' })).status, 200);
+});
+
+test('the rate limit holds across two API processes sharing one Redis', { skip }, async () => {
+  const a = await testStack({ worker: false, tag: 'rl-a', env: { KVMQ_RATE_LIMIT: '60', KVMQ_API_TOKENS: 'shared-1' } });
+  stacks.push(a);
+  const b = await testStack({ worker: false, tag: 'rl-b', env: { KVMQ_RATE_LIMIT: '60', KVMQ_API_TOKENS: 'shared-1', REDIS_URL: a.redisUrl } });
+  stacks.push(b);
+  const auth = { authorization: 'Bearer shared-1' };
+  const codes: number[] = [];
+  for (let i = 0; i < 20; i++) codes.push((await (i % 2 ? b : a).fetchJson('GET', '/v1/profiles', undefined, auth)).status);
+  // Each process alone would allow 12; together they allow 12.
+  assert.deepEqual(codes, [...Array(12).fill(200), ...Array(8).fill(429)], codes.join(','));
+});
+
+test('security headers from helmet on API answers, and the strict policy on every response', { skip }, async () => {
+  const s = await testStack({ worker: false, tag: 'helmet' });
+  stacks.push(s);
+  const r = await fetch(s.base + '/v1/profiles');
+  assert.equal(r.status, 200);
+  assert.equal(r.headers.get('x-content-type-options'), 'nosniff');
+  assert.equal(r.headers.get('x-frame-options'), 'DENY');
+  assert.equal(r.headers.get('referrer-policy'), 'no-referrer');
+  assert.equal(r.headers.get('cross-origin-opener-policy'), 'same-origin');
+  assert.equal(r.headers.get('cross-origin-resource-policy'), 'same-origin');
+  assert.match(r.headers.get('content-security-policy') ?? '', /^default-src 'none';.*frame-ancestors 'none'/);
+  assert.doesNotMatch(r.headers.get('content-security-policy') ?? '', /upgrade-insecure-requests/);
+  assert.equal(r.headers.get('strict-transport-security'), null, 'plain HTTP on loopback: no HSTS');
+  assert.equal(r.headers.get('x-powered-by'), null);
+  const page = await fetch(s.base + '/');
+  assert.equal(page.headers.get('content-security-policy'), "default-src 'none';script-src 'self';style-src 'self';img-src 'self' data:;connect-src 'self';base-uri 'none';form-action 'self';frame-ancestors 'none'");
+});
