@@ -117,5 +117,5 @@ test('security headers from helmet on API answers, and the strict policy on ever
   assert.equal(r.headers.get('strict-transport-security'), null, 'plain HTTP on loopback: no HSTS');
   assert.equal(r.headers.get('x-powered-by'), null);
   const page = await fetch(s.base + '/');
-  assert.equal(page.headers.get('content-security-policy'), "default-src 'none';script-src 'self';style-src 'self';img-src 'self' data:;connect-src 'self';base-uri 'none';form-action 'self';frame-ancestors 'none'");
+  assert.equal(page.headers.get('content-security-policy'), "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'");
 });
