@@ -4,7 +4,8 @@ import type { OpenAPIRegistry } from '@asteasolutions/zod-to-openapi';
 import { z } from '../src/model/zod.ts';
 import { BatchInputSchema } from '../src/queue/batch.ts';
 import { RecurringScheduleSchema } from '../src/queue/schedule.ts';
-import { BatchListQuery } from './batches.ts';
+import { BatchListQuery, BatchDeleteQuery } from './batches.ts';
+import { ScheduleDeleteQuery } from './schedules.ts';
 
 type Helpers = {
   sec: { [k: string]: string[] }[];
@@ -40,7 +41,7 @@ export function registerBatchPaths(reg: OpenAPIRegistry, { sec, problem, id }: H
     request: { body: { content: { 'application/json': { schema: BatchInputSchema } } } },
     responses: {
       202: { description: 'Accepted', content: { 'application/json': { schema: z.object({ id: z.string(), status, experiments: z.array(z.object({ id: z.string(), status })), links: z.object({ self: z.string(), deliveries: z.string() }) }) } } },
-      400: problem('Invalid batch'), 401: problem('Unauthorized'), 415: problem('Not JSON'),
+      400: problem('Invalid batch'), 401: problem('Unauthorized'), 415: problem('Not JSON'), 429: problem('Rate limit, or too much unfinished work for this client'),
     },
   });
   reg.registerPath({
@@ -50,6 +51,10 @@ export function registerBatchPaths(reg: OpenAPIRegistry, { sec, problem, id }: H
   reg.registerPath({
     method: 'get', path: '/v1/batches/{id}', summary: 'One batch with the status of each experiment', security: sec, request: { params: id },
     responses: { 200: { description: 'The batch', content: { 'application/json': { schema: Batch } } }, 401: problem('Unauthorized'), 404: problem('Unknown id') },
+  });
+  reg.registerPath({
+    method: 'delete', path: '/v1/batches/{id}', summary: 'Delete a finished batch with its experiments and their results (purge=true required)', security: sec, request: { params: id, query: BatchDeleteQuery },
+    responses: { 204: { description: 'Deleted' }, 400: problem('purge=true missing'), 401: problem('Unauthorized'), 404: problem('Unknown id'), 409: problem('Some of its experiments have not finished') },
   });
 
   const Schedule = reg.register('ScheduleView', z.object({
@@ -61,7 +66,7 @@ export function registerBatchPaths(reg: OpenAPIRegistry, { sec, problem, id }: H
   reg.registerPath({
     method: 'post', path: '/v1/schedules', summary: 'Run an experiment on a cron schedule in a time zone', security: sec,
     request: { body: { content: { 'application/json': { schema: RecurringScheduleSchema } } } },
-    responses: { 201: { description: 'Created', content: { 'application/json': { schema: Schedule } } }, 400: problem('Invalid schedule'), 401: problem('Unauthorized'), 415: problem('Not JSON') },
+    responses: { 201: { description: 'Created', content: { 'application/json': { schema: Schedule } } }, 400: problem('Invalid schedule (a cron more frequent than KVMQ_MIN_SCHEDULE_INTERVAL names /cron)'), 401: problem('Unauthorized'), 415: problem('Not JSON') },
   });
   reg.registerPath({
     method: 'get', path: '/v1/schedules', summary: 'List schedules', security: sec,
@@ -72,8 +77,8 @@ export function registerBatchPaths(reg: OpenAPIRegistry, { sec, problem, id }: H
     responses: { 200: { description: 'The schedule', content: { 'application/json': { schema: Schedule } } }, 401: problem('Unauthorized'), 404: problem('Unknown id') },
   });
   reg.registerPath({
-    method: 'delete', path: '/v1/schedules/{id}', summary: 'Stop and remove a schedule', security: sec, request: { params: id },
-    responses: { 204: { description: 'Removed' }, 401: problem('Unauthorized'), 404: problem('Unknown id') },
+    method: 'delete', path: '/v1/schedules/{id}', summary: 'Stop and remove a schedule; with ?purge=true also delete its finished recent runs', security: sec, request: { params: id, query: ScheduleDeleteQuery },
+    responses: { 204: { description: 'Removed' }, 400: problem('Bad query'), 401: problem('Unauthorized'), 404: problem('Unknown id') },
   });
 
   const headers = z.object({

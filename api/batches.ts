@@ -3,7 +3,9 @@
 import { Router } from 'express';
 import { z } from '../src/model/zod.ts';
 import { normalizeSpec } from '../src/model/spec.ts';
-import { BatchInputSchema, batchView, createBatch, getBatch, listBatches } from '../src/queue/batch.ts';
+import { BatchInputSchema, batchView, createBatch, getBatch, listBatches, purgeBatch } from '../src/queue/batch.ts';
+import { Quota } from './quota.ts';
+import { clientOf } from './auth.ts';
 import { urlProblem } from '../src/webhooks/webhook.ts';
 import { admissionProblems, poolProblems, type ApiDeps } from './experiments.ts';
 import { HttpProblem, validationProblem, type ProblemItem } from './problem.ts';
@@ -13,9 +15,14 @@ export const BatchListQuery = z.strictObject({
   offset: z.coerce.number().int().min(0).max(1_000_000).default(0),
 });
 
+export const BatchDeleteQuery = z.strictObject({
+  purge: z.literal('true').describe('required: deleting a batch deletes its finished experiments and their results'),
+});
+
 export function batchesRouter(deps: ApiDeps): Router {
   const { store, queues, config } = deps;
   const r = Router();
+  const quota = new Quota(store, config.maxQueuedPerClient);
 
   r.post('/', async (req, res) => {
     if (!req.is('application/json')) throw new HttpProblem(415, 'Unsupported media type', 'send the batch as application/json');
@@ -32,7 +39,11 @@ export function batchesRouter(deps: ApiDeps): Router {
     if (hook) problems.push({ pointer: '/webhook/url', detail: hook });
     if (problems.length) throw new HttpProblem(400, 'Batch cannot run here', problems.map((p) => `${p.pointer}: ${p.detail}`).join('; '), problems);
 
+    const client = clientOf(res).key;
+    await quota.check(client, specs.length);
     const batch = await createBatch(store, queues, input, specs);
+    // Checked before it was made (a batch is all or nothing); two batches at once may pass the limit.
+    await quota.reserve(client, batch.experiments, false);
     const v = await batchView(store, batch);
     res.status(202).location(v.links.self).json({ id: v.id, status: v.status, experiments: v.experiments.map((e) => ({ id: e.id, status: e.status })), links: v.links });
   });
@@ -48,6 +59,16 @@ export function batchesRouter(deps: ApiDeps): Router {
     const b = await getBatch(store, String(req.params.id));
     if (!b) throw new HttpProblem(404, 'Batch not found', `no batch with id "${req.params.id}"`);
     res.json(await batchView(store, b));
+  });
+
+  r.delete('/:id', async (req, res) => {
+    const q = BatchDeleteQuery.safeParse(req.query);
+    if (!q.success) throw validationProblem(q.error, 'query', '/query');
+    const b = await getBatch(store, String(req.params.id));
+    if (!b) throw new HttpProblem(404, 'Batch not found', `no batch with id "${req.params.id}"`);
+    const open = await purgeBatch(store, b);
+    if (open.length) throw new HttpProblem(409, 'Batch not finished', `${open.length} of its experiments have not finished (${open.slice(0, 5).join(', ')}${open.length > 5 ? ', …' : ''}); cancel them first`);
+    res.status(204).end();
   });
 
   return r;

@@ -17,11 +17,17 @@ import type { ProcessMetrics } from '../src/observe/metrics.ts';
 import type { Logger } from '../src/observe/log.ts';
 import { newRecord, submit } from '../src/queue/submit.ts';
 import { cancel } from '../src/queue/cancel.ts';
+import { Quota } from './quota.ts';
+import { EventHub } from './events.ts';
+import { clientOf } from './auth.ts';
 
 export const ListQuery = z.strictObject({
   status: z.enum(STATUSES as [string, ...string[]]).optional(),
   limit: z.coerce.number().int().min(1).max(500).default(50),
   offset: z.coerce.number().int().min(0).max(1_000_000).default(0),
+});
+export const DeleteQuery = z.strictObject({
+  purge: z.enum(['true', 'false']).optional().describe('true: delete a finished experiment with its results; without it DELETE cancels'),
 });
 export const ResultsQuery = z.strictObject({ format: z.enum(['json', 'csv', 'markdown']).default('json') });
 
@@ -99,6 +105,8 @@ export async function poolProblems(store: Store, spec: Spec): Promise<ProblemIte
 export function experimentsRouter(deps: ApiDeps): Router {
   const { store, queues, config } = deps;
   const r = Router();
+  const quota = new Quota(store, config.maxQueuedPerClient);
+  const hub = new EventHub(store.redis, { perClient: config.eventsPerClient, total: config.eventsTotal, idleMs: config.eventsIdleS * 1000 });
 
   const load = async (req: Request): Promise<ExperimentRecord> => {
     const rec = await store.get(String(req.params.id));
@@ -118,7 +126,8 @@ export function experimentsRouter(deps: ApiDeps): Router {
     // notBefore, or the next opening of its nightly window: until then it waits as scheduled.
     const now = Date.now();
     const rec = newRecord(spec, now);
-    await submit(store, queues, rec, now);
+    // Counted once its record exists (the quota reads statuses); refused, the record goes again.
+    await submit(store, queues, rec, now, () => quota.reserve(clientOf(res).key, [rec.id]));
     const v = view(rec);
     res.status(202).location(v.links.self).json({ id: rec.id, status: rec.status, links: v.links });
   });
@@ -146,25 +155,43 @@ export function experimentsRouter(deps: ApiDeps): Router {
 
   r.get('/:id/events', async (req, res) => {
     const rec = await load(req);
+    const release = FINAL.includes(rec.status) ? () => {} : hub.admit(clientOf(res).key);
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
     const send = (event: string, data: unknown) => res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
     send('status', { id: rec.id, status: rec.status, progress: rec.progress });
     if (FINAL.includes(rec.status)) return void res.end();
-    const sub = store.redis.duplicate();
-    sub.on('error', () => {}); // the stream ends on close; a reconnect attempt needs no log per client
+    let stop = () => {};
+    let closed = false;
     const heartbeat = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
-    const close = () => {
+    let idle: NodeJS.Timeout;
+    const close = (retryMs?: number) => {
+      if (closed) return;
+      closed = true;
       clearInterval(heartbeat);
-      sub.quit().catch(() => {});
+      clearTimeout(idle);
+      stop();
+      release();
+      // The hint tells an EventSource when to come back; the stream is not over for the client.
+      if (retryMs !== undefined) res.write(`retry: ${retryMs}\n\n`);
       res.end();
     };
-    req.on('close', close);
-    sub.on('message', (_ch, msg: string) => {
-      const ev = JSON.parse(msg) as { type: string; status?: string };
-      send(ev.type, ev);
-      if (ev.type === 'status' && FINAL.includes(ev.status as ExperimentRecord['status'])) close();
-    });
-    await sub.subscribe(store.channel(rec.id));
+    const touch = () => {
+      clearTimeout(idle);
+      idle = setTimeout(() => close(5_000), hub.limits.idleMs);
+    };
+    touch();
+    res.on('close', () => close());
+    try {
+      stop = await hub.listen(store.channel(rec.id), (msg) => {
+        const ev = JSON.parse(msg) as { type: string; status?: string };
+        touch();
+        send(ev.type, ev);
+        if (ev.type === 'status' && FINAL.includes(ev.status as ExperimentRecord['status'])) close();
+      });
+    } catch {
+      return close(5_000);
+    }
+    if (closed) return stop(); // the client left while the subscription was being made
     // A status change between the first read and the subscription would be missed; read again.
     const now = await store.get(rec.id);
     if (now && now.status !== rec.status) {
@@ -174,8 +201,18 @@ export function experimentsRouter(deps: ApiDeps): Router {
   });
 
   r.delete('/:id', async (req, res) => {
+    const q = DeleteQuery.safeParse(req.query);
+    if (!q.success) throw validationProblem(q.error, 'query', '/query');
     const rec = await load(req);
-    if (FINAL.includes(rec.status)) throw new HttpProblem(409, 'Experiment already finished', `experiment ${rec.id} is ${rec.status}`);
+    if (q.data.purge === 'true') {
+      if (!FINAL.includes(rec.status)) throw new HttpProblem(409, 'Experiment not finished', `experiment ${rec.id} is ${rec.status}; cancel it first (DELETE without purge), then delete it`);
+      const batch = await store.redis.get(store.key('batchof', rec.id));
+      if (batch) throw new HttpProblem(409, 'Experiment belongs to a batch', `experiment ${rec.id} is part of batch ${batch}; delete the batch (DELETE /v1/batches/${batch}?purge=true)`);
+      await store.purge(rec.id);
+      await queues.get(rec.pool).remove(rec.id).catch(() => {}); // its finished job, if BullMQ still keeps it
+      return void res.status(204).end();
+    }
+    if (FINAL.includes(rec.status)) throw new HttpProblem(409, 'Experiment already finished', `experiment ${rec.id} is ${rec.status}; DELETE ?purge=true deletes it with its results`);
     const cancelled = await cancel(store, queues, rec);
     if (cancelled) {
       await deps.webhooks?.experimentFinished(cancelled.id);

@@ -2,7 +2,7 @@
 import { OpenAPIRegistry, OpenApiGeneratorV31 } from '@asteasolutions/zod-to-openapi';
 import { z } from '../src/model/zod.ts';
 import { SpecInputSchema } from '../src/model/spec.ts';
-import { ListQuery, ResultsQuery } from './experiments.ts';
+import { ListQuery, ResultsQuery, DeleteQuery } from './experiments.ts';
 import { ChartQuery } from './dashboard.ts';
 import { registerBatchPaths } from './batch-openapi.ts';
 import { CompareQuery } from './compare.ts';
@@ -37,7 +37,7 @@ export function openApiDocument(): object {
   reg.registerPath({
     method: 'post', path: '/v1/experiments', summary: 'Submit an experiment', security: sec,
     request: { body: { content: { 'application/json': { schema: SpecInputSchema } } } },
-    responses: { 202: { description: 'Accepted', content: { 'application/json': { schema: Accepted } } }, 400: problem('Invalid spec'), 401: problem('Unauthorized'), 415: problem('Not JSON') },
+    responses: { 202: { description: 'Accepted', content: { 'application/json': { schema: Accepted } } }, 400: problem('Invalid spec'), 401: problem('Unauthorized'), 415: problem('Not JSON'), 429: problem('Rate limit, or too much unfinished work for this client (KVMQ_MAX_QUEUED_PER_CLIENT)') },
   });
   reg.registerPath({
     method: 'get', path: '/v1/experiments', summary: 'List experiments, newest first', security: sec, request: { query: ListQuery },
@@ -56,11 +56,11 @@ export function openApiDocument(): object {
   });
   reg.registerPath({
     method: 'get', path: '/v1/experiments/{id}/events', summary: 'Server-sent events: status, progress, cells', security: sec, request: { params: id },
-    responses: { 200: { description: 'An event stream', content: { 'text/event-stream': { schema: z.string() } } }, 401: problem('Unauthorized'), 404: problem('Unknown id') },
+    responses: { 200: { description: 'An event stream', content: { 'text/event-stream': { schema: z.string() } } }, 401: problem('Unauthorized'), 404: problem('Unknown id'), 429: problem('Too many open streams for this client or this API process') },
   });
   reg.registerPath({
-    method: 'delete', path: '/v1/experiments/{id}', summary: 'Cancel an experiment', security: sec, request: { params: id },
-    responses: { 200: { description: 'Cancelled', content: { 'application/json': { schema: Experiment } } }, 202: { description: 'Cancel sent to the worker', content: { 'application/json': { schema: Experiment } } }, 401: problem('Unauthorized'), 404: problem('Unknown id'), 409: problem('Already finished') },
+    method: 'delete', path: '/v1/experiments/{id}', summary: 'Cancel an experiment; with ?purge=true, delete a finished one with its results', security: sec, request: { params: id, query: DeleteQuery },
+    responses: { 200: { description: 'Cancelled', content: { 'application/json': { schema: Experiment } } }, 202: { description: 'Cancel sent to the worker', content: { 'application/json': { schema: Experiment } } }, 204: { description: 'Deleted (purge=true)' }, 400: problem('Bad query'), 401: problem('Unauthorized'), 404: problem('Unknown id'), 409: problem('Already finished (cancel), not finished or part of a batch (purge)') },
   });
   const Ci = z.tuple([z.number(), z.number()]);
   const Side = z.object({ n: z.number().int(), mean: z.number(), ci95: Ci });

@@ -34,6 +34,15 @@ export interface Config {
   rateLimit: number;
   /** Host names (besides loopback ones) the API answers for when it runs without tokens (KVMQ_ALLOWED_HOSTS). */
   allowedHosts: string[];
+  /** Unfinished experiments one API client may have at once (KVMQ_MAX_QUEUED_PER_CLIENT; 0 turns it off). */
+  maxQueuedPerClient: number;
+  /** Shortest gap between two runs of a schedule, in seconds (KVMQ_MIN_SCHEDULE_INTERVAL). */
+  minScheduleIntervalS: number;
+  /** Open live-event streams per API client, in total per API process, and how long one may stay idle
+   * (KVMQ_EVENTS_PER_CLIENT, KVMQ_EVENTS_TOTAL, KVMQ_EVENTS_IDLE_S). */
+  eventsPerClient: number;
+  eventsTotal: number;
+  eventsIdleS: number;
   /** Webhook targets on loopback or private networks are refused unless set (KVMQ_WEBHOOK_ALLOW_PRIVATE=1). */
   webhookAllowPrivate: boolean;
   /** Delays between webhook attempts (KVMQ_WEBHOOK_BACKOFF_MS, a comma list); the first attempt is at once. */
@@ -132,6 +141,12 @@ function retention(raw: string | undefined): number {
   return n;
 }
 
+/** A whole number of at least 0, or the default when unset or not a number. */
+function count(raw: string | undefined, dflt: number): number {
+  const n = Number(raw);
+  return raw === undefined || raw.trim() === '' || !Number.isFinite(n) || n < 0 ? dflt : Math.floor(n);
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   return {
     redisUrl: env.REDIS_URL || undefined,
@@ -150,6 +165,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     retentionDays: retention(env.KVMQ_RETENTION_DAYS),
     exportDir: env.KVMQ_EXPORT_DIR ? path.resolve(env.KVMQ_EXPORT_DIR) : undefined,
     exportAt: clockTime(env.KVMQ_EXPORT_AT),
+    maxQueuedPerClient: count(env.KVMQ_MAX_QUEUED_PER_CLIENT, 1000),
+    minScheduleIntervalS: count(env.KVMQ_MIN_SCHEDULE_INTERVAL, 60),
+    eventsPerClient: Math.max(1, count(env.KVMQ_EVENTS_PER_CLIENT, 20)),
+    eventsTotal: Math.max(1, count(env.KVMQ_EVENTS_TOTAL, 500)),
+    eventsIdleS: Math.max(1, count(env.KVMQ_EVENTS_IDLE_S, 600)),
     rateLimit: Math.max(0, Number(env.KVMQ_RATE_LIMIT ?? 1200) || 0),
     shutdown: env.KVMQ_SHUTDOWN === 'finish' ? 'finish' : 'abort',
     shutdownTimeoutMs: nonNegative(env.KVMQ_SHUTDOWN_TIMEOUT_MS, 20_000),

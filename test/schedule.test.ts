@@ -16,7 +16,7 @@ const spec = (name: string, extra: Record<string, unknown> = {}) => ({
 let s: TestStack;
 const skip = () => requireTool('redis-server') || requireTool('sysbench');
 before(async () => {
-  if (!skip()) s = await testStack({ tag: 'schedule' });
+  if (!skip()) s = await testStack({ tag: 'schedule', env: { KVMQ_MIN_SCHEDULE_INTERVAL: '1' } });
 });
 after(async () => {
   await s?.stop();

@@ -119,6 +119,19 @@ export async function batchView(store: Store, b: BatchRecord) {
   };
 }
 
+/**
+ * Delete a batch whose experiments have all finished, with those experiments. Answers the ids of the
+ * unfinished ones instead when there are any (then nothing is deleted).
+ */
+export async function purgeBatch(store: Store, b: BatchRecord): Promise<string[]> {
+  const recs = await Promise.all(b.experiments.map((i) => store.get(i)));
+  const open = recs.filter((r): r is ExperimentRecord => !!r && !FINAL.includes(r.status)).map((r) => r.id);
+  if (open.length) return open;
+  for (const id of b.experiments) await store.purge(id);
+  await store.redis.multi().del(store.key('batch', b.id), store.key('deliveries', b.id)).zrem(store.key('batches'), b.id).exec();
+  return [];
+}
+
 export async function listBatches(store: Store, limit: number, offset: number): Promise<{ items: BatchRecord[]; total: number }> {
   const ids = await store.redis.zrevrange(store.key('batches'), offset, offset + limit - 1);
   const total = await store.redis.zcard(store.key('batches'));

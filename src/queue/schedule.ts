@@ -23,6 +23,23 @@ export function cronProblem(pattern: string, timeZone: string): string | undefin
   }
 }
 
+/**
+ * The shortest gap between the next runs of a cron expression, in ms. Twenty runs cover every gap a
+ * list or step in the minute or second field makes within an hour, which is where short gaps come from.
+ */
+export function shortestGapMs(pattern: string, timeZone: string, from = Date.now()): number {
+  const opts = { pattern, tz: isTimeZone(timeZone) ? timeZone : 'UTC' };
+  let prev = getNextMillis(from, opts);
+  let gap = Infinity;
+  for (let i = 0; i < 20 && prev !== undefined; i++) {
+    const next = getNextMillis(prev, opts);
+    if (next === undefined) break;
+    gap = Math.min(gap, next - prev);
+    prev = next;
+  }
+  return gap;
+}
+
 export const RecurringScheduleSchema = z
   .strictObject({
     name: z.string().min(1).max(100).optional(),
@@ -116,6 +133,30 @@ export class Schedules {
     await this.queue.removeJobScheduler(id);
     await this.store.redis.multi().del(this.key(id)).zrem(this.store.key('schedules'), id).exec();
     return !!had;
+  }
+
+  /**
+   * Delete the finished experiments among a schedule's recent runs (the ones it still lists); answers
+   * how many were deleted and how many were left because they have not finished.
+   */
+  async purgeRuns(id: string): Promise<{ deleted: number; unfinished: number }> {
+    const key = this.store.key('schedruns', id);
+    const ids = await this.store.redis.lrange(key, 0, -1);
+    let deleted = 0;
+    let unfinished = 0;
+    for (const i of ids) {
+      const rec = await this.store.get(i);
+      if (rec && !FINAL.includes(rec.status)) {
+        unfinished++;
+        continue;
+      }
+      if (rec) {
+        await this.store.purge(i);
+        deleted++;
+      }
+      await this.store.redis.lrem(key, 0, i);
+    }
+    return { deleted, unfinished };
   }
 
   /**

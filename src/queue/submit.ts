@@ -19,10 +19,14 @@ export function newRecord(spec: Spec, now: number): ExperimentRecord {
   };
 }
 
-/** Store a new record and queue its job. Nothing half-made stays: without its job a record would wait forever. */
-export async function submit(store: Store, queues: Queues, rec: ExperimentRecord, now: number): Promise<void> {
+/**
+ * Store a new record and queue its job. Nothing half-made stays: without its job a record would wait forever.
+ * `admit` runs in between (a quota that counts stored records); when it refuses, the record goes again.
+ */
+export async function submit(store: Store, queues: Queues, rec: ExperimentRecord, now: number, admit?: () => Promise<void>): Promise<void> {
   await store.create(rec);
   try {
+    await admit?.();
     await queues.add(rec, now);
   } catch (err) {
     await store.remove(rec.id).catch(() => {});

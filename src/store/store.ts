@@ -399,6 +399,19 @@ export class Store {
     await this.redis.publish(this.channel(ev.id), JSON.stringify(ev));
   }
 
+  /**
+   * Delete a finished experiment and everything kept about it: cells, profiles, system, webhook
+   * deliveries, its batch link and any cancel flag. The caller checks that it is finished.
+   */
+  async purge(id: string): Promise<void> {
+    await this.redis
+      .multi()
+      .del(this.key('exp', id), this.key('cells', id), this.key('profiles', id), this.key('system', id))
+      .del(this.key('deliveries', id), this.key('batchof', id), this.key('cancel', id))
+      .zrem(this.key('exps'), id)
+      .exec();
+  }
+
   async remove(id: string): Promise<void> {
     const pool = await this.poolOf(id);
     const k = (kind: KeyName) => this.poolKey(pool, kind, id);
