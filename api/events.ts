@@ -3,7 +3,7 @@
 // connections of their own. The subscriber is opened with the first listener and closed with the last.
 // Streams are capped per client and in total, and a stream with nothing to say for a while is ended
 // with a retry hint, so a stream on an experiment that waits for days does not hold a socket meanwhile.
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../src/store/connection.ts';
 import { HttpProblem } from './problem.ts';
 
 export interface StreamLimits {
@@ -18,12 +18,12 @@ export interface StreamLimits {
 type Listener = (message: string) => void;
 
 export class EventHub {
-  private sub: Redis | undefined;
+  private sub: RedisClient | undefined;
   private listeners = new Map<string, Set<Listener>>();
   private perClient = new Map<string, number>();
   private open = 0;
 
-  constructor(private redis: Redis, readonly limits: StreamLimits) {}
+  constructor(private redis: RedisClient, readonly limits: StreamLimits) {}
 
   /** Take a stream slot for a client, or refuse with 429; answers the release (safe to call twice). */
   admit(client: string): () => void {
@@ -70,7 +70,7 @@ export class EventHub {
     return this.open;
   }
 
-  private subscriber(): Redis {
+  private subscriber(): RedisClient {
     if (this.sub) return this.sub;
     const sub = this.redis.duplicate();
     sub.on('error', () => {}); // a reconnect resubscribes by itself; streams need no log per attempt

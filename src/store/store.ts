@@ -404,12 +404,15 @@ export class Store {
    * deliveries, its batch link and any cancel flag. The caller checks that it is finished.
    */
   async purge(id: string): Promise<void> {
-    await this.redis
-      .multi()
-      .del(this.key('exp', id), this.key('cells', id), this.key('profiles', id), this.key('system', id))
-      .del(this.key('deliveries', id), this.key('batchof', id), this.key('cancel', id))
-      .zrem(this.key('exps'), id)
-      .exec();
+    await this.remove(id);
+    // Cross-pool keys under the base tag: one slot, so one command.
+    await this.redis.del(this.key('deliveries', id), this.key('batchof', id), this.key('cancel', id));
+  }
+
+  /** An experiment's status alone (null when it does not exist), for counting without reading records. */
+  async status(id: string): Promise<Status | null> {
+    const s = await this.redis.hget(await this.expKey(id, 'exp'), 'status');
+    return s ? (JSON.parse(s) as Status) : null;
   }
 
   async remove(id: string): Promise<void> {
