@@ -54,7 +54,7 @@ export function createApp(deps: ApiDeps): express.Express {
 
   // The limit counts before auth refuses, so wrong tokens count against their address.
   app.use('/v1', identify(deps.config.apiTokens));
-  app.use('/v1', rateLimit(deps.config.rateLimit, deps.store.redis, deps.config.prefix));
+  app.use('/v1', rateLimit(deps.config.rateLimit, deps.store));
   app.use('/v1', bearerAuth());
   app.use('/v1', express.json({ limit: '1mb', strict: false, type: ['application/json', 'application/*+json'] }));
   app.use('/v1/experiments', experimentsRouter(deps));

@@ -2,7 +2,7 @@
 // the event-stream caps and the queued-work quota all count by this key, so a wrong or made-up token is
 // counted against the address it came from, not as a fresh client each time.
 import type { NextFunction, Request, Response } from 'express';
-import { timingSafeEqual, createHash } from 'node:crypto';
+import { tokenIdentifier } from '../src/auth.ts';
 import { ipKeyGenerator } from 'express-rate-limit';
 import { HttpProblem } from './problem.ts';
 
@@ -19,18 +19,15 @@ export function clientOf(res: Response): Client {
 
 /** Sets res.locals.client; refuses nothing itself (bearerAuth does, after the rate limit has counted). */
 export function identify(tokens: string[]) {
-  // Hash both sides so the comparison takes the same time whatever the lengths.
-  const digests = tokens.map((t) => createHash('sha256').update(t).digest());
+  const idOf = tokenIdentifier(tokens);
   return (req: Request, res: Response, next: NextFunction) => {
     const addr = `addr:${ipKeyGenerator(req.ip ?? 'unknown')}`;
-    if (!digests.length) {
+    if (!tokens.length) {
       res.locals.client = { key: addr, authenticated: true } satisfies Client;
       return next();
     }
-    const m = /^Bearer (.+)$/.exec(req.get('authorization') ?? '');
-    const given = createHash('sha256').update(m?.[1] ?? '').digest();
-    const ok = m !== null && digests.some((d) => timingSafeEqual(d, given));
-    res.locals.client = (ok ? { key: `token:${given.toString('hex').slice(0, 32)}`, authenticated: true } : { key: addr, authenticated: false }) satisfies Client;
+    const id = idOf(req.get('authorization'));
+    res.locals.client = (id ? { key: `token:${id}`, authenticated: true } : { key: addr, authenticated: false }) satisfies Client;
     next();
   };
 }

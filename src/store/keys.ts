@@ -28,6 +28,8 @@ export const REDIS_KEYS = {
   schedruns: { type: 'list', ids: 'schedule id', holds: 'the most recent experiment ids a schedule submitted', writer: 'queue/schedule.ts' },
   schedtick: { tag: 'pool', type: 'string, expires', ids: 'tick job id', holds: "the experiment a tick submitted (a tick delivered twice submits once); under the spec's pool tag, written in one step with the record", writer: 'store/store.ts (createOnce), for queue/schedule.ts' },
   exportrun: { type: 'string, expires', ids: 'local day YYYY-MM-DD', holds: 'the worker that claimed that night\'s export (KVMQ_EXPORT_DIR): one file a night across workers', writer: 'workers/archive.ts' },
+  open: { type: 'set, expires', ids: 'client key (token digest prefix or address)', holds: "a client's experiment ids counted against KVMQ_MAX_QUEUED_PER_CLIENT (finished ones pruned when counted)", writer: 'api/quota.ts' },
+  ratelimit: { type: 'string, expires', ids: 'client key (rate-limit-redis appends it)', holds: "a client's request count in the current rate-limit window", writer: 'api/ratelimit.ts' },
   deliveries: { type: 'list', ids: 'experiment or batch id', holds: 'the last webhook delivery attempts', writer: 'webhooks/webhook.ts' },
 } as const;
 
