@@ -29,7 +29,7 @@ export interface paths {
         get: operations["getV1ExperimentsId"];
         put?: never;
         post?: never;
-        /** Cancel an experiment */
+        /** Cancel an experiment; with ?purge=true, delete a finished one with its results */
         delete: operations["deleteV1ExperimentsId"];
         options?: never;
         head?: never;
@@ -286,7 +286,8 @@ export interface paths {
         get: operations["getV1BatchesId"];
         put?: never;
         post?: never;
-        delete?: never;
+        /** Delete a finished batch with its experiments and their results (purge=true required) */
+        delete: operations["deleteV1BatchesId"];
         options?: never;
         head?: never;
         patch?: never;
@@ -321,7 +322,7 @@ export interface paths {
         get: operations["getV1SchedulesId"];
         put?: never;
         post?: never;
-        /** Stop and remove a schedule */
+        /** Stop and remove a schedule; with ?purge=true also delete its finished recent runs */
         delete: operations["deleteV1SchedulesId"];
         options?: never;
         head?: never;
@@ -992,6 +993,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limit, or too much unfinished work for this client (KVMQ_MAX_QUEUED_PER_CLIENT) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     getV1ExperimentsId: {
@@ -1036,7 +1046,10 @@ export interface operations {
     };
     deleteV1ExperimentsId: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description true: delete a finished experiment with its results; without it DELETE cancels */
+                purge?: "true" | "false";
+            };
             header?: never;
             path: {
                 id: string;
@@ -1063,6 +1076,22 @@ export interface operations {
                     "application/json": components["schemas"]["Experiment"];
                 };
             };
+            /** @description Deleted (purge=true) */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Bad query */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Unauthorized */
             401: {
                 headers: {
@@ -1081,7 +1110,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Already finished */
+            /** @description Already finished (cancel), not finished or part of a batch (purge) */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -1178,6 +1207,15 @@ export interface operations {
             };
             /** @description Unknown id */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many open streams for this client or this API process */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1716,6 +1754,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Rate limit, or too much unfinished work for this client */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     getV1BatchesId: {
@@ -1749,6 +1796,65 @@ export interface operations {
             };
             /** @description Unknown id */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    deleteV1BatchesId: {
+        parameters: {
+            query: {
+                /** @description required: deleting a batch deletes its finished experiments and their results */
+                purge: "true";
+            };
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Deleted */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description purge=true missing */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unknown id */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Some of its experiments have not finished */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1812,7 +1918,7 @@ export interface operations {
                     "application/json": components["schemas"]["ScheduleView"];
                 };
             };
-            /** @description Invalid schedule */
+            /** @description Invalid schedule (a cron more frequent than KVMQ_MIN_SCHEDULE_INTERVAL names /cron) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1883,7 +1989,10 @@ export interface operations {
     };
     deleteV1SchedulesId: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description also delete the finished experiments among its recent runs */
+                purge?: "true" | "false";
+            };
             header?: never;
             path: {
                 id: string;
@@ -1898,6 +2007,15 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description Bad query */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
             };
             /** @description Unauthorized */
             401: {
