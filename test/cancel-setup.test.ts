@@ -62,9 +62,14 @@ async function cancelDuringSetup(sizeMiB: number, when: (bytes: number) => boole
   });
   assert.equal(sub.status, 202, sub.text);
   const id = sub.body.id as string;
-  const scratch = path.join(s.dir, 'state', 'scratch', id);
-  const file = path.join(scratch, 'seqread.dat');
+  // The host column's scratch directory is named for the experiment and its owner (ID.PID.START).
+  const root = path.join(s.dir, 'state', 'scratch');
   const wait = await cancelledEvent(id);
+  const scratch = await waitFor(async () => {
+    const d = (await fs.readdir(root).catch(() => [] as string[])).find((n) => n.startsWith(`${id}.`));
+    return d && path.join(root, d);
+  }, 240_000, `the scratch directory of ${id}`);
+  const file = path.join(scratch, 'seqread.dat');
   await waitFor(async () => when((await fs.stat(file).catch(() => undefined))?.size ?? -1), 240_000, `the seqread file ${what}`);
   const t0 = performance.now();
   const del = await s.fetchJson('DELETE', `/v1/experiments/${id}`);
