@@ -10,7 +10,7 @@ export const quick = (name: string, extra: Record<string, unknown> = {}) => ({
 
 /** API + worker against the given Redis, webhooks to loopback allowed. */
 export async function stackOn(env: Record<string, string>, tag: string): Promise<TestStack> {
-  return testStack({ tag, env: { KVMQ_WEBHOOK_ALLOW_PRIVATE: '1', KVMQ_WEBHOOK_BACKOFF_MS: '200,500', ...env } });
+  return testStack({ tag, env: { KVMQ_WEBHOOK_ALLOW_PRIVATE: '1', KVMQ_WEBHOOK_BACKOFF_MS: '200,500', KVMQ_MIN_SCHEDULE_INTERVAL: '1', ...env } });
 }
 
 /** Read an experiment's event stream to its end. */

@@ -30,7 +30,7 @@ interface Dev {
 /** Start `kvmq dev` as a real process, leader of its own process group (as a terminal or a unit has it). */
 async function startDev(dir: string, env: Record<string, string> = {}): Promise<Dev> {
   const child = spawn(process.execPath, [bin, 'dev'], {
-    env: { ...process.env, PORT: '0', HOST: '127.0.0.1', KVMQ_DATA_DIR: path.join(dir, 'data'), KVMQ_STATE_DIR: path.join(dir, 'state'), KVMQ_HOST_ID: `shutdown-${path.basename(dir)}`, KVMQ_ALLOW_COMMANDS: '1', KVMQ_API_TOKENS: '', ...env },
+    env: { ...process.env, PORT: '0', HOST: '127.0.0.1', KVMQ_DATA_DIR: path.join(dir, 'data'), KVMQ_STATE_DIR: path.join(dir, 'state'), KVMQ_HOST_ID: `shutdown-${path.basename(dir)}`, KVMQ_ALLOW_COMMANDS: '1', KVMQ_API_TOKENS: '', KVMQ_MAX_QUEUED_PER_CLIENT: '100000', ...env },
     stdio: ['ignore', 'ignore', 'pipe'],
     detached: true,
   });
