@@ -11,7 +11,30 @@ export interface CellRef {
   repetition: number;
 }
 
-/** What is stored for every finished cell. `seconds` is the mean over the loaded guests. */
+/**
+ * One loaded guest's figures for a server workload (`http`, `kv`): the load generator's view over the
+ * measured window, after the warm-up. Throughput is better higher, latency better lower.
+ */
+export interface ServerSample {
+  /** 1-based index of the loaded guest */
+  guest: number;
+  /** requests per second (http) or operations per second (kv) over the measured window */
+  throughput: number;
+  unit: 'req/s' | 'ops/s';
+  latencyMs: { p50: number; p90: number; p99: number; max: number };
+  /** requests or operations completed in the measured window */
+  requests: number;
+  /** answers that were not a success (HTTP status >= 400, failed operations) or socket errors */
+  errors: number;
+  timeouts: number;
+  /** the exact load-generator argument vector */
+  command: string[];
+}
+
+/**
+ * What is stored for every finished cell. `seconds` is the mean over the loaded guests; for a server
+ * workload it is the measured window, and `server` holds the figures that matter.
+ */
 export interface Cell extends CellRef {
   guestSeconds: number[];
   seconds: number;
@@ -20,6 +43,8 @@ export interface Cell extends CellRef {
   accel?: string;
   /** the host's writeback state while the cell ran (spec.telemetry, host profiles only) */
   telemetry?: WritebackSeries;
+  /** server workloads only: one entry per loaded guest */
+  server?: ServerSample[];
   finishedAt: string;
 }
 
