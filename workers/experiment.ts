@@ -15,10 +15,11 @@ import type { Config } from '../src/config.ts';
 import { announce, withdraw, HEARTBEAT_MS } from '../src/store/registry.ts';
 import { workerCapabilities } from '../src/run/preflight.ts';
 import { earliestStart } from '../src/model/window.ts';
+import type { ExperimentRecord } from '../src/store/store.ts';
 import type { ProcessMetrics } from '../src/observe/metrics.ts';
 import type { Logger } from '../src/observe/log.ts';
 import { CancelledError, cancelRequested, listenForCancels } from '../src/queue/cancel.ts';
-import { takeHost } from '../src/queue/hostlock.ts';
+import { takeHost, type HostLock } from '../src/queue/hostlock.ts';
 
 export interface ExperimentWorkerOptions {
   config: Config;
@@ -110,13 +111,7 @@ export async function startExperimentWorker(opts: ExperimentWorkerOptions): Prom
   const logger = opts.logger.child({ host: config.hostId, pool: config.pool });
   // Every line is capped: an error may quote unbounded input or tool output.
   const log = (m: string) => logger.info(capText(m));
-  const outcome = (o: string) => opts.metrics?.experiments.inc({ outcome: o });
-  await checkEvictionPolicy(store.redis);
-  // A store that cannot take writes (a replica, NOREPLICAS, a full Redis) must not take work.
-  await store.probe([config.pool]);
-  await migrateLegacyQueue(opts.connection, config.prefix, config.pool, log);
-  await recoverHost(opts);
-  await repairRecords(opts);
+  await prepareToTakeWork(opts, log);
 
   // Cancel requests arrive over pub/sub: only the process holding a job can abort it.
   const running = new Map<string, AbortController>();
@@ -132,138 +127,8 @@ export async function startExperimentWorker(opts: ExperimentWorkerOptions): Prom
       .catch((err) => log(`heartbeat: ${(err as Error).message}`));
   const sub = await listenForCancels(store, (id) => running.get(id)?.abort(new CancelledError()), log);
 
-  const processor = async (job: Job<{ id: string }>, token?: string, signal?: AbortSignal) => {
-    const id = job.data.id;
-    const elog = logger.child({ experiment: id });
-    const log = (m: string) => elog.info(capText(m));
-    const rec = await store.get(id);
-    if (!rec) return;
-    if (FINAL.includes(rec.status)) {
-      // A retry after a crash between the final status and its webhook: send what is still owed.
-      if (await store.isOwed(id)) await opts.onFinished?.(id);
-      return;
-    }
-    if (!config.allowCommands && rec.spec.workloads.some((w) => w.kind === 'command')) {
-      // The API checked the flag at submission; a schedule or a queue filled before the operator turned
-      // it off must not run commands after that.
-      const reason = 'custom command workloads are turned off on this worker (KVMQ_ALLOW_COMMANDS is not 1)';
-      if (await store.transition(id, ['queued', 'scheduled', 'running'], { status: 'failed', finishedAt: new Date().toISOString(), error: { reason } })) {
-        log(`experiment ${id} refused: ${reason}`);
-        await opts.onFinished?.(id);
-      }
-      throw new UnrecoverableError(reason);
-    }
-
-    // Outside its nightly window (or early): wait, as scheduled, for the next opening.
-    const opensAt = rec.status === 'running' ? 0 : earliestStart(rec.spec.schedule, Date.now());
-    if (opensAt > Date.now() + 1000) {
-      await store.transition(id, ['queued'], { status: 'scheduled' });
-      await job.moveToDelayed(opensAt, token);
-      throw new DelayedError();
-    }
-
-    // One experiment per host, even with several worker processes on it.
-    const hostLock = await takeHost(store, config.hostId, id, config.lockMs);
-    if (!hostLock) {
-      await job.moveToDelayed(Date.now() + 2000, token);
-      throw new DelayedError();
-    }
-
-    const ac = new AbortController();
-    running.set(id, ac);
-    opts.metrics?.running.set(running.size);
-    // A cancel published before this job was in `running` would be lost on pub/sub alone.
-    if (await cancelRequested(store, id)) ac.abort(new CancelledError());
-    void beat();
-    signal?.addEventListener('abort', () => ac.abort(signal.reason), { once: true });
-    try {
-      const started = await store.transition(id, ['queued', 'scheduled', 'running'], {
-        status: 'running',
-        host: config.hostId,
-        attempts: job.attemptsMade + 1,
-        ...(rec.startedAt ? {} : { startedAt: new Date().toISOString() }),
-      });
-      if (!started) return; // cancelled between the queue and here
-      log(`experiment ${id} (${rec.name}) started on ${config.hostId}, attempt ${job.attemptsMade + 1}`);
-      const run = () =>
-        runExperiment(
-          {
-            store, drivers: opts.drivers, stateDir: config.stateDir, log, logger: elog,
-            onProgress: (p) => job.updateProgress(p), draining: () => draining,
-          },
-          id,
-          ac.signal,
-        );
-      store.takeUnreplicated(id);
-      await run();
-      // A cell that no replica acknowledged is gone if a failover came meanwhile: read the cells again
-      // (from whichever master holds them now) and run what is missing; stored cells are skipped.
-      if (store.takeUnreplicated(id)) {
-        log(`experiment ${id}: some results reached no replica in time; running any cell a failover lost`);
-        await run();
-      }
-      await store.transition(id, ['running'], { status: 'completed', finishedAt: new Date().toISOString() });
-      log(`experiment ${id} completed`);
-      outcome('completed');
-      await opts.onFinished?.(id);
-    } catch (err) {
-      if (err instanceof DelayedError) throw err;
-      if (err instanceof ShutdownError || (ac.signal.aborted && ac.signal.reason instanceof ShutdownError)) {
-        // Back to the queue without spending an attempt: stored cells stay, the next worker continues.
-        await store.transition(id, ['running'], { status: 'queued' });
-        await job.moveToDelayed(Date.now() + 1000, token);
-        log(`experiment ${id} handed back to the queue (worker shutting down)`);
-        outcome('handed_back');
-        throw new DelayedError();
-      }
-      const reason = err instanceof Error ? err.message : String(err);
-      if (ac.signal.aborted && ac.signal.reason instanceof CancelledError) {
-        await store.transition(id, ['running', 'queued', 'scheduled'], { status: 'cancelled', finishedAt: new Date().toISOString(), error: { reason: 'cancelled by request' } });
-        log(`experiment ${id} cancelled`);
-        outcome('cancelled');
-        await opts.onFinished?.(id);
-        return;
-      }
-      const last = err instanceof PermanentError || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
-      if (last) {
-        await store.transition(id, ['running'], { status: 'failed', finishedAt: new Date().toISOString(), error: { reason } });
-        log(`experiment ${id} failed: ${reason}`);
-        outcome('failed');
-        await opts.onFinished?.(id);
-        throw new UnrecoverableError(reason);
-      }
-      await store.transition(id, ['running'], { status: 'queued', error: { reason: `attempt ${job.attemptsMade + 1} failed, will retry: ${reason}` } });
-      log(`experiment ${id} attempt ${job.attemptsMade + 1} failed, will retry: ${reason}`);
-      outcome('retried');
-      throw err;
-    } finally {
-      running.delete(id);
-      opts.metrics?.running.set(running.size);
-      void beat();
-      await hostLock.release();
-    }
-  };
-
-  const worker = new Worker(queueName(config.pool), processor, {
-    connection: opts.connection,
-    prefix: poolPrefix(config.prefix, config.pool),
-    concurrency: 1,
-    lockDuration: config.lockMs,
-    stalledInterval: Math.max(1000, Math.round(config.lockMs / 2)),
-    maxStalledCount: 2,
-  });
-  worker.on('error', (err) => log(`worker error: ${err.message}`));
-  // A job that stalled too often is failed by BullMQ without calling the processor: settle its record.
-  worker.on('failed', (job) => {
-    if (!job?.id) return;
-    void settleGivenUp(store, job, job.id)
-      .then(async (reason) => {
-        if (!reason) return;
-        logger.child({ experiment: job.id }).warn(capText(`experiment ${job.id} failed: ${reason}`));
-        await opts.onFinished?.(job.id!);
-      })
-      .catch((err) => log(`settling experiment ${job.id}: ${(err as Error).message}`));
-  });
+  const shift: Shift = { opts, logger, running, draining: () => draining, beat };
+  const worker = openQueueWorker(shift, log);
   await worker.waitUntilReady();
 
   await beat();
@@ -291,3 +156,245 @@ export async function startExperimentWorker(opts: ExperimentWorkerOptions): Prom
     },
   };
 }
+
+/**
+ * Before the first job: a store that never evicts and takes writes (not a replica, NOREPLICAS or a full
+ * Redis), jobs of the pool's old queue moved, the host restored and reaped, half-done records repaired.
+ */
+async function prepareToTakeWork(opts: ExperimentWorkerOptions, log: (m: string) => void): Promise<void> {
+  const { config, store } = opts;
+  await checkEvictionPolicy(store.redis);
+  await store.probe([config.pool]);
+  await migrateLegacyQueue(opts.connection, config.prefix, config.pool, log);
+  await recoverHost(opts);
+  await repairRecords(opts);
+}
+
+/** The BullMQ worker of this host's pool, one job at a time, whose stalled-out jobs settle their records. */
+function openQueueWorker(shift: Shift, log: (m: string) => void): Worker<{ id: string }> {
+  const { opts, logger } = shift;
+  const { config, store } = opts;
+  const take = (job: ExperimentJob, token?: string, signal?: AbortSignal) => takeExperiment(shift, job, token, signal);
+  const worker = new Worker<{ id: string }>(queueName(config.pool), take, {
+    connection: opts.connection,
+    prefix: poolPrefix(config.prefix, config.pool),
+    concurrency: 1,
+    lockDuration: config.lockMs,
+    stalledInterval: Math.max(1000, Math.round(config.lockMs / 2)),
+    maxStalledCount: 2,
+  });
+  worker.on('error', (err) => log(`worker error: ${err.message}`));
+  // A job that stalled too often is failed by BullMQ without calling the processor: settle its record.
+  worker.on('failed', (job) => {
+    if (!job?.id) return;
+    void settleGivenUp(store, job, job.id)
+      .then(async (reason) => {
+        if (!reason) return;
+        logger.child({ experiment: job.id }).warn(capText(`experiment ${job.id} failed: ${reason}`));
+        await opts.onFinished?.(job.id!);
+      })
+      .catch((err) => log(`settling experiment ${job.id}: ${(err as Error).message}`));
+  });
+  return worker;
+}
+
+type ExperimentJob = Job<{ id: string }>;
+
+/** What every job's steps share for the life of one worker. */
+interface Shift {
+  opts: ExperimentWorkerOptions;
+  logger: Logger;
+  /** The experiment this worker runs, with the controller a cancel or a shutdown aborts. */
+  running: Map<string, AbortController>;
+  draining: () => boolean;
+  beat: () => Promise<void>;
+}
+
+/** One attempt at one experiment. */
+interface Attempt {
+  job: ExperimentJob;
+  token?: string;
+  id: string;
+  rec: ExperimentRecord;
+  elog: Logger;
+  log: (m: string) => void;
+}
+
+/**
+ * The job, in the order the procedure runs: check the record, wait for the window, hold the host, mark
+ * it running, run every cell, and settle the record's final status however the run ended.
+ */
+async function takeExperiment(shift: Shift, job: ExperimentJob, token?: string, signal?: AbortSignal): Promise<void> {
+  const a = await openAttempt(shift, job, token);
+  if (!a) return;
+  await refuseTurnedOffCommands(shift, a);
+  await waitForWindow(shift, a);
+  const hostLock = await holdHost(shift, a);
+  const ac = await beginRunning(shift, a, signal);
+  try {
+    if (!(await markRunning(shift, a))) return; // cancelled between the queue and here
+    await runEveryCell(shift, a, ac.signal);
+    await markCompleted(shift, a);
+  } catch (err) {
+    await settleFailure(shift, a, ac.signal, err);
+  } finally {
+    await endRunning(shift, a, hostLock);
+  }
+}
+
+/** The record this job runs, or nothing to do: it is gone, or final (then send what is still owed). */
+async function openAttempt(shift: Shift, job: ExperimentJob, token?: string): Promise<Attempt | undefined> {
+  const { store } = shift.opts;
+  const id = job.data.id;
+  const elog = shift.logger.child({ experiment: id });
+  const rec = await store.get(id);
+  if (!rec) return undefined;
+  if (FINAL.includes(rec.status)) {
+    // A retry after a crash between the final status and its webhook: send what is still owed.
+    if (await store.isOwed(id)) await shift.opts.onFinished?.(id);
+    return undefined;
+  }
+  return { job, token, id, rec, elog, log: (m) => elog.info(capText(m)) };
+}
+
+/**
+ * The API checked the flag at submission; a schedule or a queue filled before the operator turned it
+ * off must not run commands after that.
+ */
+async function refuseTurnedOffCommands(shift: Shift, a: Attempt): Promise<void> {
+  if (shift.opts.config.allowCommands || !a.rec.spec.workloads.some((w) => w.kind === 'command')) return;
+  const reason = 'custom command workloads are turned off on this worker (KVMQ_ALLOW_COMMANDS is not 1)';
+  if (await shift.opts.store.transition(a.id, ['queued', 'scheduled', 'running'], { status: 'failed', finishedAt: now(), error: { reason } })) {
+    a.log(`experiment ${a.id} refused: ${reason}`);
+    await shift.opts.onFinished?.(a.id);
+  }
+  throw new UnrecoverableError(reason);
+}
+
+/** Outside its nightly window (or early): wait, as scheduled, for the next opening. */
+async function waitForWindow(shift: Shift, a: Attempt): Promise<void> {
+  const opensAt = a.rec.status === 'running' ? 0 : earliestStart(a.rec.spec.schedule, Date.now());
+  if (opensAt <= Date.now() + 1000) return;
+  await shift.opts.store.transition(a.id, ['queued'], { status: 'scheduled' });
+  await a.job.moveToDelayed(opensAt, a.token);
+  throw new DelayedError();
+}
+
+/** One experiment per host, even with several worker processes on it: come back later if it is taken. */
+async function holdHost(shift: Shift, a: Attempt): Promise<HostLock> {
+  const { config, store } = shift.opts;
+  const hostLock = await takeHost(store, config.hostId, a.id, config.lockMs);
+  if (hostLock) return hostLock;
+  await a.job.moveToDelayed(Date.now() + 2000, a.token);
+  throw new DelayedError();
+}
+
+/** Track the run so a cancel, a shutdown or BullMQ's own abort can stop it. */
+async function beginRunning(shift: Shift, a: Attempt, signal?: AbortSignal): Promise<AbortController> {
+  const ac = new AbortController();
+  shift.running.set(a.id, ac);
+  shift.opts.metrics?.running.set(shift.running.size);
+  // A cancel published before this job was in `running` would be lost on pub/sub alone.
+  if (await cancelRequested(shift.opts.store, a.id)) ac.abort(new CancelledError());
+  void shift.beat();
+  signal?.addEventListener('abort', () => ac.abort(signal.reason), { once: true });
+  return ac;
+}
+
+async function endRunning(shift: Shift, a: Attempt, hostLock: HostLock): Promise<void> {
+  shift.running.delete(a.id);
+  shift.opts.metrics?.running.set(shift.running.size);
+  void shift.beat();
+  await hostLock.release();
+}
+
+/** False when the record left the states that may start (a cancel won the race). */
+async function markRunning(shift: Shift, a: Attempt): Promise<boolean> {
+  const { config, store } = shift.opts;
+  const attempt = a.job.attemptsMade + 1;
+  const started = await store.transition(a.id, ['queued', 'scheduled', 'running'], {
+    status: 'running',
+    host: config.hostId,
+    attempts: attempt,
+    ...(a.rec.startedAt ? {} : { startedAt: now() }),
+  });
+  if (started) a.log(`experiment ${a.id} (${a.rec.name}) started on ${config.hostId}, attempt ${attempt}`);
+  return Boolean(started);
+}
+
+/**
+ * The runner, once; again if some cell reached no replica in time, since a failover meanwhile loses it:
+ * the second pass reads the cells from whichever master holds them now and runs only what is missing.
+ */
+async function runEveryCell(shift: Shift, a: Attempt, signal: AbortSignal): Promise<void> {
+  const { config, store, drivers } = shift.opts;
+  const run = () =>
+    runExperiment(
+      {
+        store, drivers, stateDir: config.stateDir, log: a.log, logger: a.elog,
+        onProgress: (p) => a.job.updateProgress(p), draining: shift.draining,
+      },
+      a.id,
+      signal,
+    );
+  store.takeUnreplicated(a.id);
+  await run();
+  if (store.takeUnreplicated(a.id)) {
+    a.log(`experiment ${a.id}: some results reached no replica in time; running any cell a failover lost`);
+    await run();
+  }
+}
+
+async function markCompleted(shift: Shift, a: Attempt): Promise<void> {
+  await shift.opts.store.transition(a.id, ['running'], { status: 'completed', finishedAt: now() });
+  a.log(`experiment ${a.id} completed`);
+  shift.opts.metrics?.experiments.inc({ outcome: 'completed' });
+  await shift.opts.onFinished?.(a.id);
+}
+
+/**
+ * How a run that threw ends: handed back (shutdown), cancelled, failed (a permanent error or the last
+ * attempt) or queued for another attempt. Every path but the cancel rethrows for BullMQ.
+ */
+async function settleFailure(shift: Shift, a: Attempt, signal: AbortSignal, err: unknown): Promise<void> {
+  if (err instanceof DelayedError) throw err;
+  if (err instanceof ShutdownError || (signal.aborted && signal.reason instanceof ShutdownError)) return handBack(shift, a);
+  if (signal.aborted && signal.reason instanceof CancelledError) return markCancelled(shift, a);
+  const reason = err instanceof Error ? err.message : String(err);
+  if (err instanceof PermanentError || a.job.attemptsMade + 1 >= (a.job.opts.attempts ?? 1)) return markFailed(shift, a, reason);
+  return retryLater(shift, a, err, reason);
+}
+
+/** Back to the queue without spending an attempt: stored cells stay, the next worker continues. */
+async function handBack(shift: Shift, a: Attempt): Promise<never> {
+  await shift.opts.store.transition(a.id, ['running'], { status: 'queued' });
+  await a.job.moveToDelayed(Date.now() + 1000, a.token);
+  a.log(`experiment ${a.id} handed back to the queue (worker shutting down)`);
+  shift.opts.metrics?.experiments.inc({ outcome: 'handed_back' });
+  throw new DelayedError();
+}
+
+async function markCancelled(shift: Shift, a: Attempt): Promise<void> {
+  await shift.opts.store.transition(a.id, ['running', 'queued', 'scheduled'], { status: 'cancelled', finishedAt: now(), error: { reason: 'cancelled by request' } });
+  a.log(`experiment ${a.id} cancelled`);
+  shift.opts.metrics?.experiments.inc({ outcome: 'cancelled' });
+  await shift.opts.onFinished?.(a.id);
+}
+
+async function markFailed(shift: Shift, a: Attempt, reason: string): Promise<never> {
+  await shift.opts.store.transition(a.id, ['running'], { status: 'failed', finishedAt: now(), error: { reason } });
+  a.log(`experiment ${a.id} failed: ${reason}`);
+  shift.opts.metrics?.experiments.inc({ outcome: 'failed' });
+  await shift.opts.onFinished?.(a.id);
+  throw new UnrecoverableError(reason);
+}
+
+async function retryLater(shift: Shift, a: Attempt, err: unknown, reason: string): Promise<never> {
+  const attempt = a.job.attemptsMade + 1;
+  await shift.opts.store.transition(a.id, ['running'], { status: 'queued', error: { reason: `attempt ${attempt} failed, will retry: ${reason}` } });
+  a.log(`experiment ${a.id} attempt ${attempt} failed, will retry: ${reason}`);
+  shift.opts.metrics?.experiments.inc({ outcome: 'retried' });
+  throw err;
+}
+
+const now = () => new Date().toISOString();
