@@ -10,7 +10,8 @@ import { parseSpec } from '../src/model/spec.ts';
 import { holm, benjaminiHochberg, outcomeOf, buildVerdict } from '../src/results/verdict.ts';
 import { welch } from '../src/results/stats.ts';
 import { parseProcLines, startWritebackSampler } from '../src/host/writeback.ts';
-import { sparkline } from '../src/results/telemetry.ts';
+import { sparkline, telemetryMarkdown, renderTelemetryChart } from '../src/results/telemetry.ts';
+import type { Cell } from '../src/model/cell.ts';
 import { testStack, requireTool, waitForStatus, type TestStack } from './helpers.ts';
 
 const ref = JSON.parse(await fs.readFile(new URL('./fixtures/verdict-reference.json', import.meta.url), 'utf8'));
@@ -90,6 +91,29 @@ test('procfs lines parse, the sampler keeps a bounded series, and a sparkline sc
   assert.ok(series.values.nr_dirty_threshold.every((x) => x > 0), 'the kernel always has a dirty threshold');
   assert.equal(await s.stop(), series, 'stop is idempotent');
   assert.equal(sparkline([0, 5, 10], 10), '▁▅█');
+});
+
+test('the telemetry table and chart scale to the dirty pages, not to a threshold far above them', () => {
+  // 4 KiB pages: 25600 pages = 100 MiB dirty at most, thresholds of 8 GiB (off the scale) and 50 MiB.
+  const cell = (profile: string, dirty: number[], thresholdPages: number): Cell => ({
+    profile, scenario: 'host', workload: 'postmark', repetition: 1, guestSeconds: [1], seconds: 1, command: [], finishedAt: '',
+    telemetry: {
+      intervalMs: 100, pageBytes: 4096, t: dirty.map((_, i) => i * 100),
+      values: {
+        nr_dirty: dirty, nr_writeback: dirty.map(() => 0), nr_dirty_threshold: dirty.map(() => thresholdPages),
+        nr_dirty_background_threshold: dirty.map(() => thresholdPages / 2), meminfo_Dirty: dirty.map(() => 0), meminfo_Writeback: dirty.map(() => 0),
+      },
+    },
+  });
+  const far = [cell('a', [0, 12800, 25600, 0], 2 * 2 ** 20), cell('b', [0, 6400, 12800, 0], 2 * 2 ** 20)];
+  const md = telemetryMarkdown(far);
+  assert.match(md, /\| a \| host \| postmark \|.*`▁▅█▁`/, md);
+  assert.match(md, /\| b \| host \| postmark \|.*`▁▃▅▁`/, 'one scale per workload: b peaks at half of a');
+  let svg = renderTelemetryChart(far);
+  assert.match(svg, /dirty threshold above the scale: 8192\.\.8192 MiB/);
+  assert.doesNotMatch(svg, /stroke-dasharray/);
+  svg = renderTelemetryChart([cell('a', [0, 12800, 25600, 0], 12800)]);
+  assert.match(svg, /stroke-dasharray/, 'a threshold within the scale is drawn');
 });
 
 // ---------- through the API ----------

@@ -5,6 +5,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { runArgv } from '../process.ts';
+import { renderTelemetryChart, telemetryCells } from '../results/telemetry.ts';
+import type { Results } from '../results/report.ts';
+import { ok, type Client } from './client.ts';
 
 export async function saveChart(svg: string, file: string): Promise<void> {
   if (!/\.png$/i.test(file)) return fs.writeFile(file, svg);
@@ -20,4 +23,12 @@ export async function saveChart(svg: string, file: string): Promise<void> {
   } finally {
     await fs.rm(dir, { recursive: true, force: true });
   }
+}
+
+/** The writeback telemetry of an experiment drawn into FILE; says on stderr what it drew. */
+export async function saveTelemetryChart(client: Client, id: string, file: string): Promise<void> {
+  const json = (await ok(client.GET('/v1/experiments/{id}/results', { params: { path: { id }, query: { format: 'json' } } }))) as unknown as Results;
+  const series = telemetryCells(json.cells).length;
+  await saveChart(renderTelemetryChart(json.cells), file);
+  console.error(`kvmq: writeback telemetry of ${series} cell(s) (profile, scenario, workload) written to ${file}`);
 }

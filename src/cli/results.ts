@@ -3,7 +3,7 @@ import { Option, type Command } from 'commander';
 import { ok, apiClient } from './client.ts';
 import { renderChart } from '../results/chart.ts';
 import type { Results } from '../results/report.ts';
-import { saveChart } from './chart-file.ts';
+import { saveChart, saveTelemetryChart } from './chart-file.ts';
 
 export function register(program: Command): void {
   program
@@ -12,14 +12,16 @@ export function register(program: Command): void {
     .argument('<id>', 'the experiment id')
     .addOption(new Option('--format <format>', 'markdown: a table per profile; csv: a row per cell; json: everything').choices(['markdown', 'csv', 'json']))
     .option('--chart <file>', 'draw the means as a chart into FILE (.svg, or .png with a Chromium installed)')
-    .action(async (id: string, opts: { format?: 'markdown' | 'csv' | 'json'; chart?: string }) => {
+    .option('--telemetry-chart <file>', 'draw the writeback telemetry (dirty pages over each cell, per profile) into FILE')
+    .action(async (id: string, opts: { format?: 'markdown' | 'csv' | 'json'; chart?: string; telemetryChart?: string }) => {
       const client = apiClient();
+      if (opts.telemetryChart) await saveTelemetryChart(client, id, opts.telemetryChart);
       if (opts.chart) {
         const json = (await ok(client.GET('/v1/experiments/{id}/results', { params: { path: { id }, query: { format: 'json' } } }))) as unknown as Results;
         await saveChart(renderChart(json), opts.chart);
         console.error(`kvmq: chart of ${json.summary.length} means (profile, scenario, workload) written to ${opts.chart}`);
-        if (!opts.format) return;
       }
+      if ((opts.chart || opts.telemetryChart) && !opts.format) return;
       const text = await ok(client.GET('/v1/experiments/{id}/results', { params: { path: { id }, query: { format: opts.format ?? 'markdown' } }, parseAs: 'text' }));
       process.stdout.write(text.endsWith('\n') ? text : text + '\n');
     });

@@ -3,6 +3,7 @@ import fs from 'node:fs/promises';
 import type { Command } from 'commander';
 import { ok, apiClient } from './client.ts';
 import { watch } from './progress.ts';
+import { saveTelemetryChart } from './chart-file.ts';
 import { EXIT, UsageError } from './errors.ts';
 
 export function register(program: Command): void {
@@ -14,7 +15,8 @@ export function register(program: Command): void {
     .option('--driver <driver>', 'host, qemu or docker: overrides the spec')
     .option('--name <name>', 'a name for the experiment')
     .option('--wait', 'follow it with a progress bar and print its results; exits 1 unless it completes')
-    .action(async (file: string | undefined, opts: { preset?: string; driver?: string; name?: string; wait?: boolean }) => {
+    .option('--telemetry-chart <file>', 'with --wait: draw the writeback telemetry (dirty pages over each cell) into FILE (.svg, or .png with a Chromium)')
+    .action(async (file: string | undefined, opts: { preset?: string; driver?: string; name?: string; wait?: boolean; telemetryChart?: string }) => {
       let body: any;
       if (file) {
         try {
@@ -33,6 +35,8 @@ export function register(program: Command): void {
       const rec = await watch(client, created.id);
       const text = await ok(client.GET('/v1/experiments/{id}/results', { params: { path: { id: created.id }, query: { format: 'markdown' } }, parseAs: 'text' }));
       process.stdout.write(text);
+      if (opts.telemetryChart) await saveTelemetryChart(client, created.id, opts.telemetryChart);
+      else if (text.includes('## Writeback telemetry')) console.error(`kvmq: the telemetry chart: kvmq results ${created.id} --telemetry-chart FILE.svg`);
       if (rec.status !== 'completed') process.exitCode = EXIT.unsuccessful;
     });
 }

@@ -21,6 +21,8 @@ export function telemetryCells(cells: Cell[]): (Cell & { telemetry: WritebackSer
   return out;
 }
 
+const panelOf = (c: Cell) => `${c.scenario} / ${c.workload}`;
+
 /** Values squeezed into `width` block characters, scaled to `max`. */
 export function sparkline(xs: number[], max: number, width = 32): string {
   if (!xs.length || !(max > 0)) return '';
@@ -40,18 +42,21 @@ export function telemetryMarkdown(cells: Cell[]): string {
   const out = [
     '## Writeback telemetry (first repetition of each cell)',
     '',
-    'Dirty and writeback memory sampled from /proc/vmstat while the cell ran; the sparkline is dirty pages over the cell, scaled to the dirty threshold.',
+    'Dirty and writeback memory sampled from /proc/vmstat while the cell ran. The sparkline is dirty pages over the cell, on one scale per scenario and workload (its highest peak is a full bar), so the rows of one workload compare; the threshold column says how far that is from the limit.',
     '',
     '| profile | scenario | workload | seconds | peak dirty MiB | mean dirty MiB | peak writeback MiB | threshold MiB | background MiB | dirty over time |',
     '|---|---|---|---:|---:|---:|---:|---:|---:|---|',
   ];
+  // A threshold of gigabytes would flatten a peak of megabytes to one bar height: scale to the peaks.
+  const peak = new Map<string, number>();
+  for (const c of tc) peak.set(panelOf(c), Math.max(peak.get(panelOf(c)) ?? 0, ...c.telemetry.values.nr_dirty));
   for (const c of tc) {
     const s = summarizeSeries(c.telemetry);
     const thr = c.telemetry.values.nr_dirty_threshold;
     const bg = c.telemetry.values.nr_dirty_background_threshold;
     const threshold = thr.length ? Math.max(...thr) : 0;
     out.push(
-      `| ${c.profile} | ${c.scenario} | ${c.workload} | ${c.seconds.toFixed(2)} | ${s.nr_dirty.peakMiB} | ${s.nr_dirty.meanMiB} | ${s.nr_writeback.peakMiB} | ${(threshold * pageMiB(c)).toFixed(0)} | ${((bg.length ? Math.max(...bg) : 0) * pageMiB(c)).toFixed(0)} | \`${sparkline(c.telemetry.values.nr_dirty, Math.max(threshold, ...c.telemetry.values.nr_dirty))}\` |`,
+      `| ${c.profile} | ${c.scenario} | ${c.workload} | ${c.seconds.toFixed(2)} | ${s.nr_dirty.peakMiB} | ${s.nr_dirty.meanMiB} | ${s.nr_writeback.peakMiB} | ${(threshold * pageMiB(c)).toFixed(0)} | ${((bg.length ? Math.max(...bg) : 0) * pageMiB(c)).toFixed(0)} | \`${sparkline(c.telemetry.values.nr_dirty, peak.get(panelOf(c)) ?? 0) || '-'}\` |`,
     );
   }
   return out.join('\n') + '\n';
@@ -88,10 +93,14 @@ export function renderTelemetryChart(cells: Cell[], title = 'Dirty page cache wh
     const mine = tc.filter((c) => `${c.scenario} / ${c.workload}` === panel);
     const mib = (c: (typeof mine)[number], xs: number[]) => xs.map((v) => (v * c.telemetry.pageBytes) / 2 ** 20);
     const maxT = Math.max(1, ...mine.map((c) => c.telemetry.t.at(-1) ?? 0)) / 1000;
-    const maxY = Math.max(1, ...mine.flatMap((c) => mib(c, [...c.telemetry.values.nr_dirty, ...c.telemetry.values.nr_dirty_threshold])));
+    // The axis fits the dirty pages: a threshold far above them (GiB against MiB on a large host) would
+    // press every line to the floor. Thresholds within reach are drawn; the rest are named in the panel.
+    const maxY = Math.max(1, ...mine.flatMap((c) => mib(c, c.telemetry.values.nr_dirty)));
     const step = niceStep(maxY, 4);
     const top2 = Math.ceil(maxY / step) * step;
     const X = (s: number) => x0 + (s / maxT) * w;
+    const thresholds = mine.map((c) => Math.max(0, ...mib(c, c.telemetry.values.nr_dirty_threshold)));
+    const offScale = thresholds.filter((t) => t > top2);
     const Y = (v: number) => y0 + h - (v / top2) * h;
     out.push(`<text x="${x0 + w / 2}" y="${y0 - 6}" text-anchor="middle" font-weight="bold">${escapeXml(panel)}</text>`);
     for (let v = 0; v <= top2 + 1e-9; v += step) {
@@ -100,12 +109,18 @@ export function renderTelemetryChart(cells: Cell[], title = 'Dirty page cache wh
     out.push(`<line x1="${x0}" x2="${x0}" y1="${y0}" y2="${y0 + h}" stroke="#333"/>`, `<line x1="${x0}" x2="${x0 + w}" y1="${y0 + h}" y2="${y0 + h}" stroke="#333"/>`);
     out.push(`<text x="${x0 + w / 2}" y="${y0 + h + 30}" text-anchor="middle">seconds into the cell (max ${maxT.toFixed(1)})</text>`);
     out.push(`<text transform="translate(${x0 - 40},${y0 + h / 2}) rotate(-90)" text-anchor="middle">dirty MiB</text>`);
-    for (const c of mine) {
+    if (offScale.length) {
+      const range = `${Math.min(...offScale).toFixed(0)}..${Math.max(...offScale).toFixed(0)} MiB`;
+      out.push(`<text x="${x0 + w - 4}" y="${y0 + 12}" text-anchor="end" fill="#666">${escapeXml(`dirty threshold above the scale: ${range}`)}</text>`);
+    }
+    mine.forEach((c, ci) => {
       const color = PALETTE[profiles.indexOf(c.profile) % PALETTE.length];
       const line = (ys: number[]) => c.telemetry.t.map((t, i) => `${X(t / 1000).toFixed(1)},${Y(ys[i] ?? 0).toFixed(1)}`).join(' ');
       out.push(`<polyline fill="none" stroke="${color}" stroke-width="1.6" points="${line(mib(c, c.telemetry.values.nr_dirty))}"><title>${escapeXml(`${c.profile}: dirty pages`)}</title></polyline>`);
-      out.push(`<polyline fill="none" stroke="${color}" stroke-width="1" stroke-dasharray="4 3" points="${line(mib(c, c.telemetry.values.nr_dirty_threshold))}"><title>${escapeXml(`${c.profile}: dirty threshold`)}</title></polyline>`);
-    }
+      if (thresholds[ci]! <= top2) {
+        out.push(`<polyline fill="none" stroke="${color}" stroke-width="1" stroke-dasharray="4 3" points="${line(mib(c, c.telemetry.values.nr_dirty_threshold))}"><title>${escapeXml(`${c.profile}: dirty threshold`)}</title></polyline>`);
+      }
+    });
   });
   out.push(`<text x="12" y="${height - 4}" fill="#666">solid: dirty page cache; dashed: the kernel's dirty threshold for that profile</text>`, '</svg>');
   return out.join('\n');
