@@ -2,6 +2,9 @@
 // norm in this field, so the normal approximation would be too narrow), outliers by modified z-score,
 // Welch's t-test for two results, and the ratio of two means with its own interval.
 
+/** Which direction of a figure is better: seconds and latency lower, throughput higher. */
+export type Better = 'lower' | 'higher';
+
 export interface Stats {
   n: number;
   mean: number;
