@@ -6,6 +6,7 @@ import { ListQuery, ResultsQuery, DeleteQuery } from './experiments.ts';
 import { ChartQuery } from './dashboard.ts';
 import { registerBatchPaths } from './batch-openapi.ts';
 import { CompareQuery } from './compare.ts';
+import { ResultsSchema } from './results-schema.ts';
 
 let cached: object | undefined;
 
@@ -50,7 +51,7 @@ export function openApiDocument(): object {
   reg.registerPath({
     method: 'get', path: '/v1/experiments/{id}/results', summary: 'Results as JSON, CSV or markdown', security: sec, request: { params: id, query: ResultsQuery },
     responses: {
-      200: { description: 'Results', content: { 'application/json': { schema: z.record(z.string(), z.unknown()) }, 'text/csv': { schema: z.string() }, 'text/markdown': { schema: z.string() } } },
+      200: { description: 'Results', content: { 'application/json': { schema: reg.register('Results', ResultsSchema) }, 'text/csv': { schema: z.string() }, 'text/markdown': { schema: z.string() } } },
       400: problem('Bad query'), 401: problem('Unauthorized'), 404: problem('Unknown id'),
     },
   });
@@ -73,7 +74,11 @@ export function openApiDocument(): object {
       cells: z.array(z.object({
         profile: z.string(), otherProfile: z.string().optional(), scenario: z.string(), workload: z.string(), base: Side, other: Side,
         ratio: z.number().describe('other mean / base mean'), ci95: Ci.optional(), t: z.number().optional(), df: z.number().optional(),
-        p: z.number().optional().describe("two-sided p of Welch's t-test"), significant: z.boolean(), verdict: z.string(),
+        p: z.number().optional().describe("two-sided p of Welch's t-test"), significant: z.boolean(),
+        verdict: z.string().describe('seconds: faster, slower; a server figure: improvement, regression; or no significant difference, not enough samples'),
+        figure: z.enum(['throughput', 'p99']).optional().describe('server workloads only: the figure compared; absent for seconds'),
+        unit: z.string().optional().describe('server workloads only: req/s, ops/s or ms'),
+        better: z.enum(['lower', 'higher']).optional().describe('server workloads only: which direction of the figure is better (throughput higher, p99 lower)'),
       })),
     }),
   );
@@ -82,7 +87,7 @@ export function openApiDocument(): object {
     responses: { 200: { description: 'The comparison', content: { 'application/json': { schema: Comparison }, 'text/markdown': { schema: z.string() }, 'image/svg+xml': { schema: z.string() } } }, 400: problem('Bad query'), 401: problem('Unauthorized'), 404: problem('Unknown id') },
   });
   reg.registerPath({
-    method: 'get', path: '/v1/experiments/{id}/chart', summary: 'Bar chart of seconds per scenario for each workload, with 95% CI error bars; or the writeback telemetry', security: sec, request: { params: id, query: ChartQuery },
+    method: 'get', path: '/v1/experiments/{id}/chart', summary: 'Bar chart of seconds per scenario for each workload (server workloads: throughput per guest and p99 latency), with 95% CI error bars; or the writeback telemetry', security: sec, request: { params: id, query: ChartQuery },
     responses: { 200: { description: 'An SVG image', content: { 'image/svg+xml': { schema: z.string() } } }, 400: problem('Bad query'), 401: problem('Unauthorized'), 404: problem('Unknown id') },
   });
   reg.registerPath({ method: 'get', path: '/', summary: 'Dashboard page (asks for a token when the API has tokens)', security: [], responses: { 200: { description: 'HTML', content: { 'text/html': { schema: z.string() } } } } });

@@ -80,8 +80,176 @@ test('batch outputs are byte-identical to the golden files written before server
   }
 });
 
-if (process.env.SHOW) {
+const get = (r: ReturnType<typeof results>, p: string, sc: string, w: string) => r.summary.find((x) => x.profile === p && x.scenario === sc && x.workload === w)!;
+
+test('summary: throughput per guest and p99 per (profile, scenario, workload) with direction, ratios vs host, guest1 and the first profile', () => {
   const r = results('srv1', serverSpec, serverCells());
-  console.log(toMarkdown(r, serverSpec));
-  console.log(toCsv(r));
-}
+  const g3 = get(r, 'paper-default', 'guest3', 'http');
+  assert.ok(g3.server, 'a server row carries its figures');
+  assert.equal(g3.server.unit, 'req/s');
+  assert.equal(g3.server.throughput.better, 'higher');
+  assert.equal(g3.server.p99.better, 'lower');
+  assert.equal(g3.server.p99.unit, 'ms');
+  assert.equal(g3.server.throughput.n, 3);
+  assert.equal(g3.server.throughput.mean, 4000, 'mean over repetitions of the mean over the two loaded guests');
+  assert.deepEqual(g3.server.throughput.ci95, [3752, 4248]); // 4000 +- 4.303 * 100 / sqrt(3)
+  assert.equal(g3.server.p99.mean, 5);
+  assert.equal(g3.server.throughput.vsGuest1, 0.5, 'per guest: each of two guests gets half of what one guest alone got');
+  assert.equal(g3.server.throughput.vsHost, 0.4);
+  assert.equal(g3.server.p99.vsHost, 2.5);
+  assert.equal(g3.server.errors, 3);
+  assert.equal(g3.server.requests, 120000);
+  // the window's seconds carry no ratios: they are the same by design everywhere
+  assert.equal(g3.mean, 5);
+  assert.equal(g3.vsHost, undefined);
+  assert.equal(g3.vsGuest1, undefined);
+  const kv = get(r, 'paper-default', 'guest1', 'kv');
+  assert.equal(kv.server!.unit, 'ops/s');
+  assert.equal(kv.server!.throughput.vsGuest1, undefined, 'guest1 is the reference itself');
+  const tuned = get(r, 'paper-tuned', 'guest3', 'http').server!;
+  assert.equal(tuned.throughput.vsProfile!.profile, 'paper-default');
+  assert.equal(tuned.throughput.vsProfile!.ratio, 1.25);
+  assert.equal(tuned.throughput.vsProfile!.significant, true);
+  assert.equal(tuned.p99.vsProfile!.ratio, 0.8);
+  const batch = get(r, 'paper-default', 'guest3', 'integer');
+  assert.equal(batch.server, undefined, 'a batch row is as before');
+  assert.equal(batch.vsHost, 2.2);
+  assert.equal(JSON.stringify(r).includes('"better"'), true);
+});
+
+test('markdown: a throughput table and a p99 table per profile, each saying which direction is better; seconds tables keep batch workloads only', () => {
+  const r = results('srv2', serverSpec, serverCells());
+  const md = toMarkdown(r, serverSpec);
+  const lines = md.split('\n');
+  const table = (heading: string) => {
+    const i = lines.indexOf(heading);
+    assert.ok(i >= 0, `no heading "${heading}" in\n${md}`);
+    const rows: string[] = [];
+    for (let j = i + 2; lines[j]?.startsWith('|'); j++) rows.push(lines[j]!);
+    return rows;
+  };
+  const tp = table('## paper-default: throughput per guest (higher is better), n = 3');
+  assert.deepEqual(tp, ['| workload | host | guest1 | guest3 |', '|---|---:|---:|---:|', '| http (req/s) | 10000 | 8000 | 4000 |', '| kv (ops/s) | 50000 | 40000 | 20000 |']);
+  const p99 = table('## paper-default: p99 latency (lower is better), n = 3');
+  assert.deepEqual(p99.slice(2), ['| http (ms) | 2.00 | 2.50 | 5.00 |', '| kv (ms) | 0.50 | 0.60 | 1.20 |']);
+  const secs = table('## paper-default: mean seconds (lower is better), n = 3');
+  assert.deepEqual(secs.slice(2), ['| integer | 2.00 | - | 4.40 |'], 'server workloads are not in the seconds table');
+  assert.match(md, /Throughput per guest relative to guest1 \(higher is better; 0\.50 = each guest gets half[^\n]*\n\n\| workload[^\n]*\n[^\n]*\n\| http \| - \| 1\.00 \| 0\.50 \|/);
+  assert.match(md, /Throughput relative to host \(higher is better\):/);
+  const stats = lines.filter((l) => l.startsWith('| http | guest3 | 3 |'));
+  assert.equal(stats.length, 2, 'a statistics row per profile');
+  assert.match(stats[0]!, /\| 4000 req\/s \| 3752 \.\. 4248 \| 2\.5% \| 5\.00 \| 4\.50 \.\. 5\.50 \|/);
+  assert.deepEqual(table('## paper-tuned relative to paper-default: throughput per guest (above 1.00 is better; * = significant, Welch\'s t-test p < 0.05)').slice(2), ['| http | 1.00 | 1.00 | 1.25* |', '| kv | - | - | 0.90* |']);
+  assert.deepEqual(table('## paper-tuned relative to paper-default: p99 latency (below 1.00 is better; * = significant, Welch\'s t-test p < 0.05)').slice(2), ['| http | 1.00 | 1.00 | 0.80* |', '| kv | - | - | 1.25* |']);
+  assert.match(md, /- paper-default\/guest3\/http: 3 error\(s\) and 0 timeout\(s\) in 120000 requests/);
+  // Only server workloads: no seconds tables at all.
+  const only = { ...serverSpec, workloads: serverSpec.workloads.filter((w) => (w.kind as string) !== 'integer') } as Spec;
+  const md2 = toMarkdown(results('srv3', only, serverCells(SERVER, {}, only)), only);
+  assert.doesNotMatch(md2, /mean seconds/);
+  assert.match(md2, /## paper-default: throughput per guest \(higher is better\)/);
+});
+
+test('CSV: server columns appended after the existing ones, filled for server cells and empty for batch cells', () => {
+  const batchHead = fs.readFileSync(path.join(GOLDEN_DIR, 'results.csv'), 'utf8').split('\n')[0]!;
+  const csv = toCsv(results('srv4', serverSpec, serverCells())).trim().split('\n');
+  assert.equal(csv[0], [batchHead, ...SERVER_CSV_COLUMNS].join(','), 'old columns first, in their old order');
+  const head = csv[0]!.split(',');
+  const at = (row: string[], col: string) => row[head.indexOf(col)];
+  const rows = csv.slice(1).map((l) => l.split(','));
+  assert.ok(rows.every((r) => r.length === head.length), 'every row has every column');
+  const batch = rows.find((r) => r[2] === 'integer')!;
+  assert.ok(SERVER_CSV_COLUMNS.every((c) => at(batch, c) === ''), 'batch cells leave the server columns empty');
+  const srv = rows.find((r) => r.slice(0, 4).join('/') === 'paper-default/guest3/http/1')!;
+  assert.equal(at(srv, 'throughput_unit'), 'req/s');
+  assert.equal(at(srv, 'throughput'), '4000');
+  assert.equal(at(srv, 'guest_throughput'), '3960 4040');
+  assert.equal(at(srv, 'p99_ms'), '5');
+  assert.equal(at(srv, 'errors'), '3');
+  assert.equal(at(srv, 'throughput_mean'), '4000');
+  assert.equal(at(srv, 'throughput_vs_guest1'), '0.5');
+  assert.equal(at(srv, 'p99_mean'), '5');
+  assert.match(at(srv, 'load_command')!, /^wrk .*127\.0\.0\.1:18081\/f \| wrk .*127\.0\.0\.1:18082\/f$/);
+});
+
+test('compare: direction-aware, a higher throughput is an improvement and a higher p99 a regression', () => {
+  const base = results('srvb', serverSpec, serverCells());
+  // the other run: http guest3 serves more and answers faster; kv guest3 serves less and answers slower
+  const worse: typeof SERVER = { ...SERVER };
+  worse['paper-default/guest3/http'] = [[5000, 4.0], [5100, 4.1], [4900, 3.9]];
+  worse['paper-default/guest3/kv'] = [[15000, 1.8], [15100, 1.85], [14900, 1.75]];
+  const other = results('srvo', serverSpec, serverCells(worse));
+  const c = compareResults(base, other);
+  const row = (sc: string, w: string, figure?: string) => c.cells.find((x) => x.profile === 'paper-default' && x.scenario === sc && x.workload === w && x.figure === figure)!;
+  const httpTp = row('guest3', 'http', 'throughput');
+  assert.equal(httpTp.ratio, 1.25);
+  assert.equal(httpTp.better, 'higher');
+  assert.equal(httpTp.unit, 'req/s');
+  assert.equal(httpTp.verdict, 'improvement');
+  const httpP99 = row('guest3', 'http', 'p99');
+  assert.equal(httpP99.ratio, 0.8);
+  assert.equal(httpP99.verdict, 'improvement', 'a lower p99 is an improvement');
+  assert.equal(row('guest3', 'kv', 'throughput').verdict, 'regression', 'a lower throughput is a regression');
+  const kvP99 = row('guest3', 'kv', 'p99');
+  assert.equal(kvP99.verdict, 'regression', 'a higher p99 is a regression');
+  assert.equal(kvP99.unit, 'ms');
+  assert.equal(row('host', 'http', 'throughput').verdict, 'no significant difference');
+  assert.equal(row('guest3', 'integer').verdict, 'no significant difference', 'batch rows compare seconds as before');
+  assert.equal(row('guest3', 'integer').figure, undefined);
+  assert.equal(c.cells.filter((x) => x.workload === 'http' && !x.figure).length, 0, "a server workload's window seconds are not compared");
+  const md = comparisonMarkdown(c);
+  assert.match(md, /throughput per guest: higher is better \(above 1\.00 is an improvement\); p99 latency: lower is better \(below 1\.00 is an improvement\)/);
+  assert.match(md, /\| paper-default \| guest3 \| http \| throughput req\/s \(higher is better\) \| 4000 \(3\) \| 5000 \(3\) \| 1\.25\* \|[^\n]*\| improvement \|/);
+  assert.match(md, /\| paper-default \| guest3 \| kv \| p99 ms \(lower is better\) \|[^\n]*\| regression \|/);
+  assert.match(md, /\| paper-default \| guest3 \| integer \| 4\.40 \(3\) \| 4\.40 \(3\) \|/);
+  const svg = renderComparisonChart(c);
+  assert.match(svg, /data-panel="http: throughput ratio \(above 1 is better\)"/);
+  assert.match(svg, /data-panel="kv: p99 ratio \(below 1 is better\)"/);
+  assert.match(svg, /throughput: above 1 is better/);
+});
+
+test('chart: throughput and p99 panels per server workload, each with its unit and direction, next to the seconds panels', () => {
+  const svg = renderChart(results('srv5', serverSpec, serverCells()));
+  for (const panel of ['integer', 'http: throughput per guest, req/s (higher is better)', 'http: p99 latency, ms (lower is better)', 'kv: throughput per guest, ops/s (higher is better)', 'kv: p99 latency, ms (lower is better)']) {
+    assert.ok(svg.includes(`data-panel="${panel}"`), `panel ${panel}`);
+  }
+  const bars = [...svg.matchAll(/<rect class="bar"[^>]*>/g)].map((m) => m[0]);
+  const tp = bars.filter((b) => /data-workload="http"/.test(b) && /data-figure="throughput"/.test(b));
+  assert.equal(tp.length, 6, 'a throughput bar per (profile, scenario) of http');
+  assert.ok(tp.some((b) => /data-profile="paper-default" data-scenario="guest3"[^>]*data-better="higher" data-mean="4000"/.test(b)), tp.join('\n'));
+  assert.ok(bars.some((b) => /data-workload="kv"[^>]*data-figure="p99" data-better="lower" data-mean="1.2"/.test(b)));
+  assert.match(svg, />ops\/s<\/text>/, 'the axis names the unit');
+  assert.match(svg, /seconds and p99: lower is better; throughput: higher is better/);
+  assert.doesNotMatch(svg, /<script/i);
+});
+
+test('sweep verdict: throughput is judged higher-is-better and p99 lower-is-better, never as seconds', () => {
+  const sp = withServer(parseSpec({ name: 'sv', scenarios: [{ id: 'host', guests: 0 }], workloads: [{ kind: 'integer', events: 10 }], profiles: ['unchanged'], sweep: { keys: { 'vm.dirty_ratio': [20, 60] } } }));
+  const cells = serverCells(
+    {
+      // dr20 serves 20% more with a lower p99; dr60 serves 20% less with a higher p99
+      'unchanged/host/http': [[1000, 2.0], [1010, 2.02], [990, 1.98], [1005, 2.01]],
+      'sweep-dr20/host/http': [[1200, 1.6], [1210, 1.62], [1190, 1.58], [1205, 1.61]],
+      'sweep-dr60/host/http': [[800, 2.6], [810, 2.62], [790, 2.58], [805, 2.61]],
+    },
+    {},
+    sp,
+  );
+  const v = buildVerdict(sp, cells)!;
+  const tp = v.rows.find((r) => r.workload === 'http' && r.figure === 'throughput')!;
+  const p99 = v.rows.find((r) => r.workload === 'http' && r.figure === 'p99')!;
+  assert.equal(tp.better, 'higher');
+  assert.equal(tp.unit, 'req/s');
+  assert.equal(tp.best, 'sweep-dr20', 'the profile with more throughput wins');
+  assert.equal(tp.comparisons.find((c) => c.profile === 'sweep-dr60')!.outcome, 'worse');
+  assert.match(tp.answer, /^sweep-dr20 has 20\.0% more throughput per guest than unchanged \(95% CI 18\.\d% to 21\.\d%\)/);
+  assert.equal(p99.better, 'lower');
+  assert.equal(p99.unit, 'ms');
+  assert.equal(p99.best, 'sweep-dr20');
+  assert.match(p99.answer, /^sweep-dr20 has a 2\d\.\d% lower p99 latency than unchanged/);
+  assert.equal(v.rows.filter((r) => r.workload === 'http').length, 2, 'no seconds row for a server workload');
+  const md = verdictMarkdown(v);
+  assert.match(md, /Throughput per guest: higher is better\. p99 latency: lower is better\./);
+  assert.match(md, /### host \/ http throughput \(higher is better\): sweep-dr20/);
+  assert.match(md, /\| profile \| mean req\/s \| vs baseline \|/);
+  assert.match(md, /\| profile \| mean ms \| vs baseline \|/);
+});

@@ -280,40 +280,112 @@ function statsTable(results, profile) {
   );
 }
 
+/** Workloads with server figures (http, kv): by kind, or because a stored row carries them. */
+function serverWorkloads(results, spec) {
+  return spec.workloads.map((w) => w.id || w.kind)
+    .filter((id, i) => ['http', 'kv'].includes(spec.workloads[i].kind) || results.summary.some((x) => x.workload === id && x.server));
+}
+
+/** A server figure (throughput per guest or p99) per workload and scenario; rows say the unit, the caption the direction. */
+function serverTable(results, spec, profile, workloads, figure, field, label) {
+  const scenarios = spec.scenarios.map((s) => s.id);
+  const get = (s, w) => results.summary.find((x) => x.profile === profile && x.scenario === s && x.workload === w)?.server;
+  const unitOf = (w) => results.summary.find((x) => x.workload === w && x.server)?.server[figure].unit;
+  return h('table', { class: `means server ${figure} ${field}`, 'data-profile': profile, 'data-figure': figure },
+    h('caption', { class: 'muted' }, label),
+    h('thead', {}, h('tr', {}, h('th', {}, 'workload'), scenarios.map((s) => h('th', {}, s)))),
+    h('tbody', {}, workloads.map((w) =>
+      h('tr', {}, h('td', {}, field === 'mean' && unitOf(w) ? `${w} (${unitOf(w)})` : w), scenarios.map((s) => {
+        const v = get(s, w)?.[figure];
+        if (!v) return h('td', { class: 'muted' }, '-');
+        if (field === 'mean') return h('td', { title: `n ${v.n}, 95% CI ${fmt(v.ci95[0])}..${fmt(v.ci95[1])}, cv ${pct(v.cv)}` }, fmt(v.mean));
+        if (field === 'vsHost') return h('td', {}, s === 'host' ? '1.00' : fmt(v.vsHost));
+        if (field === 'vsGuest1') return h('td', {}, s === 'guest1' ? '1.00' : fmt(v.vsGuest1));
+        const r = v.vsProfile;
+        return h('td', { class: r?.significant ? 'sig' : '', title: r?.p !== undefined ? `p = ${r.p}` : '' }, r ? `${fmt(r.ratio)}${r.significant ? '*' : ''}` : '-');
+      })),
+    )),
+  );
+}
+
+function serverStatsTable(results, profile) {
+  const rows = results.summary.filter((x) => x.profile === profile && x.server);
+  const outl = (v) => ['throughput', 'p99'].flatMap((f) => (v[f].outliers.length ? [`${f} ${v[f].outliers.map((o) => `#${o}`).join(' ')}`] : [])).join('; ');
+  return h('table', { class: 'stats server', 'data-profile': profile },
+    h('caption', { class: 'muted' }, "throughput per guest: higher is better; p99 latency: lower is better; a cell's figure is the mean over its loaded guests"),
+    h('thead', {}, h('tr', {}, ['workload', 'scenario', 'n', 'throughput', '95% CI', 'cv', 'p99 ms', '95% CI', 'cv', 'requests', 'errors', 'timeouts', 'outliers'].map((c) => h('th', {}, c)))),
+    h('tbody', {}, rows.map((x) => {
+      const v = x.server;
+      return h('tr', {},
+        h('td', {}, x.workload), h('td', { class: 'text' }, x.scenario), h('td', {}, v.throughput.n), h('td', {}, `${fmt(v.throughput.mean)} ${v.unit}`),
+        h('td', {}, `${fmt(v.throughput.ci95[0])} .. ${fmt(v.throughput.ci95[1])}`), h('td', {}, pct(v.throughput.cv)),
+        h('td', {}, fmt(v.p99.mean)), h('td', {}, `${fmt(v.p99.ci95[0])} .. ${fmt(v.p99.ci95[1])}`), h('td', {}, pct(v.p99.cv)),
+        h('td', {}, v.requests), h('td', { class: v.errors ? 'error' : '' }, v.errors), h('td', { class: v.timeouts ? 'error' : '' }, v.timeouts),
+        h('td', { class: outl(v) ? 'error' : 'muted' }, outl(v) || '-'));
+    })),
+  );
+}
+
 function renderResults(box, results, spec) {
   const scenarios = spec.scenarios.map((s) => s.id);
   const parts = [];
   const reps = results.repetitions;
+  const server = serverWorkloads(results, spec);
+  const batch = spec.workloads.map((w) => w.id || w.kind).filter((w) => !server.includes(w));
+  const showSeconds = batch.length > 0 || !server.length;
   parts.push(h('p', { class: 'muted' },
     `Repetitions: ${reps.min === reps.max ? reps.min : `${reps.min} to ${reps.max} while cv > ${pct(reps.targetCv)}`}; order ${reps.order}. ` +
-    `Seconds, lower is better; hover a mean for its interval.`));
+    (server.length ? `${showSeconds ? 'Seconds: lower is better. ' : ''}Throughput per guest: higher is better; p99 latency: lower is better; hover a mean for its interval.` : `Seconds, lower is better; hover a mean for its interval.`)));
+  const batchSpec = { ...spec, workloads: spec.workloads.filter((w) => batch.includes(w.id || w.kind)) };
   for (const p of spec.profiles) {
     const sec = h('section', { class: 'profile', 'data-profile': p.name }, h('h3', {}, `Profile ${p.name}`));
-    sec.append(meansTable(results, spec, p.name, 'mean', 'mean seconds'));
-    if (scenarios.includes('host') && scenarios.length > 1) sec.append(meansTable(results, spec, p.name, 'vsHost', 'relative to host'));
-    if (scenarios.includes('guest1') && scenarios.some((s) => s !== 'host' && s !== 'guest1')) sec.append(meansTable(results, spec, p.name, 'vsGuest1', 'relative to guest1'));
-    sec.append(h('h3', {}, 'Statistics'), statsTable(results, p.name));
+    if (showSeconds) {
+      sec.append(meansTable(results, batchSpec, p.name, 'mean', 'mean seconds'));
+      if (scenarios.includes('host') && scenarios.length > 1) sec.append(meansTable(results, batchSpec, p.name, 'vsHost', 'relative to host'));
+      if (scenarios.includes('guest1') && scenarios.some((s) => s !== 'host' && s !== 'guest1')) sec.append(meansTable(results, batchSpec, p.name, 'vsGuest1', 'relative to guest1'));
+      sec.append(h('h3', {}, 'Statistics'), statsTable({ ...results, summary: results.summary.filter((x) => !x.server) }, p.name));
+    }
+    if (server.length) {
+      sec.append(serverTable(results, spec, p.name, server, 'throughput', 'mean', 'throughput per guest (higher is better)'));
+      if (scenarios.includes('host') && scenarios.length > 1) sec.append(serverTable(results, spec, p.name, server, 'throughput', 'vsHost', 'throughput relative to host (higher is better)'));
+      if (scenarios.includes('guest1') && scenarios.some((s) => s !== 'host' && s !== 'guest1')) sec.append(serverTable(results, spec, p.name, server, 'throughput', 'vsGuest1', 'throughput per guest relative to guest1 (higher is better; 0.50 = half of one guest alone)'));
+      sec.append(serverTable(results, spec, p.name, server, 'p99', 'mean', 'p99 latency, ms (lower is better)'));
+      sec.append(h('h3', {}, 'Server statistics'), serverStatsTable(results, p.name));
+    }
     parts.push(sec);
   }
   if (spec.profiles.length > 1) {
     const base = spec.profiles[0].name;
     for (const p of spec.profiles.slice(1)) {
-      parts.push(h('section', {}, h('h3', {}, `${p.name} relative to ${base}`),
-        meansTable(results, spec, p.name, 'vsProfile', "below 1.00 is faster; * = significant (Welch's t-test, p < 0.05)")));
+      const sec = h('section', {}, h('h3', {}, `${p.name} relative to ${base}`));
+      if (showSeconds) sec.append(meansTable(results, batchSpec, p.name, 'vsProfile', "below 1.00 is faster; * = significant (Welch's t-test, p < 0.05)"));
+      if (server.length) {
+        sec.append(serverTable(results, spec, p.name, server, 'throughput', 'vsProfile', "throughput: above 1.00 is better; * = significant (Welch's t-test, p < 0.05)"));
+        sec.append(serverTable(results, spec, p.name, server, 'p99', 'vsProfile', "p99 latency: below 1.00 is better; * = significant (Welch's t-test, p < 0.05)"));
+      }
+      parts.push(sec);
     }
   }
   // The same warnings the markdown export ends with: outliers, and spreads above the adaptive target.
-  const noisy = results.summary.filter((x) => x.outliers.length || (reps.targetCv !== undefined && x.cv > reps.targetCv));
-  if (noisy.length) {
+  const noisy = results.summary.filter((x) => !x.server && (x.outliers.length || (reps.targetCv !== undefined && x.cv > reps.targetCv)));
+  const serverNoisy = results.summary.filter((x) => x.server).map((x) => [x, [
+    ...['throughput', 'p99'].filter((f) => x.server[f].outliers.length).map((f) => `${f} outlier repetition(s) ${x.server[f].outliers.join(', ')}`),
+    ...(reps.targetCv !== undefined && x.server.throughput.cv > reps.targetCv ? [`throughput cv ${pct(x.server.throughput.cv)} above the target ${pct(reps.targetCv)}`] : []),
+    ...(x.server.errors || x.server.timeouts ? [`${x.server.errors} error(s) and ${x.server.timeouts} timeout(s) in ${x.server.requests} requests`] : []),
+  ]]).filter(([, why]) => why.length);
+  if (noisy.length || serverNoisy.length) {
     parts.push(h('div', { class: 'warn', id: 'warnings' }, h('strong', {}, 'Warnings'), h('ul', {}, noisy.map((x) => h('li', {},
       `${x.profile}/${x.scenario}/${x.workload}: `,
       [x.outliers.length ? `outlier repetition(s) ${x.outliers.join(', ')}` : null,
         reps.targetCv !== undefined && x.cv > reps.targetCv ? `cv ${pct(x.cv)} above the target ${pct(reps.targetCv)} after ${x.n} repetitions` : null]
-        .filter(Boolean).join('; '))))));
+        .filter(Boolean).join('; '))),
+      serverNoisy.map(([x, why]) => h('li', {}, `${x.profile}/${x.scenario}/${x.workload}: ${why.join('; ')}`)))));
   }
   if (results.verdict) parts.push(verdictSection(results));
   const chart = h('div', { class: 'chart', id: 'chart' }, h('p', { class: 'muted' }, 'Drawing the chart…'));
-  parts.push(h('section', {}, h('h3', {}, 'Seconds per scenario (error bars: 95% CI)'), chart));
+  parts.push(h('section', {}, h('h3', {}, server.length
+    ? `${showSeconds ? 'Seconds, ' : ''}throughput per guest and p99 latency per scenario (error bars: 95% CI; throughput: higher is better; ${showSeconds ? 'seconds and ' : ''}p99: lower is better)`
+    : 'Seconds per scenario (error bars: 95% CI)'), chart));
   const hasTelemetry = results.cells.some((c) => c.telemetry);
   const telemetry = h('div', { class: 'chart', id: 'telemetry-chart' }, h('p', { class: 'muted' }, 'Drawing the telemetry…'));
   if (hasTelemetry) parts.push(h('section', {}, h('h3', {}, 'Writeback telemetry: dirty page cache over each cell (dashed: threshold)'), telemetry));
@@ -329,9 +401,10 @@ function verdictSection(results) {
   const sec = h('section', { id: 'verdict' }, h('h3', {}, `Verdict against ${v.baseline}`),
     h('p', { class: 'muted' }, `Welch's t-test, ${method}-adjusted over the profiles of each scenario and workload (alpha ${v.alpha}); within ±${Math.round(v.negligible * 100)}% is negligible.`));
   for (const r of v.rows) {
-    sec.append(h('p', { class: r.best ? 'sig' : '' }, h('strong', {}, `${r.scenario} / ${r.workload}: `), r.answer));
-    sec.append(h('table', { class: 'verdict' },
-      h('thead', {}, h('tr', {}, ['profile', 'mean s', 'vs baseline', '95% CI', 'p', 'adjusted p', 'outcome'].map((c) => h('th', {}, c)))),
+    const what = r.figure ? ` ${r.figure === 'p99' ? 'p99 latency' : 'throughput'} (${r.better} is better)` : '';
+    sec.append(h('p', { class: r.best ? 'sig' : '' }, h('strong', {}, `${r.scenario} / ${r.workload}${what}: `), r.answer));
+    sec.append(h('table', { class: 'verdict', ...(r.figure ? { 'data-figure': r.figure } : {}) },
+      h('thead', {}, h('tr', {}, ['profile', `mean ${r.unit || 's'}`, 'vs baseline', '95% CI', 'p', 'adjusted p', 'outcome'].map((c) => h('th', {}, c)))),
       h('tbody', {}, r.comparisons.map((c) => h('tr', { class: c.profile === r.best ? 'sig' : '' },
         h('td', { class: 'text' }, c.profile), h('td', {}, fmt(c.mean)), h('td', {}, fmt(c.ratio)),
         h('td', {}, c.ci95 ? `${fmt(c.ci95[0])} .. ${fmt(c.ci95[1])}` : '-'), h('td', {}, c.p ?? '-'), h('td', {}, c.pAdjusted ?? '-'), h('td', { class: 'text' }, c.outcome))))));
@@ -480,15 +553,18 @@ async function comparePage(params, signal) {
       ...c.warnings.map((w) => h('div', { class: 'warn' }, w)),
       h('section', {},
         h('table', { class: 'comparison' },
-          h('caption', { class: 'muted' }, "ratio = other mean / base mean (below 1.00 the other is faster); p from Welch's t-test; * = significant at 0.05"),
-          h('thead', {}, h('tr', {}, ['profile', 'scenario', 'workload', 'base mean (n)', 'other mean (n)', 'ratio', '95% CI', 'p', 'verdict'].map((x) => h('th', {}, x)))),
+          h('caption', { class: 'muted' }, c.cells.some((x) => x.figure)
+            ? "ratio = other mean / base mean; seconds and p99 latency: below 1.00 is better; throughput per guest: above 1.00 is better; p from Welch's t-test; * = significant at 0.05"
+            : "ratio = other mean / base mean (below 1.00 the other is faster); p from Welch's t-test; * = significant at 0.05"),
+          h('thead', {}, h('tr', {}, ['profile', 'scenario', 'workload', ...(c.cells.some((x) => x.figure) ? ['figure'] : []), 'base mean (n)', 'other mean (n)', 'ratio', '95% CI', 'p', 'verdict'].map((x) => h('th', {}, x)))),
           h('tbody', {}, c.cells.map((x) => h('tr', {},
             h('td', {}, x.otherProfile ? `${x.profile} vs ${x.otherProfile}` : x.profile), h('td', { class: 'text' }, x.scenario), h('td', { class: 'text' }, x.workload),
+            c.cells.some((y) => y.figure) ? h('td', { class: 'text' }, x.figure ? `${x.figure} ${x.unit} (${x.better} is better)` : 'seconds (lower is better)') : null,
             h('td', {}, `${fmt(x.base.mean)} (${x.base.n})`), h('td', {}, `${fmt(x.other.mean)} (${x.other.n})`),
             h('td', { class: x.significant ? 'sig' : '' }, `${fmt(x.ratio)}${x.significant ? '*' : ''}`),
             h('td', {}, x.ci95 ? `${fmt(x.ci95[0])} .. ${fmt(x.ci95[1])}` : '-'),
             h('td', {}, x.p === undefined ? '-' : x.p < 0.001 ? '<0.001' : x.p.toFixed(3)),
-            h('td', { class: `text ${x.verdict}` }, x.verdict)))),
+            h('td', { class: `text ${x.verdict === 'improvement' ? 'faster' : x.verdict === 'regression' ? 'slower' : x.verdict}` }, x.verdict)))),
         ),
         c.cells.length ? null : h('p', { class: 'muted' }, 'No cell is present in both results.'),
       ),

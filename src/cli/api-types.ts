@@ -94,7 +94,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Bar chart of seconds per scenario for each workload, with 95% CI error bars; or the writeback telemetry */
+        /** Bar chart of seconds per scenario for each workload (server workloads: throughput per guest and p99 latency), with 95% CI error bars; or the writeback telemetry */
         get: operations["getV1ExperimentsIdChart"];
         put?: never;
         post?: never;
@@ -438,6 +438,250 @@ export interface components {
                 deliveries: string;
             };
         };
+        Results: {
+            id: string;
+            name: string;
+            status: string;
+            system: {
+                [key: string]: unknown;
+            } | null;
+            profiles: {
+                [key: string]: unknown;
+            }[];
+            repetitions: {
+                min: number;
+                max: number;
+                targetCv?: number;
+                order: string;
+            };
+            cells: ({
+                profile: string;
+                scenario: string;
+                workload: string;
+                repetition: number;
+                guestSeconds: number[];
+                /** @description mean over the loaded guests; for a server workload its measured window */
+                seconds: number;
+                command: string[];
+                bootSeconds?: number[];
+                accel?: string;
+                telemetry?: {
+                    [key: string]: unknown;
+                };
+                /** @description server workloads only: one sample per loaded guest */
+                server?: ({
+                    /** @description 1-based index of the loaded guest */
+                    guest: number;
+                    /** @description requests (http) or operations (kv) per second over the measured window: higher is better */
+                    throughput: number;
+                    /** @enum {string} */
+                    unit: "req/s" | "ops/s";
+                    /** @description latency percentiles in ms: lower is better */
+                    latencyMs: {
+                        p50: number;
+                        p90: number;
+                        p99: number;
+                        max: number;
+                    };
+                    requests: number;
+                    errors: number;
+                    timeouts: number;
+                    /** @description the exact load-generator argument vector */
+                    command: string[];
+                } & {
+                    [key: string]: unknown;
+                })[];
+                finishedAt: string;
+            } & {
+                [key: string]: unknown;
+            })[];
+            summary: ({
+                profile: string;
+                scenario: string;
+                workload: string;
+                n: number;
+                mean: number;
+                median: number;
+                stddev: number;
+                cv: number;
+                ci95: [
+                    number,
+                    number
+                ];
+                min: number;
+                max: number;
+                outliers: number[];
+                vsHost?: number;
+                vsHostCi95?: [
+                    number,
+                    number
+                ];
+                vsGuest1?: number;
+                vsProfile?: {
+                    /** @description the first profile of the experiment, the reference */
+                    profile: string;
+                    /** @description this mean / the reference mean */
+                    ratio: number;
+                    ci95?: [
+                        number,
+                        number
+                    ];
+                    /** @description two-sided p of Welch's t-test */
+                    p?: number;
+                    significant?: boolean;
+                };
+                /** @description server workloads only: the figures that matter; the seconds above are then the measured window and carry no ratios */
+                server?: {
+                    /** @enum {string} */
+                    unit: "req/s" | "ops/s";
+                    /** @description throughput per loaded guest (a cell's value is the mean over its guests): higher is better */
+                    throughput: {
+                        n: number;
+                        mean: number;
+                        median: number;
+                        stddev: number;
+                        cv: number;
+                        ci95: [
+                            number,
+                            number
+                        ];
+                        min: number;
+                        max: number;
+                        /** @description req/s or ops/s for throughput, ms for p99 */
+                        unit: string;
+                        /**
+                         * @description which direction of the figure is better
+                         * @enum {string}
+                         */
+                        better: "lower" | "higher";
+                        /** @description repetition numbers whose sample of this figure is an outlier */
+                        outliers: number[];
+                        /** @description mean / mean of the host column */
+                        vsHost?: number;
+                        vsHostCi95?: [
+                            number,
+                            number
+                        ];
+                        /** @description per guest against guest1: 0.5 = each guest gets half of what one guest alone got */
+                        vsGuest1?: number;
+                        vsProfile?: {
+                            /** @description the first profile of the experiment, the reference */
+                            profile: string;
+                            /** @description this mean / the reference mean */
+                            ratio: number;
+                            ci95?: [
+                                number,
+                                number
+                            ];
+                            /** @description two-sided p of Welch's t-test */
+                            p?: number;
+                            significant?: boolean;
+                        };
+                    } & {
+                        [key: string]: unknown;
+                    };
+                    /** @description p99 latency in ms (a cell's value is the mean over its guests): lower is better */
+                    p99: {
+                        n: number;
+                        mean: number;
+                        median: number;
+                        stddev: number;
+                        cv: number;
+                        ci95: [
+                            number,
+                            number
+                        ];
+                        min: number;
+                        max: number;
+                        /** @description req/s or ops/s for throughput, ms for p99 */
+                        unit: string;
+                        /**
+                         * @description which direction of the figure is better
+                         * @enum {string}
+                         */
+                        better: "lower" | "higher";
+                        /** @description repetition numbers whose sample of this figure is an outlier */
+                        outliers: number[];
+                        /** @description mean / mean of the host column */
+                        vsHost?: number;
+                        vsHostCi95?: [
+                            number,
+                            number
+                        ];
+                        /** @description per guest against guest1: 0.5 = each guest gets half of what one guest alone got */
+                        vsGuest1?: number;
+                        vsProfile?: {
+                            /** @description the first profile of the experiment, the reference */
+                            profile: string;
+                            /** @description this mean / the reference mean */
+                            ratio: number;
+                            ci95?: [
+                                number,
+                                number
+                            ];
+                            /** @description two-sided p of Welch's t-test */
+                            p?: number;
+                            significant?: boolean;
+                        };
+                    } & {
+                        [key: string]: unknown;
+                    };
+                    requests: number;
+                    errors: number;
+                    timeouts: number;
+                } & {
+                    [key: string]: unknown;
+                };
+            } & {
+                [key: string]: unknown;
+            })[];
+            sweep?: {
+                [key: string]: unknown;
+            };
+            verdict?: {
+                baseline: string;
+                correction: string;
+                alpha: number;
+                negligible: number;
+                rows: ({
+                    scenario: string;
+                    workload: string;
+                    /**
+                     * @description server workloads only: the figure judged; absent for seconds
+                     * @enum {string}
+                     */
+                    figure?: "throughput" | "p99";
+                    baseline: string;
+                    baselineMean: number;
+                    /**
+                     * @description which direction of the figure is better
+                     * @enum {string}
+                     */
+                    better: "lower" | "higher";
+                    unit: string;
+                    comparisons: {
+                        [key: string]: unknown;
+                    }[];
+                    best?: string;
+                    answer: string;
+                } & {
+                    [key: string]: unknown;
+                })[];
+            } & {
+                [key: string]: unknown;
+            };
+            progress: {
+                [key: string]: unknown;
+            };
+            createdAt?: string;
+            startedAt?: string;
+            finishedAt?: string;
+            error?: {
+                reason: string;
+            };
+        } & {
+            [key: string]: unknown;
+        };
         Comparison: {
             base: {
                 [key: string]: unknown;
@@ -488,7 +732,20 @@ export interface components {
                 /** @description two-sided p of Welch's t-test */
                 p?: number;
                 significant: boolean;
+                /** @description seconds: faster, slower; a server figure: improvement, regression; or no significant difference, not enough samples */
                 verdict: string;
+                /**
+                 * @description server workloads only: the figure compared; absent for seconds
+                 * @enum {string}
+                 */
+                figure?: "throughput" | "p99";
+                /** @description server workloads only: req/s, ops/s or ms */
+                unit?: string;
+                /**
+                 * @description server workloads only: which direction of the figure is better (throughput higher, p99 lower)
+                 * @enum {string}
+                 */
+                better?: "lower" | "higher";
             }[];
         };
         DeliveryAttempt: {
@@ -1140,9 +1397,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["Results"];
                     "text/csv": string;
                     "text/markdown": string;
                 };

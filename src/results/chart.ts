@@ -2,8 +2,9 @@
 // orders of magnitude), one bar per profile within a scenario, error bars from the 95% interval; and the
 // same layout for a comparison, with ratios against a line at 1. Plain SVG text with no script and no
 // external reference, so the CLI can save it and the dashboard can show it.
-import type { Results } from './report.ts';
+import type { Results, ServerFigureSummary } from './report.ts';
 import type { Comparison } from './compare.ts';
+import { betterText, SERVER_FIGURES } from './server.ts';
 
 export interface ChartOptions {
   title?: string;
@@ -45,6 +46,8 @@ interface Bar {
 interface Layout {
   title: string;
   yLabel: string;
+  /** a panel's own axis label where it differs from yLabel (a server figure's unit) */
+  panelYLabel?: Record<string, string>;
   /** a dashed reference line (1 for ratios) */
   reference?: number;
   footer?: string;
@@ -99,7 +102,7 @@ function drawPanels(bars: Bar[], layout: Layout): string {
         `<text x="${ox + m.l - 6}" y="${px(y(v)) + 4}" text-anchor="end" fill="#444">${v.toFixed(decimals)}</text>`,
       );
     }
-    out.push(`<text transform="translate(${ox + 14} ${oy + m.t + plotH / 2}) rotate(-90)" text-anchor="middle" fill="#444">${escapeXml(layout.yLabel)}</text>`);
+    out.push(`<text transform="translate(${ox + 14} ${oy + m.t + plotH / 2}) rotate(-90)" text-anchor="middle" fill="#444">${escapeXml(layout.panelYLabel?.[panel] ?? layout.yLabel)}</text>`);
     out.push(`<line x1="${ox + m.l}" x2="${ox + m.l}" y1="${oy + m.t}" y2="${oy + m.t + plotH}" stroke="#888"/>`);
     out.push(`<line x1="${ox + m.l}" x2="${ox + m.l + plotW}" y1="${oy + m.t + plotH}" y2="${oy + m.t + plotH}" stroke="#888"/>`);
     const groupW = plotW / Math.max(1, groups.length);
@@ -138,44 +141,84 @@ function drawPanels(bars: Bar[], layout: Layout): string {
   return out.join('\n') + '\n';
 }
 
-/** The results chart: seconds per scenario for each workload, a bar per profile, 95% CI error bars. */
+/**
+ * The results chart: seconds per scenario for each workload, a bar per profile, 95% CI error bars. A
+ * server workload gets two panels instead, throughput per guest and p99 latency, each titled with the
+ * direction that is better.
+ */
 export function renderChart(r: Pick<Results, 'id' | 'name' | 'summary'> & { system?: Results['system'] }, opts: ChartOptions = {}): string {
-  const bars: Bar[] = r.summary.map((row) => ({
-    panel: row.workload,
-    group: row.scenario,
-    series: row.profile,
-    value: row.mean,
-    ...(row.n > 1 ? { ci: row.ci95 } : {}),
-    tip: `${row.profile} / ${row.scenario} / ${row.workload}: mean ${num(row.mean)} s, 95% CI ${num(row.ci95[0])}..${num(row.ci95[1])}, n ${row.n}${row.vsHost !== undefined ? `, ${num(row.vsHost)}x host` : ''}`,
-    data: { profile: row.profile, scenario: row.scenario, workload: row.workload, mean: row.mean },
-  }));
+  const bars: Bar[] = [];
+  const panelYLabel: Record<string, string> = {};
+  for (const row of r.summary) {
+    if (!row.server) {
+      bars.push({
+        panel: row.workload,
+        group: row.scenario,
+        series: row.profile,
+        value: row.mean,
+        ...(row.n > 1 ? { ci: row.ci95 } : {}),
+        tip: `${row.profile} / ${row.scenario} / ${row.workload}: mean ${num(row.mean)} s, 95% CI ${num(row.ci95[0])}..${num(row.ci95[1])}, n ${row.n}${row.vsHost !== undefined ? `, ${num(row.vsHost)}x host` : ''}`,
+        data: { profile: row.profile, scenario: row.scenario, workload: row.workload, mean: row.mean },
+      });
+      continue;
+    }
+    for (const f of SERVER_FIGURES) {
+      const x: ServerFigureSummary = row.server[f.name];
+      const panel = `${row.workload}: ${f.label}, ${x.unit} (${betterText(f.better)})`;
+      panelYLabel[panel] = x.unit;
+      bars.push({
+        panel,
+        group: row.scenario,
+        series: row.profile,
+        value: x.mean,
+        ...(x.n > 1 ? { ci: x.ci95 } : {}),
+        tip: `${row.profile} / ${row.scenario} / ${row.workload}: ${f.label} ${num(x.mean)} ${x.unit} (${betterText(f.better)}), 95% CI ${num(x.ci95[0])}..${num(x.ci95[1])}, n ${x.n}${x.vsHost !== undefined ? `, ${num(x.vsHost)}x host` : ''}`,
+        data: { profile: row.profile, scenario: row.scenario, workload: row.workload, figure: f.name, better: f.better, mean: x.mean },
+      });
+    }
+  }
   const s = r.system;
+  const server = Object.keys(panelYLabel).length > 0;
+  const seconds = r.summary.some((x) => !x.server);
   return drawPanels(bars, {
-    title: opts.title ?? `${r.name}: seconds per scenario (mean, 95% CI; lower is better)`,
+    title:
+      opts.title ??
+      (server
+        ? `${r.name}: per scenario (mean, 95% CI; ${seconds ? 'seconds and ' : ''}p99: lower is better; throughput: higher is better)`
+        : `${r.name}: seconds per scenario (mean, 95% CI; lower is better)`),
     yLabel: 'seconds',
+    ...(server ? { panelYLabel } : {}),
     empty: 'no measurements yet',
     ...(opts.columns ? { columns: opts.columns } : {}),
     ...(s ? { footer: `${r.id} on ${s.hostname}: ${s.cpu}, ${s.cores} cores, ${s.kernel}, driver ${s.driver ?? '-'}${s.accel ? `, ${s.accel}` : ''}` } : {}),
   });
 }
 
-/** The comparison chart: other/base per scenario for each workload, against a line at 1; pale = not significant. */
+/**
+ * The comparison chart: other/base per scenario for each workload, against a line at 1; pale = not
+ * significant. A server figure gets its own panel, titled with the side of 1 that is better.
+ */
 export function renderComparisonChart(c: Comparison, opts: ChartOptions = {}): string {
   const bars: Bar[] = c.cells.map((x) => {
     const series = x.otherProfile ? `${x.otherProfile} / ${x.profile}` : x.profile;
     return {
-      panel: x.workload,
+      panel: x.figure ? `${x.workload}: ${x.figure} ratio (${x.better === 'higher' ? 'above' : 'below'} 1 is better)` : x.workload,
       group: x.scenario,
       series,
       value: x.ratio,
       ...(x.ci95 ? { ci: x.ci95 } : {}),
       faint: !x.significant,
-      tip: `${series} / ${x.scenario} / ${x.workload}: ratio ${num(x.ratio)}${x.ci95 ? ` (95% CI ${num(x.ci95[0])}..${num(x.ci95[1])})` : ''}${x.p !== undefined ? `, p ${x.p}` : ''}, ${x.verdict}`,
-      data: { profile: x.profile, scenario: x.scenario, workload: x.workload, ratio: x.ratio, significant: String(x.significant) },
+      tip: `${series} / ${x.scenario} / ${x.workload}${x.figure ? ` ${x.figure}` : ''}: ratio ${num(x.ratio)}${x.ci95 ? ` (95% CI ${num(x.ci95[0])}..${num(x.ci95[1])})` : ''}${x.p !== undefined ? `, p ${x.p}` : ''}, ${x.verdict}`,
+      data: { profile: x.profile, scenario: x.scenario, workload: x.workload, ...(x.figure ? { figure: x.figure, better: x.better! } : {}), ratio: x.ratio, significant: String(x.significant) },
     };
   });
+  const server = c.cells.some((x) => x.figure);
   return drawPanels(bars, {
-    title: opts.title ?? `${c.other.name} / ${c.base.name}: time ratio (below 1 is faster; pale = not significant)`,
+    title:
+      opts.title ??
+      (server
+        ? `${c.other.name} / ${c.base.name}: ratios (time and p99: below 1 is better; throughput: above 1 is better; pale = not significant)`
+        : `${c.other.name} / ${c.base.name}: time ratio (below 1 is faster; pale = not significant)`),
     yLabel: 'ratio',
     reference: 1,
     empty: 'no cell is present in both results',

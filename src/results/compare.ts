@@ -3,7 +3,9 @@
 // saw the same system, because a ratio across different machines measures the machines.
 import type { Results } from './report.ts';
 import { samplesByCell, systemLine } from './report.ts';
-import { describe, ratioOfMeans, round, welch } from './stats.ts';
+import { describe, ratioOfMeans, round, welch, type Better } from './stats.ts';
+import { figureSamplesByCell } from './report.ts';
+import { betterText, figureUnit, improves, SERVER_FIGURES, type ServerFigureName } from './server.ts';
 import type { SystemInfo } from '../host/system.ts';
 
 export interface SideSummary {
@@ -28,7 +30,17 @@ export interface ComparedCell {
   df?: number;
   p?: number;
   significant: boolean;
-  verdict: 'faster' | 'slower' | 'no significant difference' | 'not enough samples';
+  /**
+   * Seconds: faster or slower. A server figure: improvement or regression, by its direction (a higher
+   * throughput is an improvement, a higher p99 a regression).
+   */
+  verdict: 'faster' | 'slower' | 'improvement' | 'regression' | 'no significant difference' | 'not enough samples';
+  /** server workloads only: which figure this row compares (absent: seconds) */
+  figure?: ServerFigureName;
+  /** server workloads only: the figure's unit (req/s, ops/s, ms) */
+  unit?: string;
+  /** server workloads only: which direction of the figure is better */
+  better?: Better;
 }
 
 export interface SystemDifference {
@@ -107,32 +119,27 @@ export function compareResults(base: Results, other: Results): Comparison {
 
   const bs = samplesByCell(base.cells);
   const os = samplesByCell(other.cells);
+  const figures = SERVER_FIGURES.map((f) => ({ ...f, base: figureSamplesByCell(base.cells, f.name), other: figureSamplesByCell(other.cells, f.name) }));
   const cells: ComparedCell[] = [];
   // Rows follow the base result's order (its summary is in matrix order).
   const order = base.summary.length ? base.summary : [];
   for (const pr of pairs) {
     for (const row of order.filter((x) => x.profile === pr.base)) {
-      const a = bs.get(`${pr.base}/${row.scenario}/${row.workload}`)?.map((x) => x.seconds);
-      const b = os.get(`${pr.other}/${row.scenario}/${row.workload}`)?.map((x) => x.seconds);
+      const at = (p: string) => `${p}/${row.scenario}/${row.workload}`;
+      if (row.server) {
+        // A server workload compares its figures, each by its own direction; its seconds are the window.
+        for (const f of figures) {
+          const a = f.base.get(at(pr.base))?.map((x) => x.value);
+          const b = f.other.get(at(pr.other))?.map((x) => x.value);
+          if (!a?.length || !b?.length) continue;
+          cells.push({ ...compared(pr, row.scenario, row.workload, a, b, f.better), figure: f.name, unit: figureUnit(f.name, row.server.unit), better: f.better });
+        }
+        continue;
+      }
+      const a = bs.get(at(pr.base))?.map((x) => x.seconds);
+      const b = os.get(at(pr.other))?.map((x) => x.seconds);
       if (!a?.length || !b?.length) continue;
-      const da = describe(a);
-      const db = describe(b);
-      const r = ratioOfMeans(a, b);
-      const t = welch(a, b);
-      const significant = !!t && t.p < 0.05;
-      cells.push({
-        profile: pr.base,
-        ...(pr.other !== pr.base ? { otherProfile: pr.other } : {}),
-        scenario: row.scenario,
-        workload: row.workload,
-        base: { n: da.n, mean: round(da.mean), ci95: [round(da.ci95[0]), round(da.ci95[1])] },
-        other: { n: db.n, mean: round(db.mean), ci95: [round(db.ci95[0]), round(db.ci95[1])] },
-        ratio: round(r.ratio),
-        ...(r.ci95 ? { ci95: [round(r.ci95[0]), round(r.ci95[1])] as [number, number] } : {}),
-        ...(t ? { t: round(t.t), df: round(t.df), p: round(t.p) } : {}),
-        significant,
-        verdict: !t ? 'not enough samples' : !significant ? 'no significant difference' : r.ratio < 1 ? 'faster' : 'slower',
-      });
+      cells.push(compared(pr, row.scenario, row.workload, a, b));
     }
   }
   return {
@@ -146,6 +153,35 @@ export function compareResults(base: Results, other: Results): Comparison {
   };
 }
 
+/** One figure of one (profile, scenario, workload) on both sides; seconds unless `better` is given. */
+function compared(pr: { base: string; other: string }, scenario: string, workload: string, a: number[], b: number[], better?: Better): ComparedCell {
+  const da = describe(a);
+  const db = describe(b);
+  const r = ratioOfMeans(a, b);
+  const t = welch(a, b);
+  const significant = !!t && t.p < 0.05;
+  const verdict: ComparedCell['verdict'] = !t
+    ? 'not enough samples'
+    : !significant
+      ? 'no significant difference'
+      : better
+        ? improves(r.ratio, better) ? 'improvement' : 'regression'
+        : r.ratio < 1 ? 'faster' : 'slower';
+  return {
+    profile: pr.base,
+    ...(pr.other !== pr.base ? { otherProfile: pr.other } : {}),
+    scenario,
+    workload,
+    base: { n: da.n, mean: round(da.mean), ci95: [round(da.ci95[0]), round(da.ci95[1])] },
+    other: { n: db.n, mean: round(db.mean), ci95: [round(db.ci95[0]), round(db.ci95[1])] },
+    ratio: round(r.ratio),
+    ...(r.ci95 ? { ci95: [round(r.ci95[0]), round(r.ci95[1])] as [number, number] } : {}),
+    ...(t ? { t: round(t.t), df: round(t.df), p: round(t.p) } : {}),
+    significant,
+    verdict,
+  };
+}
+
 const f = (x: number | undefined) => (x === undefined || !Number.isFinite(x) ? '-' : x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
 
 export function comparisonMarkdown(c: Comparison): string {
@@ -154,12 +190,30 @@ export function comparisonMarkdown(c: Comparison): string {
   if (c.other.system) out.push(`Other system: ${systemLine(c.other.system)}.`);
   out.push(c.sameSystem ? 'Both ran on the same system.' : 'The systems differ.');
   if (c.warnings.length) out.push('', 'Warnings:', '', ...c.warnings.map((w) => `- ${w}`));
-  out.push('', 'Ratio = other mean / base mean (below 1.00 the other is faster); p from Welch\'s t-test; * = significant at 0.05.', '');
-  out.push('| profile | scenario | workload | base mean (n) | other mean (n) | ratio | 95% CI | p | verdict |', '|---|---|---|---:|---:|---:|---|---:|---|');
-  for (const x of c.cells) {
+  const seconds = c.cells.filter((x) => !x.figure);
+  const server = c.cells.filter((x) => x.figure);
+  const p = (x: ComparedCell) => (x.p === undefined ? '-' : x.p < 0.001 ? '<0.001' : x.p.toFixed(3));
+  if (seconds.length || !server.length) {
+    out.push('', 'Ratio = other mean / base mean (below 1.00 the other is faster); p from Welch\'s t-test; * = significant at 0.05.', '');
+    out.push('| profile | scenario | workload | base mean (n) | other mean (n) | ratio | 95% CI | p | verdict |', '|---|---|---|---:|---:|---:|---|---:|---|');
+    for (const x of seconds) {
+      out.push(
+        `| ${x.profile}${x.otherProfile ? ` vs ${x.otherProfile}` : ''} | ${x.scenario} | ${x.workload} | ${f(x.base.mean)} (${x.base.n}) | ${f(x.other.mean)} (${x.other.n}) | ${f(x.ratio)}${x.significant ? '*' : ''} | ${x.ci95 ? `${f(x.ci95[0])} .. ${f(x.ci95[1])}` : '-'} | ${p(x)} | ${x.verdict} |`,
+      );
+    }
+  }
+  if (server.length) {
     out.push(
-      `| ${x.profile}${x.otherProfile ? ` vs ${x.otherProfile}` : ''} | ${x.scenario} | ${x.workload} | ${f(x.base.mean)} (${x.base.n}) | ${f(x.other.mean)} (${x.other.n}) | ${f(x.ratio)}${x.significant ? '*' : ''} | ${x.ci95 ? `${f(x.ci95[0])} .. ${f(x.ci95[1])}` : '-'} | ${x.p === undefined ? '-' : x.p < 0.001 ? '<0.001' : x.p.toFixed(3)} | ${x.verdict} |`,
+      '',
+      `Server workloads: ratio = other mean / base mean of each figure; throughput per guest: ${betterText('higher')} (above 1.00 is an improvement); p99 latency: ${betterText('lower')} (below 1.00 is an improvement); p from Welch's t-test; * = significant at 0.05.`,
+      '',
     );
+    out.push('| profile | scenario | workload | figure | base mean (n) | other mean (n) | ratio | 95% CI | p | verdict |', '|---|---|---|---|---:|---:|---:|---|---:|---|');
+    for (const x of server) {
+      out.push(
+        `| ${x.profile}${x.otherProfile ? ` vs ${x.otherProfile}` : ''} | ${x.scenario} | ${x.workload} | ${x.figure} ${x.unit} (${betterText(x.better!)}) | ${f(x.base.mean)} (${x.base.n}) | ${f(x.other.mean)} (${x.other.n}) | ${f(x.ratio)}${x.significant ? '*' : ''} | ${x.ci95 ? `${f(x.ci95[0])} .. ${f(x.ci95[1])}` : '-'} | ${p(x)} | ${x.verdict} |`,
+      );
+    }
   }
   if (!c.cells.length) out.push('', 'No cell is present in both results.');
   return out.join('\n') + '\n';
