@@ -13,6 +13,11 @@ import { renderChart, renderComparisonChart } from '../src/results/chart.ts';
 import { compareResults, comparisonMarkdown } from '../src/results/compare.ts';
 import { buildVerdict, verdictMarkdown } from '../src/results/verdict.ts';
 import { batchOutputs, GOLDEN_DIR, results } from './batch-golden.ts';
+import { testStack, requireTool } from './helpers.ts';
+import { connect } from '../src/queue/queue.ts';
+import { Store } from '../src/store/store.ts';
+import { newRecord } from '../src/queue/submit.ts';
+import type { SystemInfo } from '../src/host/system.ts';
 
 // The server kinds arrive in the spec model with the workloads themselves; the results code only needs
 // the workload's kind and id, so a parsed batch spec gets them added here.
@@ -252,4 +257,76 @@ test('sweep verdict: throughput is judged higher-is-better and p99 lower-is-bett
   assert.match(md, /### host \/ http throughput \(higher is better\): sweep-dr20/);
   assert.match(md, /\| profile \| mean req\/s \| vs baseline \|/);
   assert.match(md, /\| profile \| mean ms \| vs baseline \|/);
+});
+
+const skipApi = requireTool('redis-server') || requireTool('chromium');
+
+test('through the real API and Store: results JSON, markdown, CSV, chart, compare and the dashboard page show server figures', { skip: skipApi }, async () => {
+  const s = await testStack({ worker: false, tag: 'srvres' });
+  const store = new Store(connect(s.redisUrl), s.config.prefix);
+  let browser: import('playwright-core').Browser | undefined;
+  try {
+    const system: SystemInfo = { hostname: 'lab-1', kernel: 'Linux 6.1', cpu: 'EPYC', cores: 2, memoryMiB: 24000, root: true, driver: 'qemu', accel: 'tcg', versions: {} };
+    const ids: string[] = [];
+    for (const server of [SERVER, { ...SERVER, 'paper-default/guest3/http': [[5000, 6.0], [5100, 6.1], [4900, 5.9]] as [number, number][] }]) {
+      const rec = { ...newRecord(serverSpec, Date.now()), status: 'completed' as const };
+      await store.create(rec);
+      await store.putSystem(rec.id, system);
+      for (const c of serverCells(server)) await store.storeCell(rec.id, c);
+      ids.push(rec.id);
+    }
+    const [id, other] = ids as [string, string];
+
+    const json = await s.fetchJson('GET', `/v1/experiments/${id}/results`);
+    assert.equal(json.status, 200, json.text);
+    const row = json.body.summary.find((x: any) => x.profile === 'paper-default' && x.scenario === 'guest3' && x.workload === 'http');
+    assert.equal(row.server.throughput.mean, 4000);
+    assert.equal(row.server.throughput.better, 'higher');
+    assert.equal(row.server.p99.better, 'lower');
+    assert.equal(row.server.throughput.vsGuest1, 0.5);
+    assert.equal(json.body.cells.find((c: any) => c.workload === 'kv').server[0].unit, 'ops/s', 'stored samples come back as stored');
+
+    const md = await s.fetchJson('GET', `/v1/experiments/${id}/results?format=markdown`);
+    assert.match(md.type, /markdown/);
+    assert.match(md.text, /## paper-default: throughput per guest \(higher is better\), n = 3\n\n\| workload \| host \| guest1 \| guest3 \|\n\|---\|---:\|---:\|---:\|\n\| http \(req\/s\) \| 10000 \| 8000 \| 4000 \|/);
+    assert.match(md.text, /## paper-default: p99 latency \(lower is better\), n = 3/);
+
+    const csv = await s.fetchJson('GET', `/v1/experiments/${id}/results?format=csv`);
+    const head = csv.text.split('\n')[0]!.split(',');
+    assert.deepEqual(head.slice(-SERVER_CSV_COLUMNS.length), [...SERVER_CSV_COLUMNS]);
+    assert.equal(head[0], 'profile');
+
+    const chart = await s.fetchJson('GET', `/v1/experiments/${id}/chart`);
+    assert.match(chart.type, /image\/svg\+xml/);
+    assert.ok(chart.text.includes('data-panel="http: throughput per guest, req/s (higher is better)"'));
+    assert.ok(chart.text.includes('data-panel="kv: p99 latency, ms (lower is better)"'));
+
+    const cmp = await s.fetchJson('GET', `/v1/compare?base=${id}&other=${other}&format=markdown`);
+    assert.match(cmp.text, /\| paper-default \| guest3 \| http \| throughput req\/s \(higher is better\) \| 4000 \(3\) \| 5000 \(3\) \| 1\.25\* \|[^\n]*\| improvement \|/);
+    assert.match(cmp.text, /\| paper-default \| guest3 \| http \| p99 ms \(lower is better\) \| 5\.00 \(3\) \| 6\.00 \(3\) \| 1\.20\* \|[^\n]*\| regression \|/);
+
+    const { chromium } = await import('playwright-core');
+    browser = await chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--no-first-run'] });
+    const page = await browser.newPage();
+    const errors: string[] = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    await page.goto(`${s.base}/#/e/${id}`);
+    const tp = page.locator('section.profile[data-profile="paper-default"] table.server.throughput.mean');
+    await tp.waitFor({ timeout: 15_000 });
+    assert.match((await tp.locator('caption').textContent()) ?? '', /throughput per guest \(higher is better\)/);
+    const cells = await tp.locator('tbody tr').first().locator('td').allTextContents();
+    assert.deepEqual(cells, ['http (req/s)', '10000', '8000', '4000']);
+    const p99 = page.locator('section.profile[data-profile="paper-default"] table.server.p99.mean');
+    assert.match((await p99.locator('caption').textContent()) ?? '', /p99 latency, ms \(lower is better\)/);
+    assert.deepEqual(await p99.locator('tbody tr').nth(1).locator('td').allTextContents(), ['kv (ms)', '0.50', '0.60', '1.20']);
+    const seconds = await page.locator('section.profile[data-profile="paper-default"] table.means.mean:not(.server) tbody tr td:first-child').allTextContents();
+    assert.deepEqual(seconds, ['integer'], 'only batch workloads in the seconds table');
+    assert.match((await page.locator('table.server.p99.vsProfile caption').textContent()) ?? '', /below 1\.00 is better/);
+    await page.locator('#chart svg [data-panel="http: throughput per guest, req/s (higher is better)"]').waitFor({ timeout: 15_000 });
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser?.close().catch(() => {});
+    store.redis.disconnect();
+    await s.stop();
+  }
 });
