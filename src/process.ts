@@ -16,7 +16,7 @@ export const ABORT_GRACE_MS = 1000;
 
 export function runArgv(
   argv: string[],
-  opts: { cwd?: string; signal?: AbortSignal; env?: NodeJS.ProcessEnv; timeoutMs?: number; abortGraceMs?: number; uid?: number; gid?: number } = {},
+  opts: { cwd?: string; signal?: AbortSignal; env?: NodeJS.ProcessEnv; timeoutMs?: number; abortGraceMs?: number; uid?: number; gid?: number; tailBytes?: number } = {},
 ): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     if (opts.signal?.aborted) return reject(abortError(opts.signal));
@@ -32,7 +32,7 @@ export function runArgv(
     });
     let output = '';
     const keep = (b: Buffer) => {
-      output = (output + b.toString('utf8')).slice(-TAIL);
+      output = (output + b.toString('utf8')).slice(-(opts.tailBytes ?? TAIL));
     };
     child.stdout.on('data', keep);
     child.stderr.on('data', keep);

@@ -19,7 +19,9 @@ import { abortError, ownerAlive, processStart } from '../process.ts';
 import { toolVersions } from '../host/system.ts';
 import { buildRootTree, AGENT_PATH, SCRATCH_PATH } from './rootfs.ts';
 import { AgentChannel, AgentError } from './agent/channel.ts';
-import { runBehindBarrier, withinDeadline } from './barrier.ts';
+import { runBehindBarrier, startGuestServers, withinDeadline } from './barrier.ts';
+import { isServerWorkload } from '../model/workload.ts';
+import { GUEST_PORTS, isLoopback } from '../model/server.ts';
 
 const LABEL = 'io.kvmq';
 const ROLE = `${LABEL}.role`;
@@ -85,6 +87,8 @@ interface Guest {
   volume: string;
   stream: Duplex;
   channel: AgentChannel;
+  /** Server workloads: the loopback port on the host published for each server port of the container. */
+  published: Partial<Record<keyof typeof GUEST_PORTS, number>>;
 }
 
 export interface DockerDriverOptions extends DriverOptions {
@@ -225,6 +229,16 @@ export class DockerDriver implements GuestDriver {
     };
     const tag = crypto.randomBytes(3).toString('hex');
     const bootSeconds: number[] = [];
+    // Server workloads need the container's network, its server ports published on 127.0.0.1 only (the
+    // engine picks free host ports); batch workloads keep running with no network at all.
+    const kinds = [...new Set(req.workloads.filter(isServerWorkload).map((w) => w.kind))];
+    const ports = kinds.map((k) => `${GUEST_PORTS[k]}/tcp`);
+    const network = ports.length
+      ? {
+          ExposedPorts: Object.fromEntries(ports.map((p) => [p, {}])),
+          HostConfig: { NetworkMode: 'bridge', PortBindings: Object.fromEntries(ports.map((p) => [p, [{ HostIp: '127.0.0.1', HostPort: '' }]])) },
+        }
+      : { NetworkDisabled: true, HostConfig: { NetworkMode: 'none' } };
     try {
       // Containers are created and started one after another (their agents then come up together); on
       // the vfs storage driver each create copies the image, which is the slow part.
@@ -248,14 +262,14 @@ export class DockerDriver implements GuestDriver {
             AttachStdout: true,
             AttachStderr: true,
             Tty: false,
-            NetworkDisabled: true,
+            ...(network.ExposedPorts ? { ExposedPorts: network.ExposedPorts } : { NetworkDisabled: true }),
             HostConfig: {
+              ...network.HostConfig,
               CpusetCpus: guest.cpuset,
               NanoCpus: guest.vcpus * 1e9,
               Memory: guest.memoryMiB * 2 ** 20,
               MemorySwap: guest.memoryMiB * 2 ** 20, // no swap, like a VM with this much memory
               Mounts: [{ Type: 'volume', Source: name, Target: SCRATCH }],
-              NetworkMode: 'none',
               AutoRemove: false,
             },
           }),
@@ -273,10 +287,12 @@ export class DockerDriver implements GuestDriver {
           throw engineError(err, `attaching to ${name}`);
         })) as Duplex;
         const channel = attachChannel(stream, this.docker.modem as never, name);
-        guests.push({ name, container, volume: name, stream, channel });
+        const booted: Guest = { name, container, volume: name, stream, channel, published: {} };
+        guests.push(booted);
         await deadline(container.start(), API_MS, `starting ${name}`).catch((err) => {
           throw engineError(err, `starting container ${name}`);
         });
+        if (kinds.length) booted.published = await this.publishedPorts(container, kinds, name);
         channel.waitReady().then(() => (bootSeconds[i] = Number(process.hrtime.bigint() - started) / 1e9)).catch(() => {});
       }
       // Every agent says ready, or the boot fails: a deadline and the cancel signal both end the wait.
@@ -294,8 +310,28 @@ export class DockerDriver implements GuestDriver {
       bootSeconds,
       // vm.* is host-wide and read-only inside a container: the host drops the page cache for them.
       run: (plan, loaded, runSignal) => runBehindBarrier(guests, loaded, plan, runSignal, { dropCaches: (step, s) => runStep(step, SCRATCH, s) }),
+      startServers: (launch, loaded, runSignal) =>
+        startGuestServers(guests, loaded, launch, (i, kind) => {
+          const port = guests[i]!.published[kind];
+          if (!port) throw new PermanentError(`container ${guests[i]!.name} has no published port for a ${kind} server`);
+          return { host: '127.0.0.1', port };
+        }, runSignal),
       shutdown,
     };
+  }
+
+  /** The host ports the engine published a started container's server ports on; each must be on loopback. */
+  private async publishedPorts(container: Docker.Container, kinds: (keyof typeof GUEST_PORTS)[], name: string): Promise<Guest['published']> {
+    const info = await deadline(container.inspect(), API_MS, `inspecting ${name}`).catch((err) => {
+      throw engineError(err, `inspecting container ${name}`);
+    });
+    const out: Guest['published'] = {};
+    for (const k of kinds) {
+      const binding = info.NetworkSettings?.Ports?.[`${GUEST_PORTS[k]}/tcp`]?.find((b) => isLoopback(b.HostIp));
+      if (!binding?.HostPort) throw new PermanentError(`the Docker engine published no 127.0.0.1 port for ${GUEST_PORTS[k]}/tcp of container ${name}`);
+      out[k] = Number(binding.HostPort);
+    }
+    return out;
   }
 
   private async removeContainer(id: string, log: (m: string) => void): Promise<void> {

@@ -7,6 +7,27 @@ import type { Column } from '../model/resources.ts';
 import type { GuestsConfig } from '../config.ts';
 import type { Workload, WorkloadPlan } from '../model/workload.ts';
 import type { SysctlValues } from '../model/profile.ts';
+import type { ServerLaunch, ServerSide } from '../model/server.ts';
+
+/** Where the host reaches the server of one loaded guest: always a loopback address. */
+export interface ServerEndpoint {
+  /** The guest's name (for messages), and its 1-based index among the loaded guests. */
+  guest: string;
+  index: number;
+  host: string;
+  port: number;
+}
+
+export interface RunningServers {
+  endpoints: ServerEndpoint[];
+  /**
+   * Stop every server and make sure it is gone; `gone` (optional) says whether an endpoint still answers,
+   * so a server that ignores its TERM gets a KILL. Safe to call twice.
+   */
+  stop(gone?: (e: ServerEndpoint) => Promise<boolean>): Promise<void>;
+  /** Why a loaded guest's server cannot answer, when the driver knows (it exited). */
+  why?(index: number): string | undefined;
+}
 
 export interface BootRequest {
   experimentId: string;
@@ -25,6 +46,12 @@ export interface BootedScenario {
   accel?: string;
   /** Run a plan on the loaded guests, released together; resolves to the seconds each one measured. */
   run(plan: WorkloadPlan, loaded: number, signal: AbortSignal): Promise<number[]>;
+  /**
+   * Server workloads: set up and start a server in each loaded guest (`launch` says how on a side) and
+   * say where the host reaches each one. Resolves once every start command has returned; whether the
+   * servers answer is the caller's to find out.
+   */
+  startServers?(launch: (side: ServerSide) => ServerLaunch, loaded: number, signal: AbortSignal): Promise<RunningServers>;
   /** Apply sysctl values inside every guest (profiles with target guest or both). */
   applySysctl?(values: SysctlValues): Promise<Record<string, number>[]>;
   /** Stop and reap every guest and remove its files. Safe to call twice. */
@@ -57,13 +84,15 @@ export interface DriverCapabilities {
   implemented: boolean;
   /** Whether a profile can set vm.* sysctls inside its guests (containers share the host's). */
   guestSysctl: boolean;
+  /** Whether it can run server workloads (http, kv): a server per guest, reachable on a loopback port. */
+  servers: boolean;
 }
 
 /** What each driver can do, for admission checks made before any driver is loaded. */
 export const DRIVER_CAPABILITIES: Readonly<Record<DriverName, DriverCapabilities>> = {
-  host: { implemented: true, guestSysctl: false },
-  qemu: { implemented: true, guestSysctl: true },
-  docker: { implemented: true, guestSysctl: false },
+  host: { implemented: true, guestSysctl: false, servers: true },
+  qemu: { implemented: true, guestSysctl: true, servers: true },
+  docker: { implemented: true, guestSysctl: false, servers: true },
 };
 
 export const IMPLEMENTED_DRIVERS: ReadonlySet<GuestDriverName> = new Set(

@@ -3,9 +3,12 @@
 // process, taken around spawn and exit only.
 import fs from 'node:fs/promises';
 import os from 'node:os';
+import net from 'node:net';
 import path from 'node:path';
-import type { BootRequest, BootedScenario, DriverOptions, DriverProbe, GuestDriver } from './guest.ts';
+import { spawn } from 'node:child_process';
+import type { BootRequest, BootedScenario, DriverOptions, DriverProbe, GuestDriver, RunningServers } from './guest.ts';
 import type { Step, WorkloadPlan } from '../model/workload.ts';
+import type { ServerLaunch, ServerSide } from '../model/server.ts';
 import { runChecked } from '../process.ts';
 import { PermanentError } from '../errors.ts';
 import { toolVersions } from '../host/system.ts';
@@ -63,6 +66,7 @@ export class HostDriver implements GuestDriver {
         for (const step of plan.cleanup) await runStep(step, scratch, signal);
         return [r];
       },
+      startServers: (launch, _loaded, signal) => startHostServer(launch, scratch, signal),
       shutdown: async () => {
         await fs.rm(scratch, { recursive: true, force: true });
       },
@@ -115,6 +119,66 @@ export class HostDriver implements GuestDriver {
     }
     return reaped;
   }
+}
+
+/** A port on 127.0.0.1 that nothing listens on now (the kernel picks it; closed again before use). */
+export function freeLoopbackPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as net.AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * The host column's server: the same binary as the guests', in the foreground as a child in its own
+ * process group, listening on 127.0.0.1 only. stop() ends the group (TERM, then KILL) and waits for it.
+ */
+export async function startHostServer(launch: (side: ServerSide) => ServerLaunch, scratch: string, signal: AbortSignal): Promise<RunningServers> {
+  const port = await freeLoopbackPort();
+  const l = launch({ dir: scratch, bind: '127.0.0.1', port, daemon: false });
+  for (const step of l.setup) await runStep(step, scratch, signal);
+  signal.throwIfAborted();
+  const child = spawn(l.argv[0]!, l.argv.slice(1), { cwd: scratch, stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+  let stderr = '';
+  child.stderr.on('data', (b: Buffer) => (stderr = (stderr + b.toString('utf8')).slice(-1000)));
+  const exited = new Promise<void>((resolve) => {
+    child.on('error', (err) => {
+      stderr += err.message;
+      resolve();
+    });
+    child.on('exit', () => resolve());
+  });
+  let alive = true;
+  void exited.then(() => (alive = false));
+  const kill = (sig: NodeJS.Signals) => {
+    try {
+      if (child.pid) process.kill(-child.pid, sig);
+    } catch {
+      /* gone */
+    }
+  };
+  let stopped: Promise<void> | undefined;
+  return {
+    endpoints: [{ guest: 'host', index: 1, host: '127.0.0.1', port }],
+    stop: () =>
+      (stopped ??= (async () => {
+        if (alive) kill('SIGTERM');
+        const timer = new Promise<void>((r) => setTimeout(r, 5000).unref());
+        await Promise.race([exited, timer]);
+        if (alive) {
+          kill('SIGKILL');
+          await Promise.race([exited, new Promise<void>((r) => setTimeout(r, 5000).unref())]);
+        }
+        // nginx's workers are in the group too, and may outlive a master that was killed.
+        kill('SIGKILL');
+        for (const step of l.cleanup) await runStep(step, scratch, new AbortController().signal).catch(() => {});
+      })()),
+    why: () => (alive ? undefined : `${l.argv[0]} exited: ${stderr.trim().slice(-300) || '(no output)'}`),
+  };
 }
 
 async function runTimed(argv: string[], cwd: string, signal: AbortSignal, opts: { env?: NodeJS.ProcessEnv; uid?: number; gid?: number } = {}, as?: string): Promise<number> {

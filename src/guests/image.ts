@@ -21,9 +21,13 @@ const IMAGE_LAYOUT = 'kvmq-image-2';
 
 /**
  * What the guest kernel must load to reach its agent: the virtio PCI transport, the virtio disk and
- * ext4 for the scratch disk. The second UART (the agent's channel) is the built-in 8250 driver.
+ * ext4 for the scratch disk. The second UART (the agent's channel) is the built-in 8250 driver. The
+ * virtio NIC carries the load of server workloads (QEMU user-mode networking; only those guests get one).
  */
-export const GUEST_MODULES = ['virtio_pci', 'virtio_blk', 'ext4'];
+export const GUEST_MODULES = ['virtio_pci', 'virtio_blk', 'ext4', 'virtio_net'];
+
+/** The guest's address on QEMU's user-mode network (its fixed default: 10.0.2.0/24, gateway 10.0.2.2). */
+export const GUEST_NET = { address: '10.0.2.15/24', gateway: '10.0.2.2' };
 
 /** The agent's channel inside the guest: the second UART, the first one being the console. */
 export const AGENT_TTY = '/dev/ttyS1';
@@ -314,6 +318,11 @@ if [ -b /dev/vda ]; then
   mount -t ext4 /dev/vda ${SCRATCH_PATH} || echo "kvmq-init: cannot mount the scratch disk"
 else
   echo "kvmq-init: no scratch disk (/dev/vda)"
+fi
+# A NIC is there only for server workloads; its address is QEMU user-mode networking's fixed one.
+ip link set lo up
+if [ -e /sys/class/net/eth0 ]; then
+  ip addr add ${GUEST_NET.address} dev eth0 && ip link set eth0 up && ip route add default via ${GUEST_NET.gateway} || echo "kvmq-init: cannot configure eth0"
 fi
 echo "kvmq-init: starting the agent on ${AGENT_TTY}"
 exec ${AGENT_PATH} --serial ${AGENT_TTY} --scratch ${SCRATCH_PATH} --init

@@ -15,11 +15,13 @@ import { guestsConfig, type GuestsConfig } from '../config.ts';
 import { PermanentError } from '../errors.ts';
 import { cpusetMax, type GuestConfig } from '../model/spec.ts';
 import { guestDiskMiB } from '../model/resources.ts';
-import type { Workload, WorkloadPlan } from '../model/workload.ts';
+import { isServerWorkload, type Workload, type WorkloadPlan } from '../model/workload.ts';
+import { GUEST_PORTS } from '../model/server.ts';
+import { freeLoopbackPort } from './host.ts';
 import type { SysctlValues } from '../model/profile.ts';
 import { buildImage, type GuestImage } from './image.ts';
 import { AgentChannel, AgentError } from './agent/channel.ts';
-import { runBehindBarrier, withinDeadline } from './barrier.ts';
+import { runBehindBarrier, startGuestServers, withinDeadline } from './barrier.ts';
 import { ownerAlive } from '../process.ts';
 
 const execFileP = promisify(execFile);
@@ -45,6 +47,8 @@ interface Guest {
   started: number;
   /** Why QEMU exited, once it has. */
   why?: string;
+  /** Server workloads: the loopback port on the host forwarded to each server port in the guest. */
+  forwards: Partial<Record<keyof typeof GUEST_PORTS, number>>;
   bootSeconds?: number;
 }
 
@@ -82,6 +86,18 @@ function tail(file: string, bytes = 1500): string {
 
 function lastLines(s: string, n: number): string {
   return s.split('\n').filter((l) => l.trim()).slice(-n).join(' | ');
+}
+
+/**
+ * QEMU user-mode networking for server workloads: no root, no bridge or tap on the host. restrict=on cuts
+ * the guest off from the host and the outside; only the forwards, bound to 127.0.0.1, reach it.
+ */
+export function netArgs(forwards: Partial<Record<keyof typeof GUEST_PORTS, number>>): string[] {
+  const rules = (Object.entries(forwards) as [keyof typeof GUEST_PORTS, number][]).map(([kind, port]) => {
+    return `hostfwd=tcp:127.0.0.1:${port}-:${GUEST_PORTS[kind]}`;
+  });
+  if (!rules.length) return [];
+  return ['-netdev', ['user', 'id=net0', 'restrict=on', ...rules].join(','), '-device', 'virtio-net-pci,netdev=net0'];
 }
 
 export class QemuDriver implements GuestDriver {
@@ -185,7 +201,7 @@ export class QemuDriver implements GuestDriver {
     return dir;
   }
 
-  private async startGuest(run: string, index: number, image: GuestImage, g: GuestConfig, accel: Accel, diskMiB: number): Promise<Guest> {
+  private async startGuest(run: string, index: number, image: GuestImage, g: GuestConfig, accel: Accel, diskMiB: number, forwards: Guest['forwards'] = {}): Promise<Guest> {
     const name = `guest ${index + 1}`;
     const disk = path.join(run, `g${index}.disk`);
     const sock = path.join(run, `g${index}.sock`);
@@ -216,12 +232,13 @@ export class QemuDriver implements GuestDriver {
       '-chardev', `socket,id=agent,path=${sock},server=on,wait=off`,
       '-serial', 'chardev:agent',
       '-drive', `file=${disk},format=raw,if=virtio,cache=${g.diskCache}`,
+      ...netArgs(forwards),
     ];
     // taskset execs QEMU, so the pid below is QEMU's and every thread it starts inherits the CPU set.
     const argv = g.cpuset ? ['taskset', '-c', g.cpuset, ...qemu] : qemu;
     const started = Date.now();
     const proc = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
-    const guest: Guest = { index, name, proc, console, sock, started, alive: true, stderr: '', exited: Promise.resolve() };
+    const guest: Guest = { index, name, proc, console, sock, started, alive: true, stderr: '', exited: Promise.resolve(), forwards };
     guest.exited = new Promise<void>((resolve) => {
       proc.on('error', (err) => {
         guest.alive = false;
@@ -331,7 +348,13 @@ export class QemuDriver implements GuestDriver {
       })());
     try {
       log(`booting ${scenario.guests} QEMU guest(s) under ${accel}: ${g.memoryMiB} MiB, ${g.vcpus} vCPU, cpuset ${g.cpuset || 'any'}, cache=${g.diskCache}, ${diskMiB} MiB scratch`);
-      for (let i = 0; i < scenario.guests; i++) guests.push(await this.startGuest(run, i, image, g, accel, diskMiB));
+      // Server workloads need a NIC: user-mode networking, reachable only through ports forwarded from 127.0.0.1.
+      const kinds = [...new Set(req.workloads.filter(isServerWorkload).map((w) => w.kind))];
+      for (let i = 0; i < scenario.guests; i++) {
+        const forwards: Guest['forwards'] = {};
+        for (const k of kinds) forwards[k] = await freeLoopbackPort();
+        guests.push(await this.startGuest(run, i, image, g, accel, diskMiB, forwards));
+      }
       await Promise.all(guests.map((x) => this.waitReady(x, bootMs, signal)));
       log(`${scenario.guests} guest(s) ready in ${guests.map((x) => x.bootSeconds!.toFixed(1)).join(', ')} s`);
     } catch (err) {
@@ -349,6 +372,12 @@ export class QemuDriver implements GuestDriver {
       bootSeconds: guests.map((x) => Number(x.bootSeconds!.toFixed(3))),
       accel,
       run: (plan: WorkloadPlan, loaded: number, runSignal: AbortSignal) => runBehindBarrier(booted, loaded, plan, runSignal),
+      startServers: (launch, loaded, runSignal) =>
+        startGuestServers(booted, loaded, launch, (i, kind) => {
+          const port = guests[i]!.forwards[kind];
+          if (!port) throw new PermanentError(`${guests[i]!.name} has no forwarded port for a ${kind} server (it was booted without that workload)`);
+          return { host: '127.0.0.1', port };
+        }, runSignal),
       applySysctl: async (values: SysctlValues) => {
         const replies = await Promise.all(booted.map((x) => x.channel.request('sysctl', { values }, { timeoutMs: 30_000, signal })));
         return replies.map((r) => r.readBack ?? {});

@@ -19,8 +19,11 @@ const TREE_LAYOUT = 'kvmq-rootfs-1';
 export const AGENT_PATH = '/bin/kvmq-agent';
 /** The directory the agent runs plans in; VMs mount their scratch disk here. */
 export const SCRATCH_PATH = '/scratch';
-/** The workload binaries every guest carries, by the name plans call them (src/workload.ts). */
-export const TREE_BINARIES = ['busybox', 'sysbench', 'stress-ng', 'postmark'] as const;
+/**
+ * The workload binaries every guest carries, by the name plans call them (src/model/workload.ts), and
+ * the servers of the server workloads (src/model/server.ts): their config comes with each run.
+ */
+export const TREE_BINARIES = ['busybox', 'sysbench', 'stress-ng', 'postmark', 'nginx', 'redis-server'] as const;
 
 export const AGENT_SOURCE = fileURLToPath(new URL('./agent/kvmq-agent.c', import.meta.url));
 

@@ -56,12 +56,54 @@ export const CommandWorkload = z.strictObject({
     .describe('argument vector, run without a shell; needs KVMQ_ALLOW_COMMANDS=1'),
 });
 
+// Server workloads: a server in every loaded guest, driven from the host over a loopback port by a
+// packaged load generator for a fixed time after an uncounted warm-up (src/model/server.ts plans them).
+const seconds = (what: string, min: number, max: number, dflt: number) =>
+  z.number().int().min(min).max(max).default(dflt).describe(what);
+export const HttpWorkload = z.strictObject({
+  kind: z.literal('http'),
+  id: id.optional(),
+  duration: seconds('seconds of measured load (after the warm-up)', 1, 3600, 10),
+  warmup: seconds('seconds the server has to answer after it starts, then seconds of uncounted load', 1, 600, 3),
+  connections: z.number().int().min(1).max(1024).default(8).describe('open connections per loaded guest'),
+  fileSize: z.number().int().min(1).max(64 * 2 ** 20).default(4096).describe('bytes of each static file nginx serves'),
+  rate: z
+    .number()
+    .int()
+    .min(1)
+    .max(1_000_000)
+    .optional()
+    .describe('requests per second per loaded guest at a constant rate (latency from each request\'s intended send time); absent: closed loop, as fast as the server answers'),
+});
+export const KvWorkload = z
+  .strictObject({
+    kind: z.literal('kv'),
+    id: id.optional(),
+    duration: seconds('seconds of measured load (after the warm-up)', 1, 3600, 10),
+    warmup: seconds('seconds the server has to answer after it starts, then seconds of uncounted load', 1, 600, 3),
+    connections: z.number().int().min(1).max(1024).default(8).describe('open connections per loaded guest'),
+    op: z.enum(['get', 'set']).default('get').describe('the redis-benchmark test run against each guest'),
+    valueSize: z.number().int().min(1).max(1_048_576).default(64).describe('bytes of each value'),
+    keys: z.number().int().min(1).max(1_000_000).default(10_000).describe('size of the random key space'),
+    rate: z.number().optional().describe('not supported: redis-benchmark has no rate limit, so kv runs closed loop only'),
+  })
+  .refine((w) => w.rate === undefined, {
+    path: ['rate'],
+    message: 'kv runs closed loop only (redis-benchmark cannot pace requests at a constant rate); leave rate out, or use an http workload',
+  });
+
 export const WorkloadSchema = z
-  .discriminatedUnion('kind', [IntegerWorkload, FloatWorkload, SeqreadWorkload, PostmarkWorkload, CommandWorkload])
+  .discriminatedUnion('kind', [IntegerWorkload, FloatWorkload, SeqreadWorkload, PostmarkWorkload, CommandWorkload, HttpWorkload, KvWorkload])
   .openapi('Workload');
 export type Workload = z.output<typeof WorkloadSchema>;
 export type WorkloadKind = Workload['kind'];
-export const WORKLOAD_KINDS: WorkloadKind[] = ['integer', 'float', 'seqread', 'postmark', 'command'];
+export const WORKLOAD_KINDS: WorkloadKind[] = ['integer', 'float', 'seqread', 'postmark', 'command', 'http', 'kv'];
+export type ServerWorkload = Extract<Workload, { kind: 'http' | 'kv' }>;
+
+/** A workload measured as a server under load (throughput and latency), not as fixed work timed to completion. */
+export function isServerWorkload(w: Workload): w is ServerWorkload {
+  return w.kind === 'http' || w.kind === 'kv';
+}
 
 export function workloadId(w: Workload): string {
   return w.id ?? w.kind;
@@ -140,6 +182,10 @@ export function planWorkload(w: Workload): WorkloadPlan {
     }
     case 'command':
       return { setup: [], command: w.argv, cleanup: [], untrusted: true };
+    case 'http':
+    case 'kv':
+      // Servers are not timed to completion: src/run/server.ts runs them (planned in model/server.ts).
+      throw new Error(`a ${w.kind} workload is a server workload; it has no timed plan`);
   }
 }
 
@@ -149,4 +195,6 @@ export const WORKLOAD_BINARIES: Record<string, string> = {
   'stress-ng': 'stress-ng',
   postmark: 'postmark',
   busybox: 'busybox-static',
+  nginx: 'nginx-light',
+  'redis-server': 'redis-server',
 };

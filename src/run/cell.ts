@@ -2,13 +2,17 @@
 // barrier. It is stored the moment it is measured (HSETNX: a retried job never stores it twice).
 import type { BootedScenario } from '../guests/guest.ts';
 import type { Scenario } from '../model/spec.ts';
-import type { WorkloadPlan } from '../model/workload.ts';
+import type { ServerWorkload, WorkloadPlan } from '../model/workload.ts';
 import { cellKey, type Cell, type CellRef } from '../model/cell.ts';
+import { measureServer } from './server.ts';
 import { report, ShutdownError, type RunContext } from './context.ts';
 import { startWritebackSampler } from '../host/writeback.ts';
 
-/** `hostProfile`: the profile shapes the host's page cache, so its writeback state is sampled (spec.telemetry). */
-export async function runCell(ctx: RunContext, booted: BootedScenario, scenario: Scenario, plan: WorkloadPlan, ref: CellRef, hostProfile = true): Promise<void> {
+/**
+ * `hostProfile`: the profile shapes the host's page cache, so its writeback state is sampled (spec.telemetry).
+ * `plan` is a timed plan, or a server workload measured under load (src/run/server.ts).
+ */
+export async function runCell(ctx: RunContext, booted: BootedScenario, scenario: Scenario, plan: WorkloadPlan | ServerWorkload, ref: CellRef, hostProfile = true): Promise<void> {
   const { deps, id, spec, signal, progress } = ctx;
   if (ref.repetition > spec.repetitions) progress.total++;
   signal.throwIfAborted();
@@ -17,13 +21,18 @@ export async function runCell(ctx: RunContext, booted: BootedScenario, scenario:
   await report(ctx);
   const loaded = Math.max(1, scenario.loaded);
   const sampler = spec.telemetry && hostProfile ? startWritebackSampler(spec.telemetry.intervalMs) : undefined;
-  const guestSeconds = await booted.run(plan, loaded, signal).finally(() => sampler?.stop());
+  const measured =
+    'kind' in plan
+      ? measureServer(booted, plan, loaded, signal)
+      : booted.run(plan, loaded, signal).then((guestSeconds) => ({ guestSeconds, command: plan.command, server: undefined }));
+  const { guestSeconds, command, server } = await measured.finally(() => sampler?.stop());
   const telemetry = await sampler?.stop();
   const cell: Cell = {
     ...ref,
     guestSeconds,
     seconds: guestSeconds.reduce((a, b) => a + b, 0) / guestSeconds.length,
-    command: plan.command,
+    command,
+    ...(server ? { server } : {}),
     ...(booted.bootSeconds.length ? { bootSeconds: booted.bootSeconds } : {}),
     ...(booted.accel ? { accel: booted.accel } : {}),
     ...(telemetry ? { telemetry } : {}),

@@ -6,7 +6,7 @@ import type { Scenario } from '../model/spec.ts';
 import type { ProfileRecord } from '../store/store.ts';
 import { PermanentError } from '../errors.ts';
 import { cellKey, shuffled } from '../model/cell.ts';
-import { planWorkload, workloadId, type Workload } from '../model/workload.ts';
+import { isServerWorkload, planWorkload, workloadId, type Workload } from '../model/workload.ts';
 import { driverFor, wants, type RunContext } from './context.ts';
 import { runCell } from './cell.ts';
 
@@ -38,7 +38,7 @@ async function applyProfileInGuests(ctx: RunContext, driver: GuestDriver, booted
 
 /** The repetitions of one workload still wanted: stored ones are skipped, and adaptive ones stop when the samples suffice. */
 async function runWorkload(ctx: RunContext, booted: BootedScenario, profile: Profile, scenario: Scenario, workload: Workload, reps: number[]): Promise<void> {
-  const plan = planWorkload(workload);
+  const plan = isServerWorkload(workload) ? workload : planWorkload(workload);
   for (const repetition of reps) {
     const ref = { profile: profile.name, scenario: scenario.id, workload: workloadId(workload), repetition };
     if (ctx.stored.has(cellKey(ref))) continue;
