@@ -74,6 +74,12 @@ export function admissionProblems(spec: Spec, config: Config): ProblemItem[] {
   const hook = spec.webhook && urlProblem(spec.webhook.url, config.webhookAllowPrivate);
   if (hook) out.push({ pointer: '/webhook/url', detail: hook });
   spec.workloads.forEach((w, i) => {
+    if (w.kind === 'http' || w.kind === 'kv') {
+      const columns = [...new Set(spec.scenarios.map((s) => (s.guests > 0 ? spec.driver : 'host')))];
+      for (const c of columns.filter((c) => !DRIVER_CAPABILITIES[c].servers)) {
+        out.push({ pointer: `/workloads/${i}`, detail: `${w.kind} is a server workload, which the ${c} driver cannot run in this build` });
+      }
+    }
     if (w.kind === 'command' && !config.allowCommands) {
       out.push({ pointer: `/workloads/${i}`, detail: 'command workloads are off on this deployment (the operator can set KVMQ_ALLOW_COMMANDS=1)' });
     }

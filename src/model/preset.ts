@@ -72,5 +72,18 @@ export const PRESETS = {
     repetitions: 5,
     guest: { memoryMiB: 256, vcpus: 1, cpuset: '0' },
   },
+  'paper-server': {
+    description:
+      "The paper's five scenarios with servers instead of batch work: nginx (http) and redis-server (kv) in every loaded guest, driven from the host over loopback by wrk and redis-benchmark. Throughput and p99 latency per column; minutes even with emulated guests.",
+    scenarios: PAPER_SCENARIOS,
+    // Sized for emulation on two cores: every cell is a 3 s warm-up and 5 s of measured load.
+    workloads: [
+      { kind: 'http', duration: 5, warmup: 3, connections: 4, fileSize: 4096 },
+      { kind: 'kv', duration: 5, warmup: 3, connections: 4, op: 'get', valueSize: 64, keys: 10000 },
+    ],
+    profiles: ['paper-default'],
+    repetitions: 2,
+    guest: { memoryMiB: 256, vcpus: 1, cpuset: '0' },
+  },
 } satisfies Record<string, Preset>;
 export type PresetName = keyof typeof PRESETS;

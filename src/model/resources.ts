@@ -45,6 +45,9 @@ export interface FitProblem {
 export function workloadScratchBytes(w: Workload): number {
   if (w.kind === 'seqread') return w.sizeMiB * MiB;
   if (w.kind === 'postmark') return (w.files + w.transactions) * ((w.minSize + w.maxSize) / 2 + 4096);
+  // nginx's one file, its config and logs
+  if (w.kind === 'http') return w.fileSize + MiB;
+  if (w.kind === 'kv') return MiB;
   return 0;
 }
 
