@@ -836,7 +836,7 @@ export interface components {
              */
             driver: "qemu" | "docker";
             /** @enum {string} */
-            preset?: "paper" | "paper-quick" | "paper-sweep";
+            preset?: "paper" | "paper-quick" | "paper-sweep" | "paper-server";
             scenarios?: components["schemas"]["Scenario"][];
             workloads?: components["schemas"]["Workload"][];
             profiles?: components["schemas"]["ProfileRef"][];
@@ -930,6 +930,69 @@ export interface components {
             id?: string;
             /** @description argument vector, run without a shell; needs KVMQ_ALLOW_COMMANDS=1 */
             argv: string[];
+        } | {
+            /** @enum {string} */
+            kind: "http";
+            id?: string;
+            /**
+             * @description seconds of measured load (after the warm-up)
+             * @default 10
+             */
+            duration: number;
+            /**
+             * @description seconds the server has to answer after it starts, then seconds of uncounted load
+             * @default 3
+             */
+            warmup: number;
+            /**
+             * @description open connections per loaded guest
+             * @default 8
+             */
+            connections: number;
+            /**
+             * @description bytes of each static file nginx serves
+             * @default 4096
+             */
+            fileSize: number;
+            /** @description requests per second per loaded guest at a constant rate (latency from each request's intended send time); absent: closed loop, as fast as the server answers */
+            rate?: number;
+        } | {
+            /** @enum {string} */
+            kind: "kv";
+            id?: string;
+            /**
+             * @description seconds of measured load (after the warm-up)
+             * @default 10
+             */
+            duration: number;
+            /**
+             * @description seconds the server has to answer after it starts, then seconds of uncounted load
+             * @default 3
+             */
+            warmup: number;
+            /**
+             * @description open connections per loaded guest
+             * @default 8
+             */
+            connections: number;
+            /**
+             * @description the redis-benchmark test run against each guest
+             * @default get
+             * @enum {string}
+             */
+            op: "get" | "set";
+            /**
+             * @description bytes of each value
+             * @default 64
+             */
+            valueSize: number;
+            /**
+             * @description size of the random key space
+             * @default 10000
+             */
+            keys: number;
+            /** @description not supported: redis-benchmark has no rate limit, so kv runs closed loop only */
+            rate?: number;
         };
         ProfileRef: string | components["schemas"]["InlineProfile"];
         InlineProfile: {
