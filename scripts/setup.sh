@@ -12,6 +12,7 @@ say() { [ "$quiet" = 1 ] || echo "setup: $*" >&2; }
 
 # command -> Debian package
 declare -A need=( [redis-server]=redis-server [sysbench]=sysbench [stress-ng]=stress-ng [postmark]=postmark [busybox]=busybox-static
+  [nginx]=nginx-light [wrk]=wrk [redis-benchmark]=redis-tools
   [gcc]=gcc [qemu-system-x86_64]=qemu-system-x86 [cpio]=cpio [depmod]=kmod [mkfs.ext4]=e2fsprogs )
 if [ "$test" = 1 ]; then need[jq]=jq; need[curl]=curl; need[chromium]=chromium; need[dockerd]=docker.io; need[debootstrap]=debootstrap; need[docker-compose]=docker-compose; need[promtool]=prometheus; need[redis-sentinel]=redis-sentinel; need[redis-cli]=redis-tools; need[openssl]=openssl; fi
 if [ "$bench" = 1 ]; then need[wrk]=wrk; fi

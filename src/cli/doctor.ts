@@ -25,6 +25,11 @@ const TOOLS: [string, string, boolean][] = [
   ['stress-ng', 'stress-ng', false],
   ['postmark', 'postmark', false],
   ['busybox', 'busybox-static', false],
+  // The servers of the http and kv workloads go into the guest root tree, so every image needs them.
+  ['nginx', 'nginx-light', false],
+  // The load generators run on the host, for server workloads only.
+  ['wrk', 'wrk', true],
+  ['redis-benchmark', 'redis-tools', true],
   ['qemu-system-x86_64', 'qemu-system-x86', true],
   ['mkfs.ext4', 'e2fsprogs', true],
   ['cpio', 'cpio', true],

@@ -17,7 +17,7 @@ export interface SystemInfo {
   versions: Record<string, string>;
 }
 
-const PACKAGES = ['sysbench', 'stress-ng', 'postmark', 'busybox-static', 'qemu-system-x86', 'docker.io', 'redis-server'];
+const PACKAGES = ['sysbench', 'stress-ng', 'postmark', 'busybox-static', 'qemu-system-x86', 'docker.io', 'redis-server', 'nginx-light', 'wrk', 'redis-tools'];
 let versionsCache: Promise<Record<string, string>> | undefined;
 
 /** Versions of the Debian packages that provide the workload tools and drivers (those installed). */
