@@ -3,11 +3,11 @@
 // and resident memory read from /proc.
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
-import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseVmRss } from './measure.ts';
+import { callApi, type Answer } from '../src/cli/client.ts';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = path.join(ROOT, 'bin', 'kvmq.js');
@@ -100,52 +100,18 @@ export function bareRun(argv: string[], cwd: string): Promise<number> {
   });
 }
 
-/** A JSON client over keep-alive connections, so the figures measure the API and not TCP handshakes. */
+/** The API from the bench: the one untyped call (`callApi`, over Node's keep-alive connections) with an expectation. */
 export class Client {
-  readonly agent: http.Agent;
-  private url: URL;
-  constructor(base: string, maxSockets = 64) {
-    this.url = new URL(base);
-    this.agent = new http.Agent({ keepAlive: true, maxSockets });
-  }
+  constructor(private base: string) {}
 
-  request(method: string, p: string, body?: unknown): Promise<{ status: number; body: any }> {
-    const payload = body === undefined ? undefined : Buffer.from(typeof body === 'string' ? body : JSON.stringify(body));
-    return new Promise((resolve, reject) => {
-      const req = http.request(
-        {
-          host: this.url.hostname, port: this.url.port, path: p, method, agent: this.agent,
-          headers: payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {},
-        },
-        (res) => {
-          const chunks: Buffer[] = [];
-          res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('end', () => {
-            const text = Buffer.concat(chunks).toString('utf8');
-            let parsed: any;
-            try {
-              parsed = text ? JSON.parse(text) : undefined;
-            } catch {
-              parsed = text;
-            }
-            resolve({ status: res.statusCode ?? 0, body: parsed });
-          });
-          res.on('error', reject);
-        },
-      );
-      req.on('error', reject);
-      req.end(payload);
-    });
+  request(method: string, p: string, body?: unknown): Promise<Answer> {
+    return callApi(this.base, method, p, body);
   }
 
   async json(method: string, p: string, body?: unknown, expect = [200, 201, 202]): Promise<any> {
     const r = await this.request(method, p, body);
-    if (!expect.includes(r.status)) throw new Error(`${method} ${p} answered ${r.status}: ${JSON.stringify(r.body).slice(0, 600)}`);
+    if (!expect.includes(r.status)) throw new Error(`${method} ${p} answered ${r.status}: ${r.text.slice(0, 600)}`);
     return r.body;
-  }
-
-  close(): void {
-    this.agent.destroy();
   }
 }
 

@@ -135,7 +135,6 @@ async function main(): Promise<number> {
           }
         }
       } finally {
-        client.close();
         await stack.stop();
       }
     }
@@ -153,12 +152,10 @@ async function main(): Promise<number> {
       const redis: RedisChild = await startRedisServer(path.join(dir, 'shared'), () => {});
       const env = { ...baseEnv, REDIS_URL: redis.url };
       let api: KvmqProcess | undefined;
-      let client: Client | undefined;
       try {
         const apiProc = await startKvmq(['api'], env, /API on (http:\/\/\S+)/);
         api = apiProc;
         const apiClient = new Client(apiProc.ready[1]!);
-        client = apiClient;
         await apiClient.json('GET', '/readyz');
         await sleep(2000);
         figures.push(await apiMemoryFigure(apiProc.pid, 'after start-up and one /readyz, before any experiment'));
@@ -190,7 +187,6 @@ async function main(): Promise<number> {
           }
         }
       } finally {
-        client?.close();
         await api?.stop();
         await redis.stop();
       }

@@ -8,6 +8,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { startRedisServer, type RedisChild } from '../src/cli/redis-server.ts';
 import { startStack, type Stack } from '../src/cli/stack.ts';
+import { callApi, type Answer } from '../src/cli/client.ts';
 import { loadConfig, type Config } from '../src/config.ts';
 import { FINAL, type Store, type ExperimentRecord } from '../src/store/store.ts';
 
@@ -35,7 +36,7 @@ export async function testRedis(tag = 'redis'): Promise<RedisChild & { dir: stri
 export interface TestStack extends Stack {
   dir: string;
   base: string;
-  fetchJson(method: string, p: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; type: string; body: any; text: string }>;
+  fetchJson(method: string, p: string, body?: unknown, headers?: Record<string, string>): Promise<Answer>;
 }
 
 /** Start API + worker on a free port, with their own Redis, data and state directories. */
@@ -56,21 +57,7 @@ export async function testStack(opts: { env?: Record<string, string>; worker?: b
     ...stack,
     dir,
     base,
-    async fetchJson(method, p, body, headers = {}) {
-      const res = await fetch(base + p, {
-        method,
-        headers: { ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
-        ...(body !== undefined ? { body: typeof body === 'string' ? body : JSON.stringify(body) } : {}),
-      });
-      const text = await res.text();
-      let parsed: any;
-      try {
-        parsed = JSON.parse(text);
-      } catch {
-        parsed = undefined;
-      }
-      return { status: res.status, type: res.headers.get('content-type') ?? '', body: parsed, text };
-    },
+    fetchJson: (method, p, body, headers) => callApi(base, method, p, body, headers),
   };
 }
 

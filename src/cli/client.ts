@@ -59,3 +59,32 @@ export async function rawCall(client: Client, method: string, path: string, body
   }
   return { status: 200, json, text: res ?? '' };
 }
+
+/** What `callApi` answers: the status, the content type, the text, and its JSON when it is JSON. */
+export interface Answer {
+  status: number;
+  type: string;
+  body: any;
+  text: string;
+}
+
+/**
+ * One untyped call: a body is sent as JSON (a string as it is, so a test can send broken JSON), and any
+ * answer comes back, 4xx and 5xx included. The bench and the tests call the API through this; the
+ * commands go through the typed client above. Node's fetch keeps connections alive between calls.
+ */
+export async function callApi(base: string, method: string, p: string, body?: unknown, headers: Record<string, string> = {}): Promise<Answer> {
+  const res = await fetch(base + p, {
+    method,
+    headers: { ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
+    ...(body !== undefined ? { body: typeof body === 'string' ? body : JSON.stringify(body) } : {}),
+  });
+  const text = await res.text();
+  let parsed: any;
+  try {
+    parsed = text ? JSON.parse(text) : undefined;
+  } catch {
+    parsed = undefined;
+  }
+  return { status: res.status, type: res.headers.get('content-type') ?? '', body: parsed, text };
+}
