@@ -11,9 +11,10 @@ type Helpers = {
   sec: { [k: string]: string[] }[];
   problem: (d: string) => object;
   id: z.ZodObject<{ id: z.ZodString }>;
+  listAndOne: (path: string, item: z.ZodType, list: { summary: string; query: z.ZodType }, one: { summary: string; description: string }) => void;
 };
 
-export function registerBatchPaths(reg: OpenAPIRegistry, { sec, problem, id }: Helpers): void {
+export function registerBatchPaths(reg: OpenAPIRegistry, { sec, problem, id, listAndOne }: Helpers): void {
   const status = z.enum(['queued', 'scheduled', 'running', 'completed', 'failed', 'cancelled']);
   const Attempt = reg.register('DeliveryAttempt', z.object({
     webhookId: z.string().describe('the same on every attempt of one message'), type: z.string(), attempt: z.number().int(),
@@ -44,14 +45,7 @@ export function registerBatchPaths(reg: OpenAPIRegistry, { sec, problem, id }: H
       400: problem('Invalid batch'), 401: problem('Unauthorized'), 415: problem('Not JSON'), 429: problem('Rate limit, or too much unfinished work for this client'),
     },
   });
-  reg.registerPath({
-    method: 'get', path: '/v1/batches', summary: 'List batches, newest first', security: sec, request: { query: BatchListQuery },
-    responses: { 200: { description: 'A page', content: { 'application/json': { schema: z.object({ items: z.array(Batch), total: z.number().int(), limit: z.number().int(), offset: z.number().int() }) } } }, 400: problem('Bad query'), 401: problem('Unauthorized') },
-  });
-  reg.registerPath({
-    method: 'get', path: '/v1/batches/{id}', summary: 'One batch with the status of each experiment', security: sec, request: { params: id },
-    responses: { 200: { description: 'The batch', content: { 'application/json': { schema: Batch } } }, 401: problem('Unauthorized'), 404: problem('Unknown id') },
-  });
+  listAndOne('/v1/batches', Batch, { summary: 'List batches, newest first', query: BatchListQuery }, { summary: 'One batch with the status of each experiment', description: 'The batch' });
   reg.registerPath({
     method: 'delete', path: '/v1/batches/{id}', summary: 'Delete a finished batch with its experiments and their results (purge=true required)', security: sec, request: { params: id, query: BatchDeleteQuery },
     responses: { 204: { description: 'Deleted' }, 400: problem('purge=true missing'), 401: problem('Unauthorized'), 404: problem('Unknown id'), 409: problem('Some of its experiments have not finished') },

@@ -8,7 +8,7 @@ import { Quota } from './quota.ts';
 import { clientOf } from './auth.ts';
 import { urlProblem } from '../src/webhooks/webhook.ts';
 import { admissionProblems, poolProblems, type ApiDeps } from './experiments.ts';
-import { HttpProblem, validationProblem, type ProblemItem } from './problem.ts';
+import { HttpProblem, validationProblem, parseJsonBody, refuseIfAny, under, type ProblemItem } from './problem.ts';
 
 export const BatchListQuery = z.strictObject({
   limit: z.coerce.number().int().min(1).max(500).default(50),
@@ -25,19 +25,16 @@ export function batchesRouter(deps: ApiDeps): Router {
   const quota = new Quota(store, config.maxQueuedPerClient);
 
   r.post('/', async (req, res) => {
-    if (!req.is('application/json')) throw new HttpProblem(415, 'Unsupported media type', 'send the batch as application/json');
-    const parsed = BatchInputSchema.safeParse(req.body);
-    if (!parsed.success) throw validationProblem(parsed.error, 'batch');
-    const input = parsed.data;
+    const input = parseJsonBody(req, BatchInputSchema, 'batch');
     const specs = input.experiments.map(normalizeSpec);
     const problems: ProblemItem[] = [];
-    specs.forEach((s, i) => problems.push(...admissionProblems(s, config).map((p) => ({ pointer: `/experiments/${i}${p.pointer}`, detail: p.detail }))));
+    specs.forEach((s, i) => problems.push(...under(`/experiments/${i}`, admissionProblems(s, config))));
     if (!problems.length) {
-      for (const [i, s] of specs.entries()) problems.push(...(await poolProblems(store, s)).map((p) => ({ pointer: `/experiments/${i}${p.pointer}`, detail: p.detail })));
+      for (const [i, s] of specs.entries()) problems.push(...under(`/experiments/${i}`, await poolProblems(store, s)));
     }
     const hook = input.webhook && urlProblem(input.webhook.url, config.webhookAllowPrivate);
     if (hook) problems.push({ pointer: '/webhook/url', detail: hook });
-    if (problems.length) throw new HttpProblem(400, 'Batch cannot run here', problems.map((p) => `${p.pointer}: ${p.detail}`).join('; '), problems);
+    refuseIfAny('Batch cannot run here', problems);
 
     const client = clientOf(res).key;
     await quota.check(client, specs.length);

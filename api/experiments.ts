@@ -7,7 +7,7 @@ import type { Queues } from '../src/queue/queue.ts';
 import { buildResults, toCsv, toMarkdown } from '../src/results/report.ts';
 import { DRIVER_CAPABILITIES, IMPLEMENTED_DRIVERS } from '../src/guests/guest.ts';
 import { expandCells, maxCells } from '../src/model/cell.ts';
-import { HttpProblem, validationProblem, type ProblemItem } from './problem.ts';
+import { HttpProblem, validationProblem, parseJsonBody, refuseIfAny, type ProblemItem } from './problem.ts';
 import type { Config } from '../src/config.ts';
 import { urlProblem, type Webhooks } from '../src/webhooks/webhook.ts';
 import type { Schedules } from '../src/queue/schedule.ts';
@@ -121,13 +121,10 @@ export function experimentsRouter(deps: ApiDeps): Router {
   };
 
   r.post('/', async (req, res) => {
-    if (!req.is('application/json')) throw new HttpProblem(415, 'Unsupported media type', 'send the spec as application/json');
-    const parsed = SpecInputSchema.safeParse(req.body);
-    if (!parsed.success) throw validationProblem(parsed.error, 'experiment spec');
-    const spec = normalizeSpec(parsed.data);
+    const spec = normalizeSpec(parseJsonBody(req, SpecInputSchema, 'spec', 'experiment spec'));
     const problems = admissionProblems(spec, config);
     if (!problems.length) problems.push(...(await poolProblems(store, spec)));
-    if (problems.length) throw new HttpProblem(400, 'Experiment cannot run here', problems.map((p) => `${p.pointer}: ${p.detail}`).join('; '), problems);
+    refuseIfAny('Experiment cannot run here', problems);
 
     // notBefore, or the next opening of its nightly window: until then it waits as scheduled.
     const now = Date.now();

@@ -35,19 +35,24 @@ export function openApiDocument(): object {
   );
   const id = z.object({ id: z.string() });
   const sec = [{ [bearer.name]: [] }];
+  /** A collection's list (a page of items) and its one-by-id routes, answered alike everywhere. */
+  const listAndOne = (path: string, item: z.ZodType, list: { summary: string; query: z.ZodType }, one: { summary: string; description: string }) => {
+    const page = z.object({ items: z.array(item), total: z.number().int(), limit: z.number().int(), offset: z.number().int() });
+    reg.registerPath({
+      method: 'get', path, summary: list.summary, security: sec, request: { query: list.query as z.ZodObject },
+      responses: { 200: { description: 'A page', content: { 'application/json': { schema: page } } }, 400: problem('Bad query'), 401: problem('Unauthorized') },
+    });
+    reg.registerPath({
+      method: 'get', path: `${path}/{id}`, summary: one.summary, security: sec, request: { params: id },
+      responses: { 200: { description: one.description, content: { 'application/json': { schema: item } } }, 401: problem('Unauthorized'), 404: problem('Unknown id') },
+    });
+  };
   reg.registerPath({
     method: 'post', path: '/v1/experiments', summary: 'Submit an experiment', security: sec,
     request: { body: { content: { 'application/json': { schema: SpecInputSchema } } } },
     responses: { 202: { description: 'Accepted', content: { 'application/json': { schema: Accepted } } }, 400: problem('Invalid spec'), 401: problem('Unauthorized'), 415: problem('Not JSON'), 429: problem('Rate limit, or too much unfinished work for this client (KVMQ_MAX_QUEUED_PER_CLIENT)') },
   });
-  reg.registerPath({
-    method: 'get', path: '/v1/experiments', summary: 'List experiments, newest first', security: sec, request: { query: ListQuery },
-    responses: { 200: { description: 'A page', content: { 'application/json': { schema: z.object({ items: z.array(Experiment), total: z.number().int(), limit: z.number().int(), offset: z.number().int() }) } } }, 400: problem('Bad query'), 401: problem('Unauthorized') },
-  });
-  reg.registerPath({
-    method: 'get', path: '/v1/experiments/{id}', summary: 'One experiment', security: sec, request: { params: id },
-    responses: { 200: { description: 'The record', content: { 'application/json': { schema: Experiment } } }, 401: problem('Unauthorized'), 404: problem('Unknown id') },
-  });
+  listAndOne('/v1/experiments', Experiment, { summary: 'List experiments, newest first', query: ListQuery }, { summary: 'One experiment', description: 'The record' });
   reg.registerPath({
     method: 'get', path: '/v1/experiments/{id}/results', summary: 'Results as JSON, CSV or markdown', security: sec, request: { params: id, query: ResultsQuery },
     responses: {
@@ -108,7 +113,7 @@ export function openApiDocument(): object {
   reg.registerPath({ method: 'get', path: '/metrics', summary: 'Prometheus metrics', security: sec, responses: { 200: { description: 'Prometheus text format', content: { 'text/plain': { schema: z.string() } } }, 401: problem('Unauthorized') } });
   reg.registerPath({ method: 'get', path: '/healthz', summary: 'Liveness', security: [], responses: { 200: { description: 'Alive', content: { 'application/json': { schema: z.object({ status: z.string() }) } } } } });
   reg.registerPath({ method: 'get', path: '/readyz', summary: 'Readiness (Redis takes a write and a read on kvmq keys)', security: [], responses: { 200: { description: 'Ready', content: { 'application/json': { schema: z.object({ status: z.string() }) } } }, 503: problem('Not ready') } });
-  registerBatchPaths(reg, { sec, problem, id });
+  registerBatchPaths(reg, { sec, problem, id, listAndOne });
   cached = new OpenApiGeneratorV31(reg.definitions).generateDocument({
     openapi: '3.1.0',
     info: { title: 'kvmq', version: '1.0.0', description: 'Server-consolidation experiments on KVM hosts, queued with BullMQ.', license: { name: 'MIT', identifier: 'MIT' } },

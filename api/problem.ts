@@ -1,6 +1,6 @@
 // RFC 9457 problem details. Every error the API gives is one of these, with a JSON pointer per problem
 // for bad input, and never a stack trace.
-import type { Response } from 'express';
+import type { Request, Response } from 'express';
 import type { z } from 'zod';
 import { capText } from '../src/errors.ts';
 
@@ -66,4 +66,25 @@ export function validationProblem(error: z.ZodError, what: string, base = ''): H
   // An unknown key is echoed back by name: a huge key or a thousand of them must not make a huge answer.
   const errors = zodProblems(error, base).slice(0, 100).map((e) => ({ pointer: capText(e.pointer, 512), detail: capText(e.detail, 1024) }));
   return new HttpProblem(400, `Invalid ${what}`, capText(errors.map((e) => `${e.pointer || '/'}: ${e.detail}`).join('; ')), errors);
+}
+
+/**
+ * A POST's body through its schema, the single source of validation: a 415 when it is not JSON (`send
+ * the NOUN as application/json`), a 400 naming each bad field (`Invalid WHAT`).
+ */
+export function parseJsonBody<S extends z.ZodType>(req: Request, schema: S, noun: string, what = noun): z.output<S> {
+  if (!req.is('application/json')) throw new HttpProblem(415, 'Unsupported media type', `send the ${noun} as application/json`);
+  const parsed = schema.safeParse(req.body);
+  if (!parsed.success) throw validationProblem(parsed.error, what);
+  return parsed.data;
+}
+
+/** Problems found in a part of a body, with their pointers made relative to the whole (`/spec`, `/experiments/2`). */
+export function under(prefix: string, problems: ProblemItem[]): ProblemItem[] {
+  return problems.map((p) => ({ pointer: `${prefix}${p.pointer}`, detail: p.detail }));
+}
+
+/** A 400 titled TITLE listing every problem by its pointer; nothing when there is none. */
+export function refuseIfAny(title: string, problems: ProblemItem[]): void {
+  if (problems.length) throw new HttpProblem(400, title, problems.map((p) => `${p.pointer}: ${p.detail}`).join('; '), problems);
 }

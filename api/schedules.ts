@@ -4,7 +4,7 @@ import { normalizeSpec } from '../src/model/spec.ts';
 import { RecurringScheduleSchema, Schedules, shortestGapMs } from '../src/queue/schedule.ts';
 import { z } from '../src/model/zod.ts';
 import { admissionProblems, poolProblems, type ApiDeps } from './experiments.ts';
-import { HttpProblem, validationProblem } from './problem.ts';
+import { HttpProblem, validationProblem, parseJsonBody, refuseIfAny, under } from './problem.ts';
 
 export const ScheduleDeleteQuery = z.strictObject({
   purge: z.enum(['true', 'false']).optional().describe('also delete the finished experiments among its recent runs'),
@@ -21,20 +21,18 @@ export function schedulesRouter(deps: ApiDeps & { schedules: Schedules }): Route
   };
 
   r.post('/', async (req, res) => {
-    if (!req.is('application/json')) throw new HttpProblem(415, 'Unsupported media type', 'send the schedule as application/json');
-    const parsed = RecurringScheduleSchema.safeParse(req.body);
-    if (!parsed.success) throw validationProblem(parsed.error, 'schedule');
-    const spec = normalizeSpec(parsed.data.spec);
-    const problems = admissionProblems(spec, config).map((p) => ({ pointer: `/spec${p.pointer}`, detail: p.detail }));
+    const input = parseJsonBody(req, RecurringScheduleSchema, 'schedule');
+    const spec = normalizeSpec(input.spec);
+    const problems = under('/spec', admissionProblems(spec, config));
     // A schedule firing every second would make an experiment a second, forever.
-    const gap = shortestGapMs(parsed.data.cron, parsed.data.timeZone);
+    const gap = shortestGapMs(input.cron, input.timeZone);
     if (gap < config.minScheduleIntervalS * 1000) {
       problems.unshift({ pointer: '/cron', detail: `runs ${gap / 1000} s apart; the shortest interval allowed here is ${config.minScheduleIntervalS} s (KVMQ_MIN_SCHEDULE_INTERVAL)` });
     }
     // A schedule runs for months: hosts may change, but one no live host can run now is refused as well.
-    if (!problems.length) problems.push(...(await poolProblems(deps.store, spec)).map((p) => ({ pointer: `/spec${p.pointer}`, detail: p.detail })));
-    if (problems.length) throw new HttpProblem(400, 'Schedule cannot run here', problems.map((p) => `${p.pointer}: ${p.detail}`).join('; '), problems);
-    const s = await schedules.create(parsed.data, spec);
+    if (!problems.length) problems.push(...under('/spec', await poolProblems(deps.store, spec)));
+    refuseIfAny('Schedule cannot run here', problems);
+    const s = await schedules.create(input, spec);
     const v = await schedules.view(s);
     res.status(201).location(v.links.self).json(v);
   });

@@ -3,14 +3,16 @@
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, type ChildProcess } from 'node:child_process';
+import { before, after } from 'node:test';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { startRedisServer, type RedisChild } from '../src/cli/redis-server.ts';
 import { startStack, type Stack } from '../src/cli/stack.ts';
 import { callApi, type Answer } from '../src/cli/client.ts';
 import { loadConfig, type Config } from '../src/config.ts';
-import { FINAL, type Store, type ExperimentRecord } from '../src/store/store.ts';
+import { FINAL, Store, type ExperimentRecord } from '../src/store/store.ts';
+import { connect, Queues } from '../src/queue/queue.ts';
 
 /** Under CI a missing tool fails the run; elsewhere a test may be skipped with the reason. */
 export function requireTool(cmd: string): string | false {
@@ -112,4 +114,34 @@ export async function webhookReceiver(script: Record<string, number[]> = {}) {
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   return { hits, url, close: () => new Promise<void>((r) => { server.close(() => r()); server.closeAllConnections(); }) };
+}
+
+/**
+ * For a test file that drives the queue and the records directly: its own Redis, a store, the queues and
+ * a webhook receiver, made before its tests (unless SKIP says why not) and stopped after them. Child
+ * processes pushed to `children` are killed with their process group at the end.
+ */
+export function queueFixture(tag: string, skip: string | false) {
+  const fx = {
+    redis: undefined as unknown as Awaited<ReturnType<typeof testRedis>>,
+    store: undefined as unknown as Store,
+    queues: undefined as unknown as Queues,
+    rx: undefined as unknown as Awaited<ReturnType<typeof webhookReceiver>>,
+    children: [] as ChildProcess[],
+  };
+  before(async () => {
+    if (skip) return;
+    fx.redis = await testRedis(tag);
+    fx.store = new Store(connect(fx.redis.url));
+    fx.queues = new Queues(fx.store.redis, '{kvmq}');
+    fx.rx = await webhookReceiver();
+  });
+  after(async () => {
+    for (const c of fx.children) if (c.exitCode === null && c.signalCode === null) process.kill(-c.pid!, 'SIGKILL');
+    await fx.queues?.close();
+    fx.store?.redis.disconnect();
+    await fx.rx?.close();
+    await fx.redis?.stop();
+  });
+  return fx;
 }

@@ -1,14 +1,13 @@
 // What a worker shares with the code it runs and with other workers on its host: custom commands run
 // only while KVMQ_ALLOW_COMMANDS is on at the worker, as an unprivileged user with a clean environment
 // in a directory of their own; and a worker's start reaps only scratch whose owner is dead.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { testRedis, testStack, tempDir, waitFor, waitForFinal, requireTool, webhookReceiver } from './helpers.ts';
-import { connect, Queues } from '../src/queue/queue.ts';
+import { queueFixture, testStack, tempDir, waitFor, waitForFinal, requireTool } from './helpers.ts';
 import { Store, type ExperimentRecord } from '../src/store/store.ts';
 import { parseSpec } from '../src/model/spec.ts';
 import { expandCells } from '../src/model/cell.ts';
@@ -16,40 +15,21 @@ import { expandCells } from '../src/model/cell.ts';
 const root = process.getuid?.() === 0;
 if (!root && process.env.CI) throw new Error('the isolation tests switch users and need root in CI');
 const skip = requireTool('redis-server') || (root ? false : 'switching to an unprivileged user needs root');
-let redis: Awaited<ReturnType<typeof testRedis>>;
-let store: Store;
-let queues: Queues;
-let rx: Awaited<ReturnType<typeof webhookReceiver>>;
-const children: ChildProcess[] = [];
-
-before(async () => {
-  if (skip) return;
-  redis = await testRedis('isolation');
-  store = new Store(connect(redis.url));
-  queues = new Queues(store.redis, '{kvmq}');
-  rx = await webhookReceiver();
-});
-after(async () => {
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) process.kill(-c.pid!, 'SIGKILL');
-  await queues?.close();
-  store?.redis.disconnect();
-  await rx?.close();
-  await redis?.stop();
-});
+const fx = queueFixture('isolation', skip);
 
 async function submit(argv: string[]): Promise<ExperimentRecord> {
   const spec = parseSpec({
     name: 'isolation', scenarios: [{ id: 'host', guests: 0 }], workloads: [{ kind: 'command', argv }], repetitions: 1,
-    webhook: { url: `${rx.url}/hook` },
+    webhook: { url: `${fx.rx.url}/hook` },
   });
   const rec: ExperimentRecord = { id: Store.newId(), name: spec.name, status: 'queued', pool: 'default', spec, progress: { done: 0, total: expandCells(spec).length }, createdAt: new Date().toISOString() };
-  await store.create(rec);
-  await queues.add(rec);
+  await fx.store.create(rec);
+  await fx.queues.add(rec);
   return rec;
 }
 
 const workerStack = (env: Record<string, string>) =>
-  testStack({ api: false, tag: 'isolation', env: { REDIS_URL: redis.url, KVMQ_WEBHOOK_ALLOW_PRIVATE: '1', ...env } });
+  testStack({ api: false, tag: 'isolation', env: { REDIS_URL: fx.redis.url, KVMQ_WEBHOOK_ALLOW_PRIVATE: '1', ...env } });
 
 test('a command admitted while KVMQ_ALLOW_COMMANDS was on is refused by a worker where it is off', { skip }, async () => {
   const out = await tempDir('refused');
@@ -57,12 +37,12 @@ test('a command admitted while KVMQ_ALLOW_COMMANDS was on is refused by a worker
   const rec = await submit(['touch', path.join(out, 'ran')]);
   const s = await workerStack({ KVMQ_ALLOW_COMMANDS: '0' });
   try {
-    const done = await waitForFinal(store, rec.id, 60_000);
+    const done = await waitForFinal(fx.store, rec.id, 60_000);
     assert.equal(done.status, 'failed');
     assert.match(done.error!.reason, /custom command workloads are turned off on this worker \(KVMQ_ALLOW_COMMANDS/);
     assert.equal(done.attempts, undefined, 'refused before any attempt ran');
     await assert.rejects(fs.stat(path.join(out, 'ran')), 'the command never ran');
-    await waitFor(async () => rx.hits.some((h) => JSON.parse(h.body).data?.id === rec.id), 30_000, 'the experiment.failed webhook');
+    await waitFor(async () => fx.rx.hits.some((h) => JSON.parse(h.body).data?.id === rec.id), 30_000, 'the experiment.failed webhook');
   } finally {
     await s.stop();
   }
@@ -80,7 +60,7 @@ test('a command runs as nobody, with only PATH, HOME and LANG, in a directory of
       'stat -c %u:%a . > "$1/dir"', `if ls "${state}" >/dev/null 2>&1; then echo readable; else echo denied; fi > "$1/state"`,
     ].join('; ');
     const rec = await submit(['sh', '-c', script, 'sh', out]);
-    const done = await waitForFinal(store, rec.id, 60_000);
+    const done = await waitForFinal(fx.store, rec.id, 60_000);
     assert.equal(done.status, 'completed', JSON.stringify(done.error));
     const read = async (f: string) => (await fs.readFile(path.join(out, f), 'utf8')).trim();
     assert.equal(await read('uid'), '65534');
@@ -105,11 +85,11 @@ test('a worker starting next to a running one leaves its scratch alone and reaps
   const argv = ['sleep', '87.5'];
   const rec = await submit(argv);
   const env = {
-    ...process.env, REDIS_URL: redis.url, KVMQ_STATE_DIR: stateDir, KVMQ_DATA_DIR: path.join(dir, 'data-a'),
+    ...process.env, REDIS_URL: fx.redis.url, KVMQ_STATE_DIR: stateDir, KVMQ_DATA_DIR: path.join(dir, 'data-a'),
     KVMQ_HOST_ID: `two-${process.pid}`, KVMQ_ALLOW_COMMANDS: '1', KVMQ_WEBHOOK_ALLOW_PRIVATE: '1',
   };
   const a = spawn(process.execPath, [path.resolve('bin/kvmq.js'), 'worker'], { env, stdio: ['ignore', 'ignore', 'pipe'], detached: true });
-  children.push(a);
+  fx.children.push(a);
   let aErr = '';
   a.stderr!.on('data', (d) => (aErr += d));
   const scratchRoot = path.join(stateDir, 'scratch');
@@ -119,12 +99,12 @@ test('a worker starting next to a running one leaves its scratch alone and reaps
   const dead = [path.join(scratchRoot, 'deadexp.1.12345'), path.join(os.tmpdir(), 'kvmq-cmd.1.12345.deadexp.abcdef')];
   for (const d of dead) await fs.mkdir(d, { recursive: true });
 
-  const b = await testStack({ api: false, tag: 'isolation-b', env: { REDIS_URL: redis.url, KVMQ_STATE_DIR: stateDir, KVMQ_HOST_ID: `two-${process.pid}` } });
+  const b = await testStack({ api: false, tag: 'isolation-b', env: { REDIS_URL: fx.redis.url, KVMQ_STATE_DIR: stateDir, KVMQ_HOST_ID: `two-${process.pid}` } });
   try {
     assert.ok(await fs.stat(path.join(scratchRoot, mine)), 'A\'s scratch directory is still there');
     assert.ok(await fs.stat(path.join(os.tmpdir(), cmdDir)), 'and its command\'s directory');
     for (const d of dead) await assert.rejects(fs.stat(d), `${d} was reaped`);
-    assert.equal((await store.get(rec.id))!.status, 'running', 'A\'s experiment runs on');
+    assert.equal((await fx.store.get(rec.id))!.status, 'running', 'A\'s experiment runs on');
   } finally {
     await b.stop();
     process.kill(-a.pid!, 'SIGTERM');

@@ -21,36 +21,43 @@ export interface Preset {
   sweep?: SweepInput;
 }
 
+/** The paper's matrix (Tables 3 and 4): its five scenarios, four workloads at the given sizes, both profiles. */
+function paperMatrix(
+  description: string,
+  size: { events: number; floatOps: number; seqreadMiB: number; postmark: number },
+  repetitions: number,
+  memoryMiB: number,
+): Preset {
+  return {
+    description,
+    scenarios: PAPER_SCENARIOS,
+    workloads: [
+      { kind: 'integer', events: size.events, maxPrime: 20000 },
+      { kind: 'float', ops: size.floatOps, method: 'double' },
+      { kind: 'seqread', sizeMiB: size.seqreadMiB, blockKiB: 1024 },
+      { kind: 'postmark', files: size.postmark, minSize: 1, maxSize: 100000, transactions: size.postmark, subdirectories: 0 },
+    ],
+    profiles: ['paper-default', 'paper-tuned'],
+    repetitions,
+    guest: { memoryMiB, vcpus: 1, cpuset: '0' },
+  };
+}
+
 export const PRESETS = {
-  paper: {
-    description: "The paper's Tables 3 and 4 at full scale: 6 GiB sequential read, Postmark 30000/30000.",
-    scenarios: PAPER_SCENARIOS,
-    workloads: [
-      { kind: 'integer', events: 20000, maxPrime: 20000 },
-      { kind: 'float', ops: 20000, method: 'double' },
-      { kind: 'seqread', sizeMiB: 6144, blockKiB: 1024 },
-      { kind: 'postmark', files: 30000, minSize: 1, maxSize: 100000, transactions: 30000, subdirectories: 0 },
-    ],
-    profiles: ['paper-default', 'paper-tuned'],
-    repetitions: 3,
-    guest: { memoryMiB: 512, vcpus: 1, cpuset: '0' },
-  },
-  'paper-quick': {
-    description:
-      'The same matrix sized to finish in minutes even with emulated guests (no KVM): each workload takes a fraction of a second on the host.',
-    scenarios: PAPER_SCENARIOS,
-    // Sized for emulation, where floating point runs 25-30x slower than on the host: the whole
-    // matrix with the qemu driver under tcg takes a few minutes on two cores.
-    workloads: [
-      { kind: 'integer', events: 300, maxPrime: 20000 },
-      { kind: 'float', ops: 100, method: 'double' },
-      { kind: 'seqread', sizeMiB: 64, blockKiB: 1024 },
-      { kind: 'postmark', files: 300, minSize: 1, maxSize: 100000, transactions: 300, subdirectories: 0 },
-    ],
-    profiles: ['paper-default', 'paper-tuned'],
-    repetitions: 2,
-    guest: { memoryMiB: 256, vcpus: 1, cpuset: '0' },
-  },
+  paper: paperMatrix(
+    "The paper's Tables 3 and 4 at full scale: 6 GiB sequential read, Postmark 30000/30000.",
+    { events: 20000, floatOps: 20000, seqreadMiB: 6144, postmark: 30000 },
+    3,
+    512,
+  ),
+  // Sized for emulation, where floating point runs 25-30x slower than on the host: the whole matrix
+  // with the qemu driver under tcg takes a few minutes on two cores.
+  'paper-quick': paperMatrix(
+    'The same matrix sized to finish in minutes even with emulated guests (no KVM): each workload takes a fraction of a second on the host.',
+    { events: 300, floatOps: 100, seqreadMiB: 64, postmark: 300 },
+    2,
+    256,
+  ),
   'paper-sweep': {
     description:
       "The paper's two writeback profiles plus neighbours of its default on vm.dirty_ratio, on the host column, ending in a verdict with writeback telemetry. Minutes on two cores.",
