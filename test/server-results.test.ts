@@ -18,6 +18,8 @@ import { connect } from '../src/queue/queue.ts';
 import { Store } from '../src/store/store.ts';
 import { newRecord } from '../src/queue/submit.ts';
 import type { SystemInfo } from '../src/host/system.ts';
+import { cellKey } from '../src/model/cell.ts';
+import { wants } from '../src/run/context.ts';
 
 // The server kinds arrive in the spec model with the workloads themselves; the results code only needs
 // the workload's kind and id, so a parsed batch spec gets them added here.
@@ -257,6 +259,15 @@ test('sweep verdict: throughput is judged higher-is-better and p99 lower-is-bett
   assert.match(md, /### host \/ http throughput \(higher is better\): sweep-dr20/);
   assert.match(md, /\| profile \| mean req\/s \| vs baseline \|/);
   assert.match(md, /\| profile \| mean ms \| vs baseline \|/);
+});
+
+test('adaptive repetitions watch a server cell\'s throughput, not its fixed window', () => {
+  const sp = { ...serverSpec, repetitions: 3, adaptive: { max: 6, targetCv: 0.05 } } as Spec;
+  const ref = { profile: 'paper-default', scenario: 'host', workload: 'http', repetition: 4 };
+  const stored = (tps: number[]) =>
+    new Map(serverCells({ 'paper-default/host/http': tps.map((t) => [t, 2] as [number, number]) }, {}, sp).map((c) => [cellKey(c), c]));
+  assert.equal(wants({ spec: sp, stored: stored([10000, 6000, 14000]) }, ref), true, 'throughput cv 40%: another repetition');
+  assert.equal(wants({ spec: sp, stored: stored([10000, 10010, 9990]) }, ref), false, 'throughput cv 0.1%: enough');
 });
 
 const skipApi = requireTool('redis-server') || requireTool('chromium');

@@ -10,8 +10,8 @@ export function register(program: Command): void {
     .command('results')
     .description("print an experiment's results")
     .argument('<id>', 'the experiment id')
-    .addOption(new Option('--format <format>', 'markdown: a table per profile; csv: a row per cell; json: everything').choices(['markdown', 'csv', 'json']))
-    .option('--chart <file>', 'draw the means as a chart into FILE (.svg, or .png with a Chromium installed)')
+    .addOption(new Option('--format <format>', 'markdown: a table per profile (server workloads: throughput and p99 tables); csv: a row per cell; json: everything').choices(['markdown', 'csv', 'json']))
+    .option('--chart <file>', 'draw the means as a chart into FILE (.svg, or .png with a Chromium installed); server workloads get throughput and p99 panels')
     .option('--telemetry-chart <file>', 'draw the writeback telemetry (dirty pages over each cell, per profile) into FILE')
     .action(async (id: string, opts: { format?: 'markdown' | 'csv' | 'json'; chart?: string; telemetryChart?: string }) => {
       const client = apiClient();

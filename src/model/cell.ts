@@ -76,6 +76,14 @@ export function maxCells(spec: Spec): number {
  * (1..repetition-1, all of them: a gap means an earlier decision said stop). The decision depends only on
  * stored samples, so a job retried after a crash takes the same decisions again.
  */
+/**
+ * The sample adaptive repetitions watch: seconds, or for a server cell its throughput per guest (its
+ * seconds are the fixed measured window, whose spread says nothing about the server).
+ */
+export function adaptiveSample(c: Pick<Cell, 'seconds' | 'server'>): number {
+  return c.server?.length ? c.server.reduce((a, s) => a + s.throughput, 0) / c.server.length : c.seconds;
+}
+
 export function wantsRepetition(spec: Pick<Spec, 'repetitions' | 'adaptive'>, repetition: number, before: number[]): boolean {
   if (before.length !== repetition - 1) return false;
   if (repetition <= spec.repetitions) return true;

@@ -7,7 +7,7 @@ import type { Spec } from '../model/spec.ts';
 import type { SystemInfo } from '../host/system.ts';
 import type { Logger } from '../observe/log.ts';
 import { PermanentError } from '../errors.ts';
-import { cellKey, expandCells, wantsRepetition, type Cell, type CellRef } from '../model/cell.ts';
+import { adaptiveSample, cellKey, expandCells, wantsRepetition, type Cell, type CellRef } from '../model/cell.ts';
 
 export interface RunnerDeps {
   store: Store;
@@ -61,7 +61,7 @@ export function wants(ctx: Pick<RunContext, 'spec' | 'stored'>, ref: CellRef): b
   const before: number[] = [];
   for (let r = 1; r < ref.repetition; r++) {
     const c = ctx.stored.get(cellKey({ ...ref, repetition: r }));
-    if (c) before.push(c.seconds);
+    if (c) before.push(adaptiveSample(c));
   }
   return wantsRepetition(ctx.spec, ref.repetition, before);
 }
