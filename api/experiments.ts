@@ -12,7 +12,7 @@ import type { Config } from '../src/config.ts';
 import { urlProblem, type Webhooks } from '../src/webhooks/webhook.ts';
 import type { Schedules } from '../src/queue/schedule.ts';
 import { fitProblems, type FitProblem } from '../src/model/resources.ts';
-import { listHosts } from '../src/store/registry.ts';
+import { listHosts, type HostEntry } from '../src/store/registry.ts';
 import type { ProcessMetrics } from '../src/observe/metrics.ts';
 import type { Logger } from '../src/observe/log.ts';
 import { newRecord, submit } from '../src/queue/submit.ts';
@@ -94,8 +94,8 @@ export function admissionProblems(spec: Spec, config: Config): ProblemItem[] {
  * Could any live host of the spec's pool ever run it (cores, total memory, scratch disk size, drivers)?
  * Empty when one could, or when no host is known: then the worker's preflight decides.
  */
-export async function poolProblems(store: Store, spec: Spec): Promise<ProblemItem[]> {
-  const hosts = (await listHosts(store)).filter((h) => h.pool === spec.pool);
+export async function poolProblems(store: Store, spec: Spec, known?: () => Promise<HostEntry[]>): Promise<ProblemItem[]> {
+  const hosts = (await (known ? known() : listHosts(store))).filter((h) => h.pool === spec.pool);
   let best: { id: string; problems: FitProblem[] } | undefined;
   for (const h of hosts) {
     const c = h.capabilities;
@@ -108,9 +108,32 @@ export async function poolProblems(store: Store, spec: Spec): Promise<ProblemIte
   return best.problems.map((p) => ({ pointer: p.pointer, detail: `no live host in pool "${spec.pool}" can run this (${n} host${n > 1 ? 's' : ''}); on ${best.id}: ${p.detail}` }));
 }
 
+/**
+ * The host list, read at most once a second: every submit checks it, and reading it is a round trip (or
+ * more) to Redis that would double a submit's. A host that joined within the last second may be missed
+ * by the check, which is advisory: the worker's preflight decides.
+ */
+export function recentHosts(store: Store, maxAgeMs = 1000): () => Promise<HostEntry[]> {
+  let at = 0;
+  let hosts: Promise<HostEntry[]> | undefined;
+  return () => {
+    const now = Date.now();
+    if (!hosts || now - at > maxAgeMs) {
+      at = now;
+      const read = listHosts(store);
+      hosts = read;
+      read.catch(() => {
+        if (hosts === read) hosts = undefined;
+      });
+    }
+    return hosts;
+  };
+}
+
 export function experimentsRouter(deps: ApiDeps): Router {
   const { store, queues, config } = deps;
   const r = Router();
+  const hosts = recentHosts(store);
   const quota = new Quota(store, config.maxQueuedPerClient);
   const hub = new EventHub(store.redis, { perClient: config.eventsPerClient, total: config.eventsTotal, idleMs: config.eventsIdleS * 1000 });
 
@@ -123,14 +146,15 @@ export function experimentsRouter(deps: ApiDeps): Router {
   r.post('/', async (req, res) => {
     const spec = normalizeSpec(parseJsonBody(req, SpecInputSchema, 'spec', 'experiment spec'));
     const problems = admissionProblems(spec, config);
-    if (!problems.length) problems.push(...(await poolProblems(store, spec)));
+    if (!problems.length) problems.push(...(await poolProblems(store, spec, hosts)));
     refuseIfAny('Experiment cannot run here', problems);
 
     // notBefore, or the next opening of its nightly window: until then it waits as scheduled.
     const now = Date.now();
     const rec = newRecord(spec, now);
-    // Counted once its record exists (the quota reads statuses); refused, the record goes again.
-    await submit(store, queues, rec, now, () => quota.reserve(clientOf(res).key, [rec.id]));
+    // Counted once its record exists (the quota reads statuses); refused, the record goes again. Without
+    // a quota the record and its job go to Redis in one round trip.
+    await submit(store, queues, rec, now, quota.on ? () => quota.reserve(clientOf(res).key, [rec.id]) : undefined);
     const v = view(rec);
     res.status(202).location(v.links.self).json({ id: rec.id, status: rec.status, links: v.links });
   });

@@ -9,6 +9,11 @@ const TTL_S = 30 * 86_400;
 export class Quota {
   constructor(private store: Store, private max: number) {}
 
+  /** Whether there is a limit at all (KVMQ_MAX_QUEUED_PER_CLIENT above 0). */
+  get on(): boolean {
+    return this.max > 0;
+  }
+
   private key(client: string) {
     return this.store.key('open', client);
   }

@@ -2,7 +2,16 @@
 import type { Command } from 'commander';
 import { startStack, type Stack } from './stack.ts';
 import { shutdown as shutdownSysctl } from '../host/sysctl.ts';
+import os from 'node:os';
+import { InvalidArgumentError } from 'commander';
 import { EXIT } from './errors.ts';
+import { isApiProcess, onPrimaryStop, runPrimary } from './processes.ts';
+
+function processCount(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 256) throw new InvalidArgumentError('a whole number from 1 to 256');
+  return n;
+}
 
 /**
  * Keep a long-running command alive until Ctrl-C or SIGTERM, then stop every part cleanly: the API, the
@@ -49,6 +58,8 @@ export function untilSignal(stack: Stack): Promise<void> {
     };
     process.on('SIGINT', () => onSignal('SIGINT'));
     process.on('SIGTERM', () => onSignal('SIGTERM'));
+    // One of `kvmq api --processes N`: the primary asks by message; a terminal's Ctrl-C may come as well.
+    if (isApiProcess()) onPrimaryStop(() => !stopping && onSignal('stop from the primary'));
   });
 }
 
@@ -63,9 +74,18 @@ export function register(program: Command): void {
     if (which.worker) {
       cmd.option('--pool <pool>', 'the pool this worker takes experiments from (KVMQ_POOL)').option('--host-id <id>', 'the name this host announces (KVMQ_HOST_ID)');
     }
-    cmd.action(async (opts: { pool?: string; hostId?: string }) => {
+    if (name === 'api') {
+      cmd.option('--processes <n>', `API processes sharing the port (node:cluster); default: the core count (${os.availableParallelism()} here)`, processCount);
+    }
+    cmd.action(async (opts: { pool?: string; hostId?: string; processes?: number }) => {
       if (opts.pool) process.env.KVMQ_POOL = opts.pool;
       if (opts.hostId) process.env.KVMQ_HOST_ID = opts.hostId;
+      const n = name === 'api' ? (opts.processes ?? os.availableParallelism()) : 1;
+      // One process serves in place; more are forked, and this one only watches them.
+      if (n > 1 && !isApiProcess()) {
+        process.exitCode = await runPrimary(n);
+        return;
+      }
       const stack = await startStack(which);
       await untilSignal(stack);
     });

@@ -61,6 +61,11 @@ export function expandCells(spec: Spec): CellRef[] {
   return cells;
 }
 
+/** How many cells expandCells gives, without building them (a submit stores only the count). */
+export function countCells(spec: Pick<Spec, 'profiles' | 'scenarios' | 'workloads' | 'repetitions'>): number {
+  return spec.profiles.length * spec.scenarios.length * spec.workloads.length * spec.repetitions;
+}
+
 /** The most repetitions a cell can get: the adaptive max, else the fixed count. */
 export function maxRepetitions(spec: Pick<Spec, 'repetitions' | 'adaptive'>): number {
   return spec.adaptive?.max ?? spec.repetitions;

@@ -203,10 +203,28 @@ export interface Spec {
   pool: string;
 }
 
+/**
+ * A preset's workloads and guest with every default filled in, parsed once per process: what the user
+ * sent is parsed already (SpecInputSchema), so a submit parses nothing twice.
+ */
+const presetParsed = new Map<string, { workloads: Workload[]; guest: GuestConfig }>();
+function parsedPreset(name: PresetName | undefined): { workloads?: Workload[]; guest: GuestConfig } {
+  const key = name ?? '';
+  let p = presetParsed.get(key);
+  if (!p) {
+    const preset: Preset | undefined = name ? PRESETS[name] : undefined;
+    p = { workloads: (preset?.workloads ?? []).map((w) => WorkloadSchema.parse(w)), guest: GuestSchema.parse(preset?.guest ?? {}) };
+    presetParsed.set(key, p);
+  }
+  return p;
+}
+
 export function normalizeSpec(input: z.output<typeof SpecInputSchema>): Spec {
   const preset: Preset | undefined = input.preset ? PRESETS[input.preset] : undefined;
+  const parsed = parsedPreset(input.preset);
   const scenarios = (input.scenarios ?? preset!.scenarios).map((s) => ({ id: s.id, guests: s.guests, loaded: s.loaded ?? s.guests }));
-  const workloads = (input.workloads ?? preset!.workloads).map((w) => WorkloadSchema.parse(w));
+  // Copies, so a record never shares an object with the preset cache or the request body.
+  const workloads = (input.workloads ?? parsed.workloads!).map((w) => ({ ...w }));
   const sweepInput = input.sweep ?? preset?.sweep;
   const given = givenProfiles({ ...input, sweep: sweepInput }).map((p) => resolveProfile(p));
   const grid = sweepInput ? expandSweep(sweepInput) : undefined;
@@ -223,7 +241,8 @@ export function normalizeSpec(input: z.output<typeof SpecInputSchema>): Spec {
     repetitions: typeof input.repetitions === 'object' ? input.repetitions.min : (input.repetitions ?? preset?.repetitions ?? 3),
     ...(typeof input.repetitions === 'object' ? { adaptive: input.repetitions } : {}),
     ...(input.order && input.order !== 'sequential' ? { order: input.order } : {}),
-    guest: GuestSchema.parse({ ...(preset?.guest ?? {}), ...(input.guest ?? {}) }),
+    // The input's guest fields are parsed already; only the defaults under them come from the cache.
+    guest: { ...parsed.guest, ...(input.guest ?? {}) },
     ...(sweepInput && grid
       ? {
           sweep: {

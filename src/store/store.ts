@@ -10,6 +10,7 @@
 // listed in keys.ts.
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
+import type { ChainableCommander } from 'ioredis';
 import type { RedisClient } from './connection.ts';
 import type { Spec } from '../model/spec.ts';
 import { cellKey, type Cell } from '../model/cell.ts';
@@ -227,18 +228,39 @@ export class Store {
 
   async create(rec: ExperimentRecord): Promise<void> {
     // Where it lives first (base tag), then the record and its pool's index together (pool tag).
-    if (rec.pool !== 'default') {
-      await this.redis.multi().sadd(this.key('pools'), rec.pool).hset(this.key('pool-of'), rec.id, rec.pool).exec();
-    }
+    if (rec.pool !== 'default') await this.placeInto(this.redis.multi(), rec).exec();
+    const m = this.redis.multi();
+    this.createInto(m, rec);
+    await m.exec();
+    await this.created(rec);
+  }
+
+  /**
+   * Where a record of a pool other than `default` lives (the pool list and the pool index, base tag),
+   * added to a transaction the caller runs. Nothing for the default pool.
+   */
+  placeInto<M extends ChainableCommander>(m: M, rec: ExperimentRecord): M {
+    if (rec.pool !== 'default') m.sadd(this.key('pools'), rec.pool).hset(this.key('pool-of'), { [rec.id]: rec.pool });
     this.poolCache.set(rec.id, rec.pool);
-    const exp = this.poolKey(rec.pool, 'exp', rec.id);
-    await this.redis
-      .multi()
-      .hset(exp, encode(rec))
+    return m;
+  }
+
+  /**
+   * create()'s writes under the record's pool tag (the record, its pool's index, its status count), added
+   * to a transaction the caller runs: the submit path sends them in the same MULTI as the job's add, so a
+   * new experiment costs one round trip. Call created() after the transaction ran.
+   */
+  createInto(m: ChainableCommander, rec: ExperimentRecord): void {
+    this.poolCache.set(rec.id, rec.pool);
+    // hset with an object: BullMQ's wrapped transactions take only that form, plain ioredis takes both.
+    m.hset(this.poolKey(rec.pool, 'exp', rec.id), encode(rec))
       .zadd(this.poolKey(rec.pool, 'exps'), Date.parse(rec.createdAt), rec.id)
-      .hincrby(this.poolKey(rec.pool, 'counts'), rec.status, 1)
-      .exec();
-    await this.durable(exp, rec.id, `experiment ${rec.id}`);
+      .hincrby(this.poolKey(rec.pool, 'counts'), rec.status, 1);
+  }
+
+  /** After a transaction with createInto ran: wait for replicas where configured. */
+  async created(rec: ExperimentRecord): Promise<void> {
+    await this.durable(this.poolKey(rec.pool, 'exp', rec.id), rec.id, `experiment ${rec.id}`);
   }
 
   /**
