@@ -3,9 +3,6 @@
 // so POST /admin/login trades a token for an HttpOnly, SameSite=Strict cookie scoped to /admin; a
 // script may send the header instead. Without tokens (loopback only) the board is open like /v1.
 import express, { Router, type NextFunction, type Request, type Response } from 'express';
-import { createBullBoard } from '@bull-board/api';
-import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
-import { ExpressAdapter } from '@bull-board/express';
 import { bearerChecker } from '../src/auth.ts';
 import { listHosts } from '../src/store/registry.ts';
 import { HttpProblem } from './problem.ts';
@@ -52,20 +49,29 @@ export function boardRouter(deps: Pick<ApiDeps, 'queues' | 'store' | 'webhooks' 
     res.set('set-cookie', `${COOKIE}=${encodeURIComponent(token)}; Path=/admin; HttpOnly; SameSite=Strict${secure}`).redirect(303, `${BOARD_PATH}/`);
   });
 
-  const adapter = new ExpressAdapter();
-  adapter.setBasePath(BOARD_PATH);
-  const fixed = deps.webhooks ? [new BullMQAdapter(deps.webhooks.queue, { readOnlyMode: false })] : [];
-  const board = createBullBoard({ queues: [new BullMQAdapter(deps.queues.get('default')), ...fixed], serverAdapter: adapter, options: { uiConfig: { boardTitle: 'kvmq queues' } } });
-  // Pools appear when a worker for them announces itself: the board's list follows the registry,
-  // read at most every few seconds.
-  let shownAt = 0;
-  const pools = new Set(['default']);
-  const refresh = async () => {
-    if (Date.now() - shownAt < 5000) return;
-    shownAt = Date.now();
-    const before = pools.size;
-    for (const h of await listHosts(deps.store)) pools.add(h.pool);
-    if (pools.size !== before) board.replaceQueues([...[...pools].map((p) => new BullMQAdapter(deps.queues.get(p))), ...fixed]);
+  // bull-board is loaded on the board's first request: most API processes never serve it, and it is a
+  // fair share of an idle API's memory.
+  let loaded: Promise<{ handler: express.RequestHandler; refresh: () => Promise<void> }> | undefined;
+  const load = async () => {
+    const [{ createBullBoard }, { BullMQAdapter }, { ExpressAdapter }] = await Promise.all([
+      import('@bull-board/api'), import('@bull-board/api/bullMQAdapter'), import('@bull-board/express'),
+    ]);
+    const adapter = new ExpressAdapter();
+    adapter.setBasePath(BOARD_PATH);
+    const fixed = deps.webhooks ? [new BullMQAdapter(deps.webhooks.queue, { readOnlyMode: false })] : [];
+    const board = createBullBoard({ queues: [new BullMQAdapter(deps.queues.get('default')), ...fixed], serverAdapter: adapter, options: { uiConfig: { boardTitle: 'kvmq queues' } } });
+    // Pools appear when a worker for them announces itself: the board's list follows the registry,
+    // read at most every few seconds.
+    let shownAt = 0;
+    const pools = new Set(['default']);
+    const refresh = async () => {
+      if (Date.now() - shownAt < 5000) return;
+      shownAt = Date.now();
+      const before = pools.size;
+      for (const h of await listHosts(deps.store)) pools.add(h.pool);
+      if (pools.size !== before) board.replaceQueues([...[...pools].map((p) => new BullMQAdapter(deps.queues.get(p))), ...fixed]);
+    };
+    return { handler: adapter.getRouter() as express.RequestHandler, refresh };
   };
   r.use(BOARD_PATH, (req: Request, res: Response, next: NextFunction) => {
     if (!authorized(req)) {
@@ -74,7 +80,12 @@ export function boardRouter(deps: Pick<ApiDeps, 'queues' | 'store' | 'webhooks' 
       return next(new HttpProblem(401, 'Unauthorized', 'send Authorization: Bearer <token>, or log in at /admin/login'));
     }
     res.set({ 'content-security-policy': BOARD_CSP, 'cache-control': 'no-store' });
-    refresh().then(() => next(), next);
-  }, adapter.getRouter());
+    loaded ??= load();
+    loaded.catch(() => (loaded = undefined));
+    loaded.then(async (b) => {
+      await b.refresh();
+      b.handler(req, res, next);
+    }).catch(next);
+  });
   return r;
 }

@@ -4,9 +4,10 @@
 import path from 'node:path';
 import fs from 'node:fs/promises';
 import os from 'node:os';
-import { median } from './measure.ts';
+import { spawn } from 'node:child_process';
+import { interleave, median, sig } from './measure.ts';
 import { figure, type Figure } from './report.ts';
-import { rssKiB, sleep, startKvmq, waitFinal, type Client } from './procs.ts';
+import { PRODUCTION_NODE_ARGS, ROOT, rssKiB, sleep, startKvmq, waitFinal, type Client } from './procs.ts';
 
 export interface MemoryOptions {
   client: Client;
@@ -99,4 +100,145 @@ export async function workerMemoryFigure(opts: MemoryOptions): Promise<Figure> {
 export async function apiMemoryFigure(pid: number, when: string): Promise<Figure> {
   const kib = await rssKiB(pid);
   return figure({ key: 'apiMemory', title: 'API resident memory at rest', value: MiB(kib), unit: 'MiB', target: null, details: { when } });
+}
+
+export interface LightOptions {
+  env: NodeJS.ProcessEnv;
+  dir: string;
+  rounds: number;
+  log: (m: string) => void;
+}
+
+/** Seconds from `t0` until GET url/healthz answers 200 (polled every 5 ms). */
+async function untilHealthy(url: string, t0: bigint, timeoutMs = 60_000): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await fetch(`${url}/healthz`).then((r) => r.ok, () => false);
+    if (ok) return Number(process.hrtime.bigint() - t0) / 1e9;
+    if (Date.now() > deadline) throw new Error(`${url}/healthz did not answer within ${timeoutMs / 1000} s`);
+    await sleep(5);
+  }
+}
+
+/** The library floor (bench/libfloor.mjs) as a child, with the same Node flags as kvmq. */
+async function startLibFloor(env: NodeJS.ProcessEnv): Promise<{ pid: number; url: string; t0: bigint; stop: () => Promise<void> }> {
+  const t0 = process.hrtime.bigint();
+  const child = spawn(process.execPath, [...PRODUCTION_NODE_ARGS, path.join(ROOT, 'bench', 'libfloor.mjs')], { cwd: ROOT, env, stdio: ['ignore', 'ignore', 'pipe'] });
+  let text = '';
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`the library floor did not start: ${text}`)), 60_000);
+    child.stderr!.on('data', (b: Buffer) => {
+      text += b;
+      const m = /libfloor on (http:\/\/\S+)/.exec(text);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]!);
+      }
+    });
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`the library floor exited with ${code}: ${text}`));
+    });
+  });
+  const stop = () => new Promise<void>((resolve) => {
+    if (child.exitCode !== null || child.signalCode) return resolve();
+    child.once('exit', () => resolve());
+    child.kill('SIGTERM');
+  });
+  return { pid: child.pid!, url, t0, stop };
+}
+
+/**
+ * Light processes: the API's and the worker's resident memory at rest and their time from start to
+ * ready, each process started as production starts it (the compiled build, Node's flags from bin/kvmq.js).
+ * The API is compared with the library floor (bench/libfloor.mjs), started the same way in the same rounds.
+ */
+export async function lightFigures(opts: LightOptions): Promise<Figure[]> {
+  const samples = { apiRss: [] as number[], apiStart: [] as number[], floorRss: [] as number[], floorStart: [] as number[], workerRss: [] as number[], workerStart: [] as number[] };
+  const settle = 2000;
+  for (const step of interleave(['api', 'floor', 'worker'] as const, opts.rounds, 1)) {
+    if (step.arm === 'api') {
+      const t0 = process.hrtime.bigint();
+      const api = await startKvmq(['api', '--processes', '1'], opts.env, /API on (http:\/\/[^\s"]+)/, 60_000, PRODUCTION_NODE_ARGS);
+      try {
+        const s = await untilHealthy(api.ready[1]!, t0);
+        await fetch(`${api.ready[1]}/readyz`);
+        await sleep(settle);
+        const rss = await rssKiB(api.pid);
+        if (!step.warmup) samples.apiRss.push(MiB(rss)), samples.apiStart.push(s);
+      } finally {
+        await api.stop();
+      }
+    } else if (step.arm === 'floor') {
+      const floor = await startLibFloor(opts.env);
+      try {
+        const s = await untilHealthy(floor.url, floor.t0);
+        await sleep(settle);
+        const rss = await rssKiB(floor.pid);
+        if (!step.warmup) samples.floorRss.push(MiB(rss)), samples.floorStart.push(s);
+      } finally {
+        await floor.stop();
+      }
+    } else {
+      const t0 = process.hrtime.bigint();
+      const hostId = 'bench-light';
+      const worker = await startKvmq(['worker', '--pool', 'bench-light', '--host-id', hostId], { ...opts.env, KVMQ_STATE_DIR: path.join(opts.dir, hostId) }, new RegExp(`worker ${hostId} taking experiments`), 120_000, PRODUCTION_NODE_ARGS);
+      try {
+        const s = Number(process.hrtime.bigint() - t0) / 1e9;
+        await sleep(settle);
+        const rss = await rssKiB(worker.pid);
+        if (!step.warmup) samples.workerRss.push(MiB(rss)), samples.workerStart.push(s);
+      } finally {
+        await worker.stop();
+      }
+    }
+    if (!step.warmup) opts.log(`light round ${step.round + 1}/${opts.rounds}: ${step.arm} done`);
+  }
+  const nodeArgs = PRODUCTION_NODE_ARGS.join(' ') || '(none)';
+  const apiMem = figure({
+    key: 'apiMemory',
+    title: 'API resident memory at rest (one process)',
+    value: median(samples.apiRss),
+    unit: 'MiB',
+    target: { max: 70, text: '<= 70 MiB' },
+    comparison: {
+      of: 'resident memory of `kvmq api --processes 1` / of the library floor (bench/libfloor.mjs: express, zod, ioredis and BullMQ loaded, one queue connected, listening), both 2 s after start-up',
+      unit: 'MiB',
+      medians: { measured: median(samples.apiRss), baseline: median(samples.floorRss) },
+      samples: { measured: samples.apiRss, baseline: samples.floorRss },
+    },
+    details: { overLibraryFloor: median(samples.apiRss) / median(samples.floorRss), libraryFloorMiB: median(samples.floorRss), nodeArgs, when: 'after start-up and one /readyz, 2 s later, before any experiment' },
+  });
+  const apiStart = figure({
+    key: 'apiStart',
+    title: 'API start to /healthz (one process)',
+    value: median(samples.apiStart),
+    unit: 's',
+    target: { max: 1, text: '<= 1 s' },
+    comparison: {
+      of: 'seconds from spawning `kvmq api --processes 1` to its first /healthz answer / the same for the library floor',
+      unit: 's',
+      medians: { measured: median(samples.apiStart), baseline: median(samples.floorStart) },
+      samples: { measured: samples.apiStart, baseline: samples.floorStart },
+    },
+    details: { overLibraryFloor: median(samples.apiStart) / median(samples.floorStart), nodeArgs },
+  });
+  const workerMem = figure({
+    key: 'workerRestMemory',
+    title: 'Worker resident memory at rest',
+    value: median(samples.workerRss),
+    unit: 'MiB',
+    target: { max: 100, text: '<= 100 MiB' },
+    details: { samples: samples.workerRss, overLibraryFloor: median(samples.workerRss) / median(samples.floorRss), nodeArgs, when: '2 s after its ready line, before any experiment' },
+  });
+  const workerStart = figure({
+    key: 'workerStart',
+    title: 'Worker start to taking experiments',
+    value: median(samples.workerStart),
+    unit: 's',
+    target: null,
+    details: { samples: samples.workerStart },
+  });
+  opts.log(`light: API ${apiMem.value} MiB, ${apiStart.value} s; library floor ${sig(median(samples.floorRss))} MiB; worker ${workerMem.value} MiB, ${workerStart.value} s`);
+  return [apiMem, apiStart, workerMem, workerStart];
 }

@@ -3,6 +3,7 @@
 // and resident memory read from /proc.
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
+import fsSync from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -11,6 +12,13 @@ import { callApi, type Answer } from '../src/cli/client.ts';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = path.join(ROOT, 'bin', 'kvmq.js');
+
+/** Node's flags for a long-running kvmq, as production runs it: from the first line of bin/kvmq.js. */
+export const PRODUCTION_NODE_ARGS: string[] = (() => {
+  const first = fsSync.readFileSync(CLI, 'utf8').split('\n', 1)[0]!;
+  const m = /^#!\/usr\/bin\/env -S node(.*)$/.exec(first);
+  return m ? m[1]!.trim().split(/\s+/).filter(Boolean) : [];
+})();
 
 export async function tempDir(tag: string): Promise<string> {
   return fs.mkdtemp(path.join(os.tmpdir(), `kvmq-bench-${tag}-`));

@@ -1,7 +1,7 @@
 // `npm run bench`: every promise kvmq makes about its own cost, measured against a baseline in the same
 // run, written to bench/results.json and bench/RESULTS.md. Environment knobs (for a quicker look, not for
 // the committed figures): BENCH_ROUNDS, BENCH_DISPATCH, BENCH_ONLY (comma list of figure groups:
-// harness, container, readiness, intake, dispatch, memory, soak, telemetry).
+// harness, container, readiness, intake, dispatch, memory, light, soak, telemetry).
 import fs from 'node:fs/promises';
 import fsSync from 'node:fs';
 import os from 'node:os';
@@ -13,11 +13,11 @@ import { loadConfig } from '../src/config.ts';
 import { startRedisServer, type RedisChild } from '../src/cli/redis-server.ts';
 import { IMPLEMENTED_DRIVERS } from '../src/guests/guest.ts';
 import { systemInfo } from '../src/host/system.ts';
-import { Client, ROOT, sleep, startKvmq, tempDir, type KvmqProcess } from './procs.ts';
+import { Client, PRODUCTION_NODE_ARGS, ROOT, sleep, startKvmq, tempDir, type KvmqProcess } from './procs.ts';
 import { overheadFigure } from './overhead.ts';
-import { intakeFigure } from './intake.ts';
+import { intakeFigures } from './intake.ts';
 import { dispatchFigures } from './dispatch.ts';
-import { apiMemoryFigure, workerMemoryFigure } from './memory.ts';
+import { lightFigures, workerMemoryFigure } from './memory.ts';
 import { readinessFigures } from './readiness.ts';
 import { missing, toJson, toMarkdown, type BenchRun, type Figure } from './report.ts';
 import { sig } from './measure.ts';
@@ -26,15 +26,17 @@ import { telemetryFigures } from './telemetry.ts';
 
 const started = Date.now();
 const log = (m: string) => console.error(`bench [${((Date.now() - started) / 1000).toFixed(0).padStart(3)} s] ${m}`);
-const only = new Set((process.env.BENCH_ONLY ?? 'harness,container,readiness,intake,dispatch,memory,soak,telemetry').split(',').map((s) => s.trim()));
+const only = new Set((process.env.BENCH_ONLY ?? 'harness,container,readiness,intake,dispatch,memory,light,soak,telemetry').split(',').map((s) => s.trim()));
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 9);
+const cores = os.cpus().length;
 const settings = {
   rounds: ROUNDS,
   warmup: 1,
   // About a second of sysbench on this machine: long enough that a spawn's cost shows as a ratio, short
   // enough that the suite stays under ten minutes.
   workload: { kind: 'integer', events: 1500, maxPrime: 20000 },
-  intake: { concurrency: 16, seconds: 3, rawPerBatch: 10000, rounds: 5 },
+  intake: { concurrency: 16, seconds: 3, rawPerBatch: 10000, rounds: 5, processes: cores },
+  light: { rounds: 5 },
   dispatch: { experiments: Number(process.env.BENCH_DISPATCH ?? 1000), workers: 4 },
   // A few seconds of work for four guests at once, so the worker is sampled while they all run (emulated
   // guests run sysbench several times slower than containers).
@@ -45,7 +47,6 @@ const settings = {
   soak: { seed: Number(process.env.BENCH_SOAK_SEED ?? 7), experiments: 20, faults: 8 },
 };
 const commands = ['npm run bench   # = bash scripts/setup.sh --bench && node --import tsx bench/run.ts'];
-const cores = os.cpus().length;
 const imageDir = path.resolve(process.env.KVMQ_IMAGE_DIR ?? path.join(ROOT, '.kvmq', 'images'));
 process.env.KVMQ_IMAGE_DIR = imageDir;
 
@@ -147,25 +148,45 @@ async function main(): Promise<number> {
       ));
     }
 
-    // 3. The parts as their own processes on one Redis: intake, dispatch, memory.
-    if (only.has('intake') || only.has('dispatch') || only.has('memory')) {
+    // 3. The parts as their own processes on one Redis, started as production starts them (the compiled
+    // build, Node's flags from bin/kvmq.js): light processes, intake, dispatch, memory.
+    if (only.has('intake') || only.has('dispatch') || only.has('memory') || only.has('light')) {
       const redis: RedisChild = await startRedisServer(path.join(dir, 'shared'), () => {});
-      const env = { ...baseEnv, REDIS_URL: redis.url };
+      // The intake submits tens of thousands of experiments from one client: the default limit on a
+      // client's unfinished experiments (1000) would refuse them, so it is off here.
+      const env = { ...baseEnv, REDIS_URL: redis.url, KVMQ_MAX_QUEUED_PER_CLIENT: '0' };
       let api: KvmqProcess | undefined;
       try {
-        const apiProc = await startKvmq(['api'], env, /API on (http:\/\/\S+)/);
+        if (only.has('light')) {
+          log('light processes: resident memory at rest and start-up of the API and the worker');
+          figures.push(...await attempt([
+            ['apiMemory', 'API resident memory at rest (one process)', 'MiB', { max: 70, text: '<= 70 MiB' }],
+            ['apiStart', 'API start to /healthz (one process)', 's', { max: 1, text: '<= 1 s' }],
+            ['workerRestMemory', 'Worker resident memory at rest', 'MiB', { max: 100, text: '<= 100 MiB' }],
+            ['workerStart', 'Worker start to taking experiments', 's', null],
+          ], () => lightFigures({ env, dir, rounds: settings.light.rounds, log })));
+        }
+        const apiProc = await startKvmq(['api', '--processes', '1'], env, /API on (http:\/\/[^\s"]+)/, 60_000, PRODUCTION_NODE_ARGS);
         api = apiProc;
         const apiClient = new Client(apiProc.ready[1]!);
         await apiClient.json('GET', '/readyz');
-        await sleep(2000);
-        figures.push(await apiMemoryFigure(apiProc.pid, 'after start-up and one /readyz, before any experiment'));
         if (only.has('intake')) {
-          log('API intake: HTTP against raw Queue.add');
-          figures.push(...await attempt([['apiIntake', 'API intake (HTTP vs raw Queue.add)', 'ratio', { min: 0.5, text: '>= 0.5' }]], () => intakeFigure({
-            apiUrl: apiProc.ready[1]!, redisUrl: redis.url, prefix: loadConfig(env).prefix, concurrency: settings.intake.concurrency,
-            seconds: settings.intake.seconds, rawPerBatch: settings.intake.rawPerBatch, rounds: settings.intake.rounds, warmup: 1, dir, log,
-            spec: { name: 'bench-intake', pool: 'bench-intake', scenarios: [{ id: 'host', guests: 0 }], workloads: [settings.workload], repetitions: 3 },
-          })));
+          const n = settings.intake.processes;
+          log(`API intake: one process and ${n} processes against the HTTP floor and raw Queue.add`);
+          const many = n > 1 ? await startKvmq(['api', '--processes', String(n)], env, /kvmq api: \d+ processes on (http:\/\/\S+)/, 120_000, PRODUCTION_NODE_ARGS) : undefined;
+          try {
+            figures.push(...await attempt([
+              ['apiIntake', 'API intake, one process (HTTP vs the HTTP floor)', 'ratio', { min: 0.8, text: '>= 0.8' }],
+              ...(many ? [['apiIntakeProcesses', `API intake, ${n} processes (vs ${n} × one process)`, 'ratio', { min: 0.8, text: '>= 0.8' }] as [string, string, string, Figure['target']]] : []),
+            ], () => intakeFigures({
+              apiUrl: apiProc.ready[1]!, ...(many ? { apiN: { url: many.ready[1]!, processes: n } } : {}),
+              redisUrl: redis.url, prefix: loadConfig(env).prefix, concurrency: settings.intake.concurrency,
+              seconds: settings.intake.seconds, rawPerBatch: settings.intake.rawPerBatch, rounds: settings.intake.rounds, warmup: 1, dir, log,
+              spec: { name: 'bench-intake', pool: 'bench-intake', scenarios: [{ id: 'host', guests: 0 }], workloads: [settings.workload], repetitions: 3 },
+            })));
+          } finally {
+            await many?.stop();
+          }
         }
         if (only.has('dispatch')) {
           log(`dispatch: ${settings.dispatch.experiments} experiments through ${settings.dispatch.workers} workers`);
@@ -226,7 +247,8 @@ async function main(): Promise<number> {
     if (typeof d?.bareArgv === 'string') commands.push(`${d.bareArgv}   # ${f.key}: the bare boot`);
   }
   if (figures.some((f) => f.key === 'apiIntake' && f.value !== null)) {
-    commands.push(`wrk -t1 -c${settings.intake.concurrency} -d${settings.intake.seconds}s --timeout 10s -s intake.lua URL/v1/experiments   # apiIntake: the API and the HTTP floor (bench/floor.ts)`);
+    commands.push(`wrk -t1 -c${settings.intake.concurrency} -d${settings.intake.seconds}s --timeout 10s -s intake.lua URL/v1/experiments   # apiIntake: the API (kvmq api --processes 1) and the HTTP floor (bench/floor.ts)`);
+    commands.push(`wrk -t1 -c${settings.intake.concurrency * settings.intake.processes} -d${settings.intake.seconds}s --timeout 10s -s intake.lua URL/v1/experiments   # apiIntakeProcesses: kvmq api --processes ${settings.intake.processes}`);
   }
   const run: BenchRun = {
     startedAt: new Date(started).toISOString(), finishedAt: new Date().toISOString(), seconds: (Date.now() - started) / 1000,

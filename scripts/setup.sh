@@ -56,3 +56,6 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
 else
   say "npm packages present"
 fi
+
+# The compiled build that bin/kvmq.js runs (dist/), made again only when a source is newer than it.
+node scripts/build.mjs --if-stale

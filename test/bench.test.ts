@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { interleave, median, meets, parseVmRss, percentile, ratio, sig } from '../bench/measure.ts';
 import { figure, missing, toJson, toMarkdown, type BenchRun } from '../bench/report.ts';
 import { pad4, BARE_INIT } from '../bench/readiness.ts';
-import { closedLoop, intakeGap, parseWrk, wrkScript } from '../bench/intake.ts';
+import { closedLoop, intakeGap, parseWrk, scalingGap, wrkScript } from '../bench/intake.ts';
 import { overheadGap } from '../bench/overhead.ts';
 
 test('median of odd and even counts, unsorted input left as it was', () => {
@@ -137,5 +137,6 @@ test('a missed figure says why from the run itself: noise when some rounds meet,
   assert.match(overheadGap([0.98, 1.01, 1.04, 1.06], 1.02), /range from 0\.980 to 1\.060; 2 of 4 rounds are within/);
   assert.match(overheadGap([0.98, 1.04], 1.02), /inside this run's noise/);
   assert.match(overheadGap([1.08, 1.1], 1.05), /Every round is above the target/);
-  assert.match(intakeGap(0.35, 0.31, 9876.4), /reached 35% of raw Queue\.add.*reached 31% of that floor.*Redis took 9876 raw adds/);
+  assert.match(intakeGap(0.75, 6000, 4500), /reached 75% of the HTTP floor \(4500 against 6000 requests a second\)/);
+  assert.match(scalingGap(2, 2, 0.61, 24000, 5000), /2 API processes reached 0\.61 of 2 × one process\. This machine has 2 cores.*24000 raw Queue\.add a second here against 5000/);
 });

@@ -6,7 +6,7 @@ import { execFile } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { program } from '../src/cli/main.ts';
+import { COMMAND_NAMES, program } from '../src/cli/main.ts';
 import { generateApiTypes, API_TYPES_FILE } from '../scripts/api-types.ts';
 import { testStack, requireTool, tempDir, type TestStack } from './helpers.ts';
 
@@ -27,8 +27,10 @@ function walk(c: Command, trail: string[] = []): [string[], Command][] {
 }
 
 test('every command and every option has help text, and --help prints it with exit 0', async () => {
-  const all = walk(program());
+  const all = walk(await program());
   assert.ok(all.length >= 15, `${all.length} commands`);
+  // main.ts loads one command's module by its name: its table must name every top-level command.
+  assert.deepEqual([...COMMAND_NAMES].sort(), all.filter(([n]) => n.length === 1).map(([n]) => n[0]!).sort());
   for (const [name, c] of all) {
     assert.ok(c.description().length > 5, `kvmq ${name.join(' ')} has a description`);
     for (const o of c.options) assert.ok(o.description.length > 3, `kvmq ${name.join(' ')} ${o.flags} has a description`);

@@ -57,6 +57,8 @@ test('the compose stack builds offline and runs an experiment with container gue
   const alive = setInterval(() => {}, 1000);
   try {
     since = Date.now();
+    // The image runs the compiled build of its context (dist/), made here as npm start would make it.
+    await runChecked([process.execPath, 'scripts/build.mjs', '--if-stale'], { cwd: root });
     await runChecked([...compose, 'up', '-d', '--build'], { cwd: root, env });
     t.diagnostic(`images built and stack up after ${minutes(since)}`);
 

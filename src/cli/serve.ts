@@ -1,7 +1,6 @@
 // `kvmq dev`, `kvmq api`, `kvmq worker`: run the parts until Ctrl-C or SIGTERM, then stop them cleanly.
 import type { Command } from 'commander';
-import { startStack, type Stack } from './stack.ts';
-import { shutdown as shutdownSysctl } from '../host/sysctl.ts';
+import type { Stack } from './stack.ts';
 import os from 'node:os';
 import { InvalidArgumentError } from 'commander';
 import { EXIT } from './errors.ts';
@@ -32,7 +31,7 @@ export function untilSignal(stack: Stack): Promise<void> {
       stack.abort();
       const bounded = (p: Promise<unknown> | undefined, ms: number) => Promise.race([p?.catch(() => {}), new Promise((r) => setTimeout(r, ms))]);
       void bounded(stopping, graceMs)
-        .then(() => shutdownSysctl(stack.config.stateDir))
+        .then(async () => (await import('../host/sysctl.ts')).shutdown(stack.config.stateDir))
         .catch((err) => {
           console.error(`kvmq: sysctl restore failed: ${(err as Error).message}`);
           code = EXIT.local;
@@ -86,6 +85,7 @@ export function register(program: Command): void {
         process.exitCode = await runPrimary(n);
         return;
       }
+      const { startStack } = await import('./stack.ts');
       const stack = await startStack(which);
       await untilSignal(stack);
     });

@@ -7,12 +7,6 @@ import { startRedisServer, type RedisChild } from './redis-server.ts';
 import { Queues } from '../queue/queue.ts';
 import { openRedis, closeRedis, withDeadline, type RedisClient } from '../store/connection.ts';
 import { Store } from '../store/store.ts';
-import { makeDrivers } from '../guests/drivers.ts';
-import { createApp } from '../../api/app.ts';
-import { startExperimentWorker } from '../../workers/experiment.ts';
-import { startWebhookWorker } from '../../workers/webhook.ts';
-import { startScheduleWorker } from '../../workers/schedule.ts';
-import { startArchiver } from '../../workers/archive.ts';
 import { privateDir } from '../host/dirs.ts';
 import { Webhooks } from '../webhooks/webhook.ts';
 import { Schedules } from '../queue/schedule.ts';
@@ -102,6 +96,11 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     const webhooks = new Webhooks(conn('webhooks'), store, config);
     stops.push(() => webhooks.close());
     if (opts.worker) {
+      // Loaded only where a worker runs: the API process holds no driver, worker or runner code.
+      const [{ makeDrivers }, { startExperimentWorker }, { startWebhookWorker }, { startScheduleWorker }, { startArchiver }] = await Promise.all([
+        import('../guests/drivers.ts'), import('../../workers/experiment.ts'), import('../../workers/webhook.ts'),
+        import('../../workers/schedule.ts'), import('../../workers/archive.ts'),
+      ]);
       const ww = await startWebhookWorker({ config, connection: conn('webhook-worker'), store, logger });
       stops.push(() => ww.close());
       const poolQueues = new Queues(conn('queues'), config.prefix);
@@ -118,6 +117,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     }
     let url: string | undefined;
     if (opts.api) {
+      const { createApp } = await import('../../api/app.ts');
       const queues = new Queues(conn('api-queues'), config.prefix);
       const schedules = new Schedules(conn('api-schedules'), store, queues, config);
       stops.push(() => Promise.all([queues.close(), schedules.close()]));

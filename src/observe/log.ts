@@ -4,7 +4,7 @@
 import { Writable } from 'node:stream';
 import os from 'node:os';
 import { pino, type Logger, type LevelWithSilent } from 'pino';
-import pretty from 'pino-pretty';
+import { createRequire } from 'node:module';
 
 export type { Logger };
 
@@ -30,6 +30,8 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
   const usePretty = opts.pretty ?? (!opts.stream && process.stderr.isTTY === true);
   if (usePretty) {
     // pino-pretty as a stream in this thread (not a worker transport): lines are written before exit.
+    // Loaded only for a terminal: a service writing JSON never holds it.
+    const pretty = createRequire(import.meta.url)('pino-pretty') as typeof import('pino-pretty');
     return pino({ level, base }, pretty({ destination: opts.stream ?? 2, sync: true, ignore: 'pid,hostname', translateTime: 'SYS:HH:MM:ss.l' }));
   }
   return pino({ level, base }, opts.stream ?? pino.destination({ dest: 2, sync: true }));
