@@ -48,10 +48,17 @@ export interface KvmqProcess {
  */
 export async function startKvmq(args: string[], env: NodeJS.ProcessEnv, readyPattern: RegExp, timeoutMs = 60_000, nodeArgs: string[] = []): Promise<KvmqProcess> {
   const child = spawn(process.execPath, [...nodeArgs, CLI, ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let log = '';
+  // Chunks kept as they come and joined only when read: an API logs a line per request, and copying the
+  // whole tail on every line cost this process (on the same cores as the API) more than the API's logging.
+  const chunks: string[] = [];
+  let size = 0;
   const keep = (b: Buffer) => {
-    log = (log + b.toString('utf8')).slice(-65536);
+    const text = b.toString('utf8');
+    chunks.push(text);
+    size += text.length;
+    while (size - chunks[0]!.length >= 65536) size -= chunks.shift()!.length;
   };
+  const log = () => chunks.join('').slice(-65536);
   child.stdout!.on('data', keep);
   child.stderr!.on('data', keep);
   const stop = () =>
@@ -65,15 +72,15 @@ export async function startKvmq(args: string[], env: NodeJS.ProcessEnv, readyPat
       child.kill('SIGTERM');
     });
   const ready = await new Promise<RegExpExecArray>((resolve, reject) => {
-    const timer = setTimeout(() => fail(new Error(`kvmq ${args.join(' ')} was not ready within ${timeoutMs / 1000} s:\n${log.slice(-2000)}`)), timeoutMs);
+    const timer = setTimeout(() => fail(new Error(`kvmq ${args.join(' ')} was not ready within ${timeoutMs / 1000} s:\n${log().slice(-2000)}`)), timeoutMs);
     const check = () => {
-      const m = readyPattern.exec(log);
+      const m = readyPattern.exec(log());
       if (m) {
         done();
         resolve(m);
       }
     };
-    const onExit = (code: number | null) => fail(new Error(`kvmq ${args.join(' ')} exited with ${code} before it was ready:\n${log.slice(-2000)}`));
+    const onExit = (code: number | null) => fail(new Error(`kvmq ${args.join(' ')} exited with ${code} before it was ready:\n${log().slice(-2000)}`));
     const done = () => {
       clearTimeout(timer);
       child.stderr!.off('data', check);
@@ -88,7 +95,7 @@ export async function startKvmq(args: string[], env: NodeJS.ProcessEnv, readyPat
     child.stdout!.on('data', check);
     child.once('exit', onExit);
   });
-  return { child, pid: child.pid!, ready, log: () => log, stop };
+  return { child, pid: child.pid!, ready, log, stop };
 }
 
 /**
