@@ -388,6 +388,10 @@ export function toMarkdown(r: Results, spec: ExperimentRecord['spec']): string {
   return out.join('\n') + '\n';
 }
 
+// fmt sizes by the signed value, so a large negative bound (a wide interval from two repetitions) would
+// print with two decimals; server tables size by magnitude (batch tables keep their old output).
+const fmtSigned = (x: number | undefined) => (x !== undefined && x < 0 ? `-${fmt(-x)}` : fmt(x));
+
 const nRange = (ns: number[]) => (ns.length ? (Math.min(...ns) === Math.max(...ns) ? `${ns[0]}` : `${Math.min(...ns)}..${Math.max(...ns)}`) : '0');
 
 /** Workloads shown with server figures: a server kind in the spec, or a stored server cell. */
@@ -421,17 +425,17 @@ function serverTables(r: Results, scenarios: string[], workloads: string[], prof
   for (const f of SERVER_FIGURES) {
     out.push('', `## ${profile}: ${f.label} (${betterText(f.better)}), n = ${nText}`, '');
     out.push(...header());
-    for (const w of workloads) out.push(`| ${label(w, f.name)} | ${scenarios.map((s) => fmt(get(s, w)?.[f.name].mean)).join(' | ')} |`);
+    for (const w of workloads) out.push(`| ${label(w, f.name)} | ${scenarios.map((s) => fmtSigned(get(s, w)?.[f.name].mean)).join(' | ')} |`);
     if (f.name !== 'throughput') continue;
     if (scenarios.includes('host') && scenarios.length > 1) {
       out.push('', `Throughput relative to host (${betterText(f.better)}):`, '');
       out.push(...header());
-      for (const w of workloads) out.push(`| ${w} | ${scenarios.map((s) => (s === 'host' ? (get(s, w) ? '1.00' : '-') : fmt(get(s, w)?.throughput.vsHost))).join(' | ')} |`);
+      for (const w of workloads) out.push(`| ${w} | ${scenarios.map((s) => (s === 'host' ? (get(s, w) ? '1.00' : '-') : fmtSigned(get(s, w)?.throughput.vsHost))).join(' | ')} |`);
     }
     if (scenarios.includes('guest1') && scenarios.some((s) => s !== 'host' && s !== 'guest1')) {
       out.push('', `Throughput per guest relative to guest1 (${betterText(f.better)}; 0.50 = each guest gets half of what one guest alone got):`, '');
       out.push(...header());
-      for (const w of workloads) out.push(`| ${w} | ${scenarios.map((s) => (s === 'guest1' ? (get(s, w) ? '1.00' : '-') : fmt(get(s, w)?.throughput.vsGuest1))).join(' | ')} |`);
+      for (const w of workloads) out.push(`| ${w} | ${scenarios.map((s) => (s === 'guest1' ? (get(s, w) ? '1.00' : '-') : fmtSigned(get(s, w)?.throughput.vsGuest1))).join(' | ')} |`);
     }
   }
   if (rows.length) {
@@ -448,7 +452,7 @@ function serverTables(r: Results, scenarios: string[], workloads: string[], prof
       const v = x.server!;
       const o = SERVER_FIGURES.flatMap((f) => (v[f.name].outliers.length ? [`${f.name} ${v[f.name].outliers.map((i) => `#${i}`).join(' ')}`] : []));
       out.push(
-        `| ${x.workload} | ${x.scenario} | ${v.throughput.n} | ${fmt(v.throughput.mean)} ${v.unit} | ${fmt(v.throughput.ci95[0])} .. ${fmt(v.throughput.ci95[1])} | ${pct(v.throughput.cv)} | ${fmt(v.p99.mean)} | ${fmt(v.p99.ci95[0])} .. ${fmt(v.p99.ci95[1])} | ${pct(v.p99.cv)} | ${v.requests} | ${v.errors} | ${v.timeouts} | ${o.length ? o.join('; ') : '-'} |`,
+        `| ${x.workload} | ${x.scenario} | ${v.throughput.n} | ${fmtSigned(v.throughput.mean)} ${v.unit} | ${fmtSigned(v.throughput.ci95[0])} .. ${fmtSigned(v.throughput.ci95[1])} | ${pct(v.throughput.cv)} | ${fmtSigned(v.p99.mean)} | ${fmtSigned(v.p99.ci95[0])} .. ${fmtSigned(v.p99.ci95[1])} | ${pct(v.p99.cv)} | ${v.requests} | ${v.errors} | ${v.timeouts} | ${o.length ? o.join('; ') : '-'} |`,
       );
     }
   }
