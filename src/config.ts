@@ -1,6 +1,7 @@
 // Environment variables are read in one place, so every knob is listed here and documented in the README.
 import os from 'node:os';
 import path from 'node:path';
+import type { LevelWithSilent } from 'pino';
 
 export interface Config {
   redisUrl: string | undefined;
@@ -101,6 +102,46 @@ export function hostPaths(env: NodeJS.ProcessEnv = process.env): { procSys: stri
 }
 
 const dataDir = (env: NodeJS.ProcessEnv) => path.resolve(env.KVMQ_DATA_DIR ?? '.kvmq');
+
+/** What the client commands need: where the API is (KVMQ_URL, else this host's PORT), its bearer token, and the secret for `--webhook`. */
+export function clientConfig(env: NodeJS.ProcessEnv = process.env): { url: string; token: string | undefined; webhookSecret: string | undefined } {
+  return {
+    url: env.KVMQ_URL ?? `http://127.0.0.1:${env.PORT ?? 8080}`,
+    token: env.KVMQ_TOKEN,
+    webhookSecret: env.KVMQ_WEBHOOK_SECRET,
+  };
+}
+
+/** `kvmq demo`'s driver when --driver is not given (KVMQ_DEMO_DRIVER). */
+export function demoDriver(env: NodeJS.ProcessEnv = process.env): 'qemu' | 'docker' | undefined {
+  const v = env.KVMQ_DEMO_DRIVER;
+  if (v === undefined || v === 'qemu' || v === 'docker') return v;
+  throw new Error(`KVMQ_DEMO_DRIVER must be qemu or docker; got "${v}"`);
+}
+
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
+
+/** KVMQ_LOG_LEVEL, info by default. */
+export function logLevel(env: NodeJS.ProcessEnv = process.env): LevelWithSilent {
+  const raw = (env.KVMQ_LOG_LEVEL ?? 'info').trim().toLowerCase();
+  if (!LOG_LEVELS.includes(raw)) throw new Error(`KVMQ_LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}; got "${env.KVMQ_LOG_LEVEL}"`);
+  return raw as LevelWithSilent;
+}
+
+/** The directories of PATH, where tools are looked up by name. */
+export function searchPath(env: NodeJS.ProcessEnv = process.env): string[] {
+  return (env.PATH ?? '/usr/bin:/bin').split(':');
+}
+
+/**
+ * loadConfig over this process's environment with some variables set (from a command-line flag; an
+ * undefined value leaves the variable as it is) or defaulted (a command's own default, which the
+ * environment overrides).
+ */
+export function configWith(opts: { set?: Record<string, string | undefined>; defaults?: Record<string, string> }, env: NodeJS.ProcessEnv = process.env): Config {
+  const set = Object.fromEntries(Object.entries(opts.set ?? {}).filter(([, v]) => v !== undefined));
+  return loadConfig({ ...opts.defaults, ...env, ...set });
+}
 
 // Standard Webhooks' suggested schedule after the immediate first attempt: 5 s, 5 min, 30 min, 2 h, 5 h,
 // 10 h, 14 h, 20 h, 24 h (jitter is added per attempt).

@@ -23,7 +23,7 @@ export function runArgv(
     const started = process.hrtime.bigint();
     const child = spawn(argv[0]!, argv.slice(1), {
       cwd: opts.cwd,
-      env: opts.env ?? process.env,
+      env: opts.env, // undefined: the child inherits this process's environment
       stdio: ['ignore', 'pipe', 'pipe'],
       detached: true,
       // With uid/gid set, libuv also drops every supplementary group before the exec.

@@ -4,6 +4,7 @@
 // exit code.
 import createClient from 'openapi-fetch';
 import type { paths } from './api-types.ts';
+import { clientConfig } from '../config.ts';
 
 /** The API answered a 4xx: the request itself was refused (bad spec, unknown id, missing token). */
 export class ApiRefused extends Error {
@@ -15,11 +16,11 @@ export class ApiRefused extends Error {
 /** The API could not be reached, or answered 5xx. */
 export class ApiUnavailable extends Error {}
 
-export const apiUrl = () => process.env.KVMQ_URL ?? `http://127.0.0.1:${process.env.PORT ?? 8080}`;
+export const apiUrl = () => clientConfig().url;
 
 export type Client = ReturnType<typeof createClient<paths>>;
 
-export function apiClient(base = apiUrl(), token = process.env.KVMQ_TOKEN): Client {
+export function apiClient(base = apiUrl(), token = clientConfig().token): Client {
   return createClient<paths>({
     baseUrl: base,
     headers: token ? { authorization: `Bearer ${token}` } : {},

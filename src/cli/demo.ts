@@ -3,25 +3,25 @@
 // containers), then the tables.
 import { Option, type Command } from 'commander';
 import { startStack } from './stack.ts';
-import { loadConfig } from '../config.ts';
+import { configWith, demoDriver } from '../config.ts';
 import { PRESETS, type PresetName } from '../model/preset.ts';
 import { IMPLEMENTED_DRIVERS } from '../guests/guest.ts';
 import { ok, apiClient } from './client.ts';
 import { watch } from './progress.ts';
-import { EXIT } from './errors.ts';
+import { EXIT, UsageError } from './errors.ts';
 
 export function register(program: Command): void {
   program
     .command('demo')
     .description('start the stack, run the paper-quick preset, print the tables; exits 1 unless it completes')
-    .addOption(new Option('--driver <driver>', 'qemu (guests, the default) or docker (containers)').choices(['qemu', 'docker']).env('KVMQ_DEMO_DRIVER'))
+    .addOption(new Option('--driver <driver>', 'qemu (guests, the default) or docker (containers); KVMQ_DEMO_DRIVER when not given').choices(['qemu', 'docker']))
     .action(async (opts: { driver?: 'qemu' | 'docker' }) => {
-      process.exitCode = await demo(opts.driver ?? 'qemu');
+      process.exitCode = await demo(opts.driver ?? envDriver() ?? 'qemu');
     });
 }
 
 async function demo(driver: 'qemu' | 'docker'): Promise<number> {
-  const config = loadConfig({ ...process.env, PORT: process.env.PORT ?? '0', KVMQ_STATE_DIR: process.env.KVMQ_STATE_DIR ?? `${process.cwd()}/.kvmq/state` });
+  const config = configWith({ defaults: { PORT: '0', KVMQ_STATE_DIR: `${process.cwd()}/.kvmq/state` } });
   if (driver === 'qemu' && IMPLEMENTED_DRIVERS.has('qemu')) {
     // Build (or find) the guest image first, with its progress, so the run itself shows only cells.
     const { buildImage } = await import('../guests/image.ts');
@@ -50,5 +50,14 @@ async function demo(driver: 'qemu' | 'docker'): Promise<number> {
     return rec.status === 'completed' ? EXIT.ok : EXIT.unsuccessful;
   } finally {
     await stop();
+  }
+}
+
+/** A bad KVMQ_DEMO_DRIVER is a usage error, as a bad --driver is. */
+function envDriver(): 'qemu' | 'docker' | undefined {
+  try {
+    return demoDriver();
+  } catch (err) {
+    throw new UsageError((err as Error).message);
   }
 }

@@ -3,6 +3,7 @@
 import fs from 'node:fs/promises';
 import { newSecret } from '../webhooks/webhook.ts';
 import { UsageError } from './errors.ts';
+import { clientConfig } from '../config.ts';
 
 export const table = (rows: string[][]) => {
   const w = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
@@ -19,7 +20,7 @@ export async function readJson(file: string): Promise<any> {
 
 export function webhookFrom(url: string | undefined) {
   if (!url) return undefined;
-  let secret = process.env.KVMQ_WEBHOOK_SECRET;
+  let secret = clientConfig().webhookSecret;
   if (!secret) {
     secret = newSecret();
     // Shown once, on stderr, so that it is not caught in a pipe of ids; kvmq never shows it again.

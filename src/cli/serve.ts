@@ -5,6 +5,7 @@ import os from 'node:os';
 import { InvalidArgumentError } from 'commander';
 import { EXIT } from './errors.ts';
 import { isApiProcess, onPrimaryStop, runPrimary } from './processes.ts';
+import { configWith } from '../config.ts';
 
 function processCount(v: string): number {
   const n = Number(v);
@@ -77,8 +78,6 @@ export function register(program: Command): void {
       cmd.option('--processes <n>', `API processes sharing the port (node:cluster); default: the core count (${os.availableParallelism()} here)`, processCount);
     }
     cmd.action(async (opts: { pool?: string; hostId?: string; processes?: number }) => {
-      if (opts.pool) process.env.KVMQ_POOL = opts.pool;
-      if (opts.hostId) process.env.KVMQ_HOST_ID = opts.hostId;
       const n = name === 'api' ? (opts.processes ?? os.availableParallelism()) : 1;
       // One process serves in place; more are forked, and this one only watches them.
       if (n > 1 && !isApiProcess()) {
@@ -86,7 +85,7 @@ export function register(program: Command): void {
         return;
       }
       const { startStack } = await import('./stack.ts');
-      const stack = await startStack(which);
+      const stack = await startStack({ ...which, config: configWith({ set: { KVMQ_POOL: opts.pool || undefined, KVMQ_HOST_ID: opts.hostId || undefined } }) });
       await untilSignal(stack);
     });
   }

@@ -10,6 +10,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { PermanentError } from '../errors.ts';
+import { searchPath } from '../config.ts';
 
 const execFileP = promisify(execFile);
 
@@ -42,7 +43,7 @@ export interface RootTreeOptions {
 }
 
 async function which(cmd: string): Promise<string> {
-  for (const dir of (process.env.PATH ?? '/usr/bin:/bin').split(':').concat(['/usr/sbin', '/sbin'])) {
+  for (const dir of searchPath().concat(['/usr/sbin', '/sbin'])) {
     const p = path.join(dir || '.', cmd);
     try {
       await fs.access(p, fs.constants.X_OK);

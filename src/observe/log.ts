@@ -5,16 +5,11 @@ import { Writable } from 'node:stream';
 import os from 'node:os';
 import { pino, type Logger, type LevelWithSilent } from 'pino';
 import { createRequire } from 'node:module';
+import { logLevel } from '../config.ts';
 
 export type { Logger };
+export { logLevel };
 
-const LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
-
-export function logLevel(env: NodeJS.ProcessEnv = process.env): LevelWithSilent {
-  const raw = (env.KVMQ_LOG_LEVEL ?? 'info').trim().toLowerCase();
-  if (!LEVELS.includes(raw)) throw new Error(`KVMQ_LOG_LEVEL must be one of ${LEVELS.join(', ')}; got "${env.KVMQ_LOG_LEVEL}"`);
-  return raw as LevelWithSilent;
-}
 
 export interface LoggerOptions {
   level?: LevelWithSilent;
