@@ -3,13 +3,13 @@
 // through the API, Redis configured for durability, and nothing left after `down`.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import Docker from 'dockerode';
 import { requireTool, waitFor } from './helpers.ts';
 import { runArgv, runChecked } from '../src/process.ts';
+import { freeLoopbackPort } from '../src/guests/host.ts';
 
 const root = path.resolve(import.meta.dirname, '..');
 const composeV2 = (await runArgv(['docker', 'compose', 'version']).catch(() => undefined))?.code === 0;
@@ -28,17 +28,6 @@ async function get(url: string, init: RequestInit = {}): Promise<Response> {
   }
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
 test('the compose stack builds offline and runs an experiment with container guests', { skip, timeout: 1_500_000 }, async (t) => {
   const minutes = (since: number) => `${((Date.now() - since) / 60_000).toFixed(1)} min`;
   let since = Date.now();
@@ -46,7 +35,7 @@ test('the compose stack builds offline and runs an experiment with container gue
   t.diagnostic(`base image ready after ${minutes(since)}`);
 
   const project = `kvmqtest${process.pid}`;
-  const port = await freePort();
+  const port = await freeLoopbackPort();
   const token = `tok-${process.pid}-${Date.now()}`;
   // Generated as the README says for both; hex, so it needs no escaping in REDIS_URL.
   const redisPassword = randomBytes(16).toString('hex');
