@@ -109,7 +109,12 @@ export async function readinessFigures(opts: ReadinessOptions): Promise<Figure[]
   ];
   const measured: number[] = [];
   const baseline: number[] = [];
-  for (const step of interleave(['kvmq', 'bare'] as const, opts.rounds, opts.warmup)) {
+  const withDisk: number[] = [];
+  // The figure's arm runs a CPU workload, which gets no scratch disk; the third arm runs one that writes
+  // files, so the guest also loads its modules and mounts the disk before its agent is ready. That arm
+  // is reported beside the figure so the cost of the disk stays visible.
+  const workloads = { kvmq: [{ kind: 'integer', events: 1, maxPrime: 3 }], disk: [{ kind: 'seqread', sizeMiB: 1, blockKiB: 1024 }] } as const;
+  for (const step of interleave(['kvmq', 'bare', 'disk'] as const, opts.rounds, opts.warmup)) {
     let s: number;
     if (step.arm === 'bare') s = await bareBoot(bareArgv);
     else {
@@ -117,7 +122,7 @@ export async function readinessFigures(opts: ReadinessOptions): Promise<Figure[]
         experimentId: `benchready${step.round + 2}`,
         scenario: { id: 'ready', guests: 1, loaded: 1 },
         guest: { memoryMiB, vcpus: 1, cpuset, accel: 'tcg', diskCache: 'none' },
-        workloads: [{ kind: 'integer', events: 1, maxPrime: 3 }],
+        workloads: [...workloads[step.arm]],
         signal: new AbortController().signal,
         log: () => {},
       });
@@ -128,7 +133,7 @@ export async function readinessFigures(opts: ReadinessOptions): Promise<Figure[]
       }
     }
     if (step.warmup) continue;
-    (step.arm === 'kvmq' ? measured : baseline).push(s);
+    (step.arm === 'kvmq' ? measured : step.arm === 'bare' ? baseline : withDisk).push(s);
     opts.log(`readiness round ${step.round + 1}/${opts.rounds}: ${step.arm} ${s.toFixed(2)} s`);
   }
   const f = figure({
@@ -146,13 +151,27 @@ export async function readinessFigures(opts: ReadinessOptions): Promise<Figure[]
     details: {
       image: img.hash, kernel: img.kernelVersion, initramfsMiB: img.bytes.initramfs / 2 ** 20, modules: img.modules.length,
       roundRatios: measured.map((m, i) => Number((m / baseline[i]!).toFixed(4))),
+      workload: 'integer (no scratch disk)',
+      withScratchDisk: {
+        workload: 'seqread (modules loaded, ext4 scratch disk mounted before the agent is ready)',
+        ratio: Number(ratio(withDisk, baseline).toFixed(4)),
+        medianSeconds: Number(median(withDisk).toFixed(3)),
+        samples: withDisk.map((x) => Number(x.toFixed(3))),
+      },
       // Relative to the checkout and the run's temporary directory: the report names no path of this machine.
       bareArgv: bareArgv.map((a) => a.replace(ROOT + path.sep, '').replace(opts.dir, '$RUN_DIR')).map((a) => (/\s/.test(a) ? `'${a}'` : a)).join(' '),
     },
   });
-  if (f.met === false) f.note = READINESS_GAP;
+  f.note = f.met === false ? READINESS_GAP : READINESS_DONE;
   return [f, kvmBudget()];
 }
+
+/** What closed most of the gap, and what the disk still costs (measured on the 2-core development machine). */
+export const READINESS_DONE = [
+  "Changed: a guest gets its scratch disk only when a workload writes files (seqread, postmark, custom commands);",
+  "a CPU-only guest's /init inserts no module and mounts nothing, and the host skips mkfs.ext4 for it. Those steps were",
+  "the whole difference from the bare boot. A guest with the disk still pays them; its ratio is in withScratchDisk.",
+].join(' ');
 
 /** Why readiness misses under emulation, found by timing each step of the guest's /init inside the guest. */
 export const READINESS_GAP = [

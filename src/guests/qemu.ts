@@ -19,7 +19,7 @@ import { isServerWorkload, type Workload, type WorkloadPlan } from '../model/wor
 import { GUEST_PORTS } from '../model/server.ts';
 import { freeLoopbackPort } from './host.ts';
 import type { SysctlValues } from '../model/profile.ts';
-import { buildImage, type GuestImage } from './image.ts';
+import { buildImage, DISK_PARAM, type GuestImage } from './image.ts';
 import { AgentChannel, AgentError } from './agent/channel.ts';
 import { runBehindBarrier, startGuestServers, withinDeadline } from './barrier.ts';
 import { ownerAlive } from '../process.ts';
@@ -66,6 +66,18 @@ export function parseCpuset(s: string): number[] {
 
 /** Scratch disk size for a set of workloads (see model/resources.ts, where the preflight sizes it too). */
 export const scratchMiB = guestDiskMiB;
+
+/** Workloads that write no file: they run the same with or without the scratch disk mounted. */
+const DISKLESS_KINDS: ReadonlySet<Workload['kind']> = new Set(['integer', 'float']);
+
+/**
+ * Whether a guest gets its ext4 scratch disk: when any workload writes files (seqread, postmark, a
+ * custom command, any kind not known to write none) or the spec sizes the disk itself. Without one the
+ * host skips mkfs and the guest skips its modules and the mount, so a CPU-only scenario boots faster.
+ */
+export function needsScratchDisk(workloads: Workload[], scratchOverride?: number): boolean {
+  return Boolean(scratchOverride) || workloads.some((w) => !DISKLESS_KINDS.has(w.kind));
+}
 
 function tail(file: string, bytes = 1500): string {
   try {
@@ -207,14 +219,16 @@ export class QemuDriver implements GuestDriver {
     const sock = path.join(run, `g${index}.sock`);
     await fs.mkdir(this.consoleDir, { recursive: true, mode: 0o700 });
     const console = path.join(this.consoleDir, `${path.basename(run)}-g${index}.log`);
-    // A sparse file with ext4 on it: no mount, no loop device, no root needed for this part.
-    const fh = await fs.open(disk, 'w');
-    await fh.truncate(diskMiB * 2 ** 20);
-    await fh.close();
-    try {
-      await execFileP('mkfs.ext4', ['-q', '-F', '-m', '0', '-L', 'kvmq-scratch', disk]);
-    } catch (err) {
-      throw new PermanentError(`mkfs.ext4 failed on the scratch disk of ${name}: ${((err as { stderr?: string }).stderr || (err as Error).message).trim()}`);
+    if (diskMiB > 0) {
+      // A sparse file with ext4 on it: no mount, no loop device, no root needed for this part.
+      const fh = await fs.open(disk, 'w');
+      await fh.truncate(diskMiB * 2 ** 20);
+      await fh.close();
+      try {
+        await execFileP('mkfs.ext4', ['-q', '-F', '-m', '0', '-L', 'kvmq-scratch', disk]);
+      } catch (err) {
+        throw new PermanentError(`mkfs.ext4 failed on the scratch disk of ${name}: ${((err as { stderr?: string }).stderr || (err as Error).message).trim()}`);
+      }
     }
     const qemu = [
       this.qemuBin,
@@ -227,11 +241,12 @@ export class QemuDriver implements GuestDriver {
       '-display', 'none', '-monitor', 'none',
       '-kernel', image.kernel,
       '-initrd', image.initramfs,
-      '-append', 'console=ttyS0 panic=-1 quiet',
+      // The disk is the first virtio block device, /dev/vda; /init mounts it only when told it is there.
+      '-append', `console=ttyS0 panic=-1 quiet${diskMiB > 0 ? ` ${DISK_PARAM}=/dev/vda` : ''}`,
       '-serial', `file:${console}`,
       '-chardev', `socket,id=agent,path=${sock},server=on,wait=off`,
       '-serial', 'chardev:agent',
-      '-drive', `file=${disk},format=raw,if=virtio,cache=${g.diskCache}`,
+      ...(diskMiB > 0 ? ['-drive', `file=${disk},format=raw,if=virtio,cache=${g.diskCache}`] : []),
       ...netArgs(forwards),
     ];
     // taskset execs QEMU, so the pid below is QEMU's and every thread it starts inherits the CPU set.
@@ -336,7 +351,7 @@ export class QemuDriver implements GuestDriver {
     if (g.memoryMiB < minMiB) throw new PermanentError(`memoryMiB ${g.memoryMiB} is too small for the guest image; give each guest at least ${minMiB} MiB`);
     const accel = await this.resolveAccel(g.accel, log);
     signal.throwIfAborted();
-    const diskMiB = scratchMiB(req.workloads, g.scratchMiB);
+    const diskMiB = needsScratchDisk(req.workloads, g.scratchMiB) ? scratchMiB(req.workloads, g.scratchMiB) : 0;
     const run = await this.newRun(`${req.experimentId}-${scenario.id}`);
     const guests: Guest[] = [];
     const bootMs = this.guests.bootTimeoutMs ?? (accel === 'kvm' ? 60 : 60 + 30 * scenario.guests) * 1000;
@@ -347,7 +362,7 @@ export class QemuDriver implements GuestDriver {
         await fs.rm(run, { recursive: true, force: true });
       })());
     try {
-      log(`booting ${scenario.guests} QEMU guest(s) under ${accel}: ${g.memoryMiB} MiB, ${g.vcpus} vCPU, cpuset ${g.cpuset || 'any'}, cache=${g.diskCache}, ${diskMiB} MiB scratch`);
+      log(`booting ${scenario.guests} QEMU guest(s) under ${accel}: ${g.memoryMiB} MiB, ${g.vcpus} vCPU, cpuset ${g.cpuset || 'any'}, cache=${g.diskCache}, ${diskMiB ? `${diskMiB} MiB scratch` : 'no scratch disk (no workload writes files)'}`);
       // Server workloads need a NIC: user-mode networking, reachable only through ports forwarded from 127.0.0.1.
       const kinds = [...new Set(req.workloads.filter(isServerWorkload).map((w) => w.kind))];
       for (let i = 0; i < scenario.guests; i++) {
