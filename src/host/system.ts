@@ -18,11 +18,20 @@ export interface SystemInfo {
 }
 
 const PACKAGES = ['sysbench', 'stress-ng', 'postmark', 'busybox-static', 'qemu-system-x86', 'docker.io', 'redis-server', 'nginx-light', 'wrk', 'redis-tools'];
-let versionsCache: Promise<Record<string, string>> | undefined;
+
+/**
+ * How long a worker trusts what it learnt about its host before asking again: package versions, the
+ * CPU model, memory size. They do not change between two experiments, but an upgrade during a long-lived
+ * worker's life must reach the records, so they are re-read after this long.
+ */
+export const FACTS_TTL_MS = 60_000;
+
+let versionsCache: { at: number; versions: Promise<Record<string, string>> } | undefined;
 
 /** Versions of the Debian packages that provide the workload tools and drivers (those installed). */
-export function toolVersions(): Promise<Record<string, string>> {
-  versionsCache ??= runArgv(['dpkg-query', '-W', '-f', '${Package} ${Version}\n', ...PACKAGES])
+export function toolVersions(now = Date.now()): Promise<Record<string, string>> {
+  if (versionsCache && now - versionsCache.at < FACTS_TTL_MS) return versionsCache.versions;
+  const versions = runArgv(['dpkg-query', '-W', '-f', '${Package} ${Version}\n', ...PACKAGES])
     .then((r) => {
       const out: Record<string, string> = { node: process.versions.node };
       for (const line of r.output.split('\n')) {
@@ -32,19 +41,29 @@ export function toolVersions(): Promise<Record<string, string>> {
       return out;
     })
     .catch(() => ({ node: process.versions.node }));
-  return versionsCache;
+  versionsCache = { at: now, versions };
+  return versions;
 }
 
-export async function systemInfo(): Promise<SystemInfo> {
-  return {
-    hostname: os.hostname(),
-    kernel: `${os.type()} ${os.release()}`,
-    cpu: os.cpus()[0]?.model ?? 'unknown',
-    cores: os.cpus().length,
-    memoryMiB: Math.round(os.totalmem() / 2 ** 20),
-    root: process.getuid?.() === 0,
-    versions: await toolVersions(),
-  };
+let factsCache: { at: number; facts: Omit<SystemInfo, 'versions'> } | undefined;
+
+/** The host's facts and tool versions; read again once they are FACTS_TTL_MS old. */
+export async function systemInfo(now = Date.now()): Promise<SystemInfo> {
+  if (!factsCache || now - factsCache.at >= FACTS_TTL_MS) {
+    const cpus = os.cpus();
+    factsCache = {
+      at: now,
+      facts: {
+        hostname: os.hostname(),
+        kernel: `${os.type()} ${os.release()}`,
+        cpu: cpus[0]?.model ?? 'unknown',
+        cores: cpus.length,
+        memoryMiB: Math.round(os.totalmem() / 2 ** 20),
+        root: process.getuid?.() === 0,
+      },
+    };
+  }
+  return { ...factsCache.facts, versions: { ...(await toolVersions(now)) } };
 }
 
 export interface Capabilities {

@@ -6,7 +6,8 @@
 // store and the sysctl state directory come in as parameters: the side effects stay at the edges.
 import { PermanentError } from '../errors.ts';
 import { maxRepetitions } from '../model/cell.ts';
-import { systemInfo } from '../host/system.ts';
+import { FACTS_TTL_MS, systemInfo } from '../host/system.ts';
+import type { DriverProbe, GuestDriver } from '../guests/guest.ts';
 import * as sysctl from '../host/sysctl.ts';
 import { driverFor, initialProgress, report, type RunContext, type RunnerDeps } from './context.ts';
 import { runProfile, writesHost } from './profile.ts';
@@ -24,6 +25,33 @@ export async function runExperiment(deps: RunnerDeps, id: string, signal: AbortS
   await report(ctx);
 }
 
+const probes = new WeakMap<GuestDriver, { at: number; probe: Promise<DriverProbe> }>();
+
+/**
+ * A driver's probe, asked again once FACTS_TTL_MS old: it spawns the driver's tools or asks its engine,
+ * which costs more than a tiny experiment does. A probe that fails (or throws) is never kept, so the
+ * next experiment asks again and a host that was fixed is seen at once.
+ */
+export function probeCached(d: GuestDriver, now = Date.now()): Promise<DriverProbe> {
+  const c = probes.get(d);
+  if (c && now - c.at < FACTS_TTL_MS) return c.probe;
+  const forget = () => {
+    if (probes.get(d)?.probe === probe) probes.delete(d);
+  };
+  const probe: Promise<DriverProbe> = d.probe().then(
+    (p) => {
+      if (!p.ok) forget();
+      return p;
+    },
+    (err: unknown) => {
+      forget();
+      throw err;
+    },
+  );
+  probes.set(d, { at: now, probe });
+  return probe;
+}
+
 /** Every driver the spec needs must run here; their versions go into the system record with the host's facts. */
 async function probeAndRecordSystem(deps: RunnerDeps, id: string, signal: AbortSignal): Promise<RunContext> {
   const { store } = deps;
@@ -35,7 +63,7 @@ async function probeAndRecordSystem(deps: RunnerDeps, id: string, signal: AbortS
   await preflight(spec, deps.drivers);
   const versions: Record<string, string> = {};
   for (const d of needed) {
-    const p = await d.probe();
+    const p = await probeCached(d);
     if (!p.ok) throw new PermanentError(`${d.name} driver cannot run here: ${p.reason}`);
     Object.assign(versions, p.versions);
   }
