@@ -37,7 +37,7 @@ const settings = {
   workload: { kind: 'integer', events: 1500, maxPrime: 20000 },
   intake: { concurrency: 16, seconds: 3, rawPerBatch: 10000, rounds: 5, processes: cores },
   light: { rounds: 5 },
-  dispatch: { experiments: Number(process.env.BENCH_DISPATCH ?? 1000), workers: 4 },
+  dispatch: { experiments: Number(process.env.BENCH_DISPATCH ?? 1000), workers: 4, harnessExperiments: Number(process.env.BENCH_DISPATCH_HARNESS ?? 200) },
   // A few seconds of work for four guests at once, so the worker is sampled while they all run (emulated
   // guests run sysbench several times slower than containers).
   memory: { docker: { kind: 'integer', events: 3000, maxPrime: 20000 }, qemu: { kind: 'integer', events: 600, maxPrime: 20000 } },
@@ -191,11 +191,13 @@ async function main(): Promise<number> {
         if (only.has('dispatch')) {
           log(`dispatch: ${settings.dispatch.experiments} experiments through ${settings.dispatch.workers} workers`);
           figures.push(...await attempt([
+            ['dispatchHarness', 'Dispatch: harness time of a tiny host-only experiment (median)', 'ms', { max: 15, text: '<= 15 ms' }],
+            ['dispatchHarnessP99', 'Dispatch: harness time of a tiny host-only experiment (p99)', 'ms', null],
             ['dispatch', 'Dispatch rate', 'experiments/s', null],
             ['dispatchLost', 'Dispatch: experiments lost', 'experiments', { max: 0, text: '0' }],
           ], () => dispatchFigures({
             client: apiClient, redisUrl: redis.url, prefix: loadConfig(env).prefix, env, dir, experiments: settings.dispatch.experiments,
-            workers: settings.dispatch.workers, timeoutMs: 300_000, log,
+            workers: settings.dispatch.workers, harnessExperiments: settings.dispatch.harnessExperiments, timeoutMs: 300_000, log,
           })));
         }
         if (only.has('memory')) {
