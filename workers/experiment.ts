@@ -118,10 +118,13 @@ export async function startExperimentWorker(opts: ExperimentWorkerOptions): Prom
   let draining = false;
   // The registry entry says which experiment this host runs: refreshed on a timer and at each change.
   // Its capabilities (free scratch space, available memory) let the API refuse what no host can run.
-  const beat = () =>
-    workerCapabilities(opts.drivers)
-      .then((caps) => announce(store, {
-        id: config.hostId, pool: config.pool, capabilities: caps, heartbeatAt: new Date().toISOString(),
+  // The capabilities are measured on the heartbeat's timer; the beats at each experiment's start and end
+  // only say what runs now, so a tiny experiment does not pay for reading /proc and statfs twice.
+  let caps: Awaited<ReturnType<typeof workerCapabilities>> | undefined;
+  const beat = (measure = false) =>
+    (measure || !caps ? workerCapabilities(opts.drivers).then((c) => (caps = c)) : Promise.resolve(caps))
+      .then((c) => announce(store, {
+        id: config.hostId, pool: config.pool, capabilities: c, heartbeatAt: new Date().toISOString(),
         current: [...running.keys()][0] ?? null, pid: process.pid,
       }))
       .catch((err) => log(`heartbeat: ${(err as Error).message}`));
@@ -131,8 +134,8 @@ export async function startExperimentWorker(opts: ExperimentWorkerOptions): Prom
   const worker = openQueueWorker(shift, log);
   await worker.waitUntilReady();
 
-  await beat();
-  const heartbeat = setInterval(beat, HEARTBEAT_MS);
+  await beat(true);
+  const heartbeat = setInterval(() => beat(true), HEARTBEAT_MS);
   log(`worker ${config.hostId} taking experiments from pool ${config.pool}`);
 
   return {
@@ -207,7 +210,7 @@ interface Shift {
   /** The experiment this worker runs, with the controller a cancel or a shutdown aborts. */
   running: Map<string, AbortController>;
   draining: () => boolean;
-  beat: () => Promise<void>;
+  beat: (measure?: boolean) => Promise<void>;
 }
 
 /** One attempt at one experiment. */
@@ -336,6 +339,7 @@ async function runEveryCell(shift: Shift, a: Attempt, signal: AbortSignal): Prom
       },
       a.id,
       signal,
+      a.rec.spec,
     );
   store.takeUnreplicated(a.id);
   await run();

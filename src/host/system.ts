@@ -47,8 +47,8 @@ export function toolVersions(now = Date.now()): Promise<Record<string, string>> 
 
 let factsCache: { at: number; facts: Omit<SystemInfo, 'versions'> } | undefined;
 
-/** The host's facts and tool versions; read again once they are FACTS_TTL_MS old. */
-export async function systemInfo(now = Date.now()): Promise<SystemInfo> {
+/** What does not change between experiments on this host, read again once FACTS_TTL_MS old. */
+function hostFacts(now: number): Omit<SystemInfo, 'versions'> {
   if (!factsCache || now - factsCache.at >= FACTS_TTL_MS) {
     const cpus = os.cpus();
     factsCache = {
@@ -63,7 +63,12 @@ export async function systemInfo(now = Date.now()): Promise<SystemInfo> {
       },
     };
   }
-  return { ...factsCache.facts, versions: { ...(await toolVersions(now)) } };
+  return factsCache.facts;
+}
+
+/** The host's facts and tool versions; read again once they are FACTS_TTL_MS old. */
+export async function systemInfo(now = Date.now()): Promise<SystemInfo> {
+  return { ...hostFacts(now), versions: { ...(await toolVersions(now)) } };
 }
 
 export interface Capabilities {
@@ -80,13 +85,19 @@ export interface Capabilities {
   scratch?: Partial<Record<Column, DiskFigure>>;
 }
 
-export function capabilities(): Capabilities {
+/** The CPU count, from the cached facts: os.cpus() reads /proc for every CPU, milliseconds on a busy host. */
+export function cores(now = Date.now()): number {
+  return hostFacts(now).cores;
+}
+
+export function capabilities(now = Date.now()): Capabilities {
+  const f = hostFacts(now);
   return {
     kvm: fs.existsSync('/dev/kvm'),
     docker: fs.existsSync('/var/run/docker.sock'),
-    root: process.getuid?.() === 0,
-    cores: os.cpus().length,
-    memoryMiB: Math.round(os.totalmem() / 2 ** 20),
+    root: f.root,
+    cores: f.cores,
+    memoryMiB: f.memoryMiB,
   };
 }
 

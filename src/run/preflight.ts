@@ -2,11 +2,10 @@
 // that the experiment fits this host as it is now (free scratch space on each column's disk, available
 // memory, the CPUs pinning names). Work that cannot fit fails at once with the limit and the host's
 // figure, instead of filling the disk or failing when QEMU cannot allocate its memory.
-import os from 'node:os';
 import type { Drivers, GuestDriver } from '../guests/guest.ts';
 import type { Spec } from '../model/spec.ts';
 import { fitProblems, type Column, type DiskFigure, type HostFigures } from '../model/resources.ts';
-import { capabilities, diskFigure, memoryAvailableMiB, type Capabilities } from '../host/system.ts';
+import { capabilities, cores, diskFigure, memoryAvailableMiB, type Capabilities } from '../host/system.ts';
 import { PermanentError } from '../errors.ts';
 
 /** The scratch disk of each column this worker holds a driver for. */
@@ -33,7 +32,7 @@ export async function workerCapabilities(drivers: Drivers): Promise<Capabilities
 /** Throws a PermanentError naming every limit the spec exceeds on this host now. */
 export async function preflight(spec: Spec, drivers: Drivers): Promise<void> {
   const figures: HostFigures = {
-    cores: os.cpus().length,
+    cores: cores(),
     memoryMiB: await memoryAvailableMiB(),
     disks: await scratchDisks(drivers),
     basis: 'free',

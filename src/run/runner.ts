@@ -8,6 +8,7 @@ import { PermanentError } from '../errors.ts';
 import { maxRepetitions } from '../model/cell.ts';
 import { FACTS_TTL_MS, systemInfo } from '../host/system.ts';
 import type { DriverProbe, GuestDriver } from '../guests/guest.ts';
+import type { Spec } from '../model/spec.ts';
 import * as sysctl from '../host/sysctl.ts';
 import { driverFor, initialProgress, report, type RunContext, type RunnerDeps } from './context.ts';
 import { runProfile, writesHost } from './profile.ts';
@@ -15,8 +16,9 @@ import { preflight } from './preflight.ts';
 
 export { ShutdownError, type RunnerDeps } from './context.ts';
 
-export async function runExperiment(deps: RunnerDeps, id: string, signal: AbortSignal): Promise<void> {
-  const ctx = await probeAndRecordSystem(deps, id, signal);
+/** `spec`: the record's spec when the caller has just read it (the worker has), saving a read. */
+export async function runExperiment(deps: RunnerDeps, id: string, signal: AbortSignal, spec?: Spec): Promise<void> {
+  const ctx = await probeAndRecordSystem(deps, id, signal, spec);
   await report(ctx);
   await preflightHostSysctls(ctx);
   const maxReps = maxRepetitions(ctx.spec);
@@ -53,11 +55,10 @@ export function probeCached(d: GuestDriver, now = Date.now()): Promise<DriverPro
 }
 
 /** Every driver the spec needs must run here; their versions go into the system record with the host's facts. */
-async function probeAndRecordSystem(deps: RunnerDeps, id: string, signal: AbortSignal): Promise<RunContext> {
+async function probeAndRecordSystem(deps: RunnerDeps, id: string, signal: AbortSignal, given?: Spec): Promise<RunContext> {
   const { store } = deps;
-  const rec = await store.get(id);
-  if (!rec) throw new PermanentError(`experiment ${id} has no record`);
-  const spec = rec.spec;
+  const spec = given ?? (await store.get(id))?.spec;
+  if (!spec) throw new PermanentError(`experiment ${id} has no record`);
   const needed = [...new Set(spec.scenarios.map((s) => driverFor(deps.drivers, spec, s.guests)))];
   // Before anything is written, built or booted: scratch space, memory and pinned CPUs on this host, now.
   await preflight(spec, deps.drivers);

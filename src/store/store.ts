@@ -417,6 +417,17 @@ export class Store {
     return this.key('events', id);
   }
 
+  /**
+   * Record an experiment's progress and publish it in one round trip: the record is written first, so a
+   * reader woken by the event finds the progress it announces.
+   */
+  async putProgress(id: string, progress: Progress): Promise<void> {
+    const key = await this.expKey(id, 'exp');
+    const ev: ExperimentEvent = { type: 'progress', id, progress };
+    const r = await this.redis.pipeline().hset(key, encode({ progress })).publish(this.channel(id), JSON.stringify(ev)).exec();
+    for (const [err] of r ?? []) if (err) throw err;
+  }
+
   async publish(ev: ExperimentEvent): Promise<void> {
     await this.redis.publish(this.channel(ev.id), JSON.stringify(ev));
   }
