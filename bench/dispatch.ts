@@ -9,7 +9,7 @@
 import path from 'node:path';
 import { Queue } from 'bullmq';
 import { connect, queueName } from '../src/queue/queue.ts';
-import { Store } from '../src/store/store.ts';
+import { Store, poolPrefix } from '../src/store/store.ts';
 import type { RedisClient } from '../src/store/connection.ts';
 import { figure, type Figure } from './report.ts';
 import { median, percentile } from './measure.ts';
@@ -45,7 +45,8 @@ const ms3 = (x: number) => Number(x.toFixed(3));
 
 /** Queue `n` tiny experiments (paused), start `workers` workers, resume, and read back every record and job. */
 async function runBatch(opts: DispatchOptions, conn: RedisClient, pool: string, n: number, workers: number): Promise<Batch> {
-  const queue = new Queue(queueName(pool), { connection: conn, prefix: opts.prefix });
+  // Each pool's queue lives under the pool's own hash tag (poolPrefix), where its workers look for it.
+  const queue = new Queue(queueName(pool), { connection: conn, prefix: poolPrefix(opts.prefix, pool) });
   const procs: KvmqProcess[] = [];
   try {
     await queue.waitUntilReady();
@@ -83,7 +84,7 @@ async function runBatch(opts: DispatchOptions, conn: RedisClient, pool: string, 
     const store = new Store(conn, opts.prefix);
     const pipe = conn.pipeline();
     for (const id of ids) {
-      pipe.hmget(store.key('exp', id), 'status', 'finishedAt', 'attempts').hvals(store.key('cells', id)).hmget(queue.toKey(id), 'processedOn', 'finishedOn');
+      pipe.hmget(store.poolKey(pool, 'exp', id), 'status', 'finishedAt', 'attempts').hvals(store.poolKey(pool, 'cells', id)).hmget(queue.toKey(id), 'processedOn', 'finishedOn');
     }
     const rows = (await pipe.exec())!;
     const b: Batch = { ids, completed: 0, seconds: 0, retried: 0, otherwise: {}, counts, harnessMs: [] };
