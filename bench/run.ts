@@ -1,7 +1,7 @@
 // `npm run bench`: every promise kvmq makes about its own cost, measured against a baseline in the same
 // run, written to bench/results.json and bench/RESULTS.md. Environment knobs (for a quicker look, not for
 // the committed figures): BENCH_ROUNDS, BENCH_DISPATCH, BENCH_ONLY (comma list of figure groups:
-// harness, container, readiness, intake, dispatch, memory, light, soak, telemetry).
+// harness, container, readiness, intake, dispatch, memory, light, soak, telemetry, matrix).
 import fs from 'node:fs/promises';
 import fsSync from 'node:fs';
 import os from 'node:os';
@@ -23,10 +23,11 @@ import { missing, toJson, toMarkdown, type BenchRun, type Figure } from './repor
 import { sig } from './measure.ts';
 import { soakFigures } from './soak.ts';
 import { telemetryFigures } from './telemetry.ts';
+import { matrixFigures } from './matrix.ts';
 
 const started = Date.now();
 const log = (m: string) => console.error(`bench [${((Date.now() - started) / 1000).toFixed(0).padStart(3)} s] ${m}`);
-const only = new Set((process.env.BENCH_ONLY ?? 'harness,container,readiness,intake,dispatch,memory,light,soak,telemetry').split(',').map((s) => s.trim()));
+const only = new Set((process.env.BENCH_ONLY ?? 'harness,container,readiness,intake,dispatch,memory,light,soak,telemetry,matrix').split(',').map((s) => s.trim()));
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 9);
 const cores = os.cpus().length;
 const settings = {
@@ -90,7 +91,7 @@ async function main(): Promise<number> {
   const system = await systemInfo();
   const loadStart = os.loadavg()[0]!;
   log(`${system.cpu}, ${cores} cores; rounds ${ROUNDS}`);
-  const dockerd = only.has('container') || only.has('memory') || only.has('soak') ? await ensureDockerd() : { ok: false, reason: 'not asked for' };
+  const dockerd = only.has('container') || only.has('memory') || only.has('soak') || only.has('matrix') ? await ensureDockerd() : { ok: false, reason: 'not asked for' };
   if (dockerd.started) cleanups.push(async () => dockerd.started!.kill('SIGTERM'));
   const baseEnv: NodeJS.ProcessEnv = {
     ...process.env, PORT: '0', HOST: '127.0.0.1', KVMQ_RATE_LIMIT: '0', KVMQ_ALLOW_COMMANDS: '1',
@@ -236,6 +237,14 @@ async function main(): Promise<number> {
         ['telemetryCost50', 'Postmark with writeback sampling every 50 ms / without', 'ratio', { max: 1.02, text: '≤ 1.02' }],
       ];
       figures.push(...await attempt(keys, () => telemetryFigures({ rounds: ROUNDS, warmup: 1, log })));
+    }
+
+    // 6. Matrix efficiency: how much of a paper-quick experiment is timed cells, per guest driver.
+    if (only.has('matrix')) {
+      const drivers = [...(IMPLEMENTED_DRIVERS.has('qemu') ? ['qemu' as const] : []), ...(IMPLEMENTED_DRIVERS.has('docker') && dockerd.ok ? ['docker' as const] : [])];
+      const keys: [string, string, string, Figure['target']][] = drivers.map((d) => [`matrixTimedShare_${d}`, `Matrix efficiency: paper-quick with ${d}, share of wall time inside timed cells`, 'share', null]);
+      log(`matrix: paper-quick with ${drivers.join(', ')}`);
+      figures.push(...await attempt(keys, () => matrixFigures({ dir, env: baseEnv, drivers, timeoutMs: 1_800_000, log })));
     }
   } finally {
     for (const c of cleanups) await c().catch(() => {});
