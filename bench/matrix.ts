@@ -15,7 +15,7 @@ import type { BootedScenario, Drivers, GuestDriver } from '../src/guests/guest.t
 import { loggerToCallback } from '../src/observe/log.ts';
 import { startExperimentWorker } from '../workers/experiment.ts';
 import { figure, type Figure } from './report.ts';
-import { Client, sleep } from './procs.ts';
+import { Client, waitFinal } from './procs.ts';
 
 export interface MatrixOptions {
   dir: string;
@@ -108,18 +108,8 @@ export async function matrixFigures(opts: MatrixOptions): Promise<Figure[]> {
     for (const driver of opts.drivers) {
       Object.assign(phases, { timed: 0, boot: 0, runOverhead: 0, sysctl: 0, shutdown: 0 });
       opts.log(`matrix: paper-quick with the ${driver} driver`);
-      const sub = await client.request('POST', '/v1/experiments', { name: `bench-matrix-${driver}`, preset: 'paper-quick', driver, guest: { accel: 'tcg' } });
-      if (sub.status !== 202) throw new Error(`submit answered ${sub.status}: ${JSON.stringify(sub.body).slice(0, 300)}`);
-      const id = sub.body.id as string;
-      const end = Date.now() + opts.timeoutMs;
-      let rec: any;
-      for (;;) {
-        rec = (await client.request('GET', `/v1/experiments/${id}`)).body;
-        if (['completed', 'failed', 'cancelled'].includes(rec.status)) break;
-        if (Date.now() > end) throw new Error(`paper-quick with ${driver} did not finish within ${opts.timeoutMs / 1000} s`);
-        await sleep(500);
-      }
-      if (rec.status !== 'completed') throw new Error(`paper-quick with ${driver} ${rec.status}: ${rec.error?.reason ?? ''}`);
+      const id = (await client.json('POST', '/v1/experiments', { name: `bench-matrix-${driver}`, preset: 'paper-quick', driver, guest: { accel: 'tcg' } }, [202])).id as string;
+      const rec = await waitFinal(client, id, opts.timeoutMs, 500);
       const wall = (Date.parse(rec.finishedAt) - Date.parse(rec.startedAt)) / 1000;
       const other = Math.max(0, wall - phases.timed - phases.boot - phases.runOverhead - phases.sysctl - phases.shutdown);
       const seconds = { wall, ...phases, other };
@@ -140,7 +130,6 @@ export async function matrixFigures(opts: MatrixOptions): Promise<Figure[]> {
     }
     return figures;
   } finally {
-    client.agent.destroy();
     await worker.close();
     await closeRedis(wconn);
     await closeRedis(store.redis);
