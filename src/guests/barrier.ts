@@ -141,5 +141,5 @@ export async function startGuestServers(
     await stop();
     throw err;
   }
-  return { endpoints, stop };
+  return { endpoints, argv: l.argv, stop };
 }

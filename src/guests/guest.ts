@@ -20,6 +20,8 @@ export interface ServerEndpoint {
 
 export interface RunningServers {
   endpoints: ServerEndpoint[];
+  /** The server's command line as it was started. */
+  argv: string[];
   /**
    * Stop every server and make sure it is gone; `gone` (optional) says whether an endpoint still answers,
    * so a server that ignores its TERM gets a KILL. Safe to call twice.

@@ -164,6 +164,7 @@ export async function startHostServer(launch: (side: ServerSide) => ServerLaunch
   let stopped: Promise<void> | undefined;
   return {
     endpoints: [{ guest: 'host', index: 1, host: '127.0.0.1', port }],
+    argv: l.argv,
     stop: () =>
       (stopped ??= (async () => {
         if (alive) kill('SIGTERM');

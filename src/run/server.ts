@@ -21,7 +21,7 @@ import { PermanentError } from '../errors.ts';
 export interface ServerMeasurement {
   guestSeconds: number[];
   server: ServerSample[];
-  /** The server's own command line as it ran in the guests. */
+  /** The server's own command line as it ran in the guests (or on the host). */
   command: string[];
 }
 
@@ -187,7 +187,7 @@ export async function measureServer(
     return {
       guestSeconds: seconds.map((s) => Number(s.toFixed(6))),
       server: samples,
-      command: launch({ dir: '/scratch', bind: '0.0.0.0', port: 0, daemon: true }).argv,
+      command: servers.argv,
     };
   } finally {
     await servers.stop(async (e) => !(await probe(w.kind, e, 500)).ok);
