@@ -43,13 +43,18 @@ const broken = (w: ServerWorkload) => (side: ServerSide) => {
 /** A start command that returns at once and starts nothing. */
 const silent = (w: ServerWorkload) => (side: ServerSide) => ({ ...serverLaunch(w, side), argv: ['busybox', 'true'] });
 
-/** Processes of a load generator or a server whose command line mentions `needle` (or any, without one). */
+/**
+ * Processes of a load generator or a server whose command line mentions `needle`; with no needle, only
+ * this test's own children (other work on a shared host may run wrk too).
+ */
 async function processes(names: string[], needle = ''): Promise<string[]> {
   const out: string[] = [];
   for (const p of await fs.readdir('/proc')) {
     if (!/^\d+$/.test(p)) continue;
     const cmd = (await fs.readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '')).split('\0').join(' ');
-    if (names.some((n) => cmd.startsWith(n) || cmd.includes(`/${n} `)) && cmd.includes(needle)) out.push(`${p}: ${cmd}`);
+    if (!names.some((n) => cmd.startsWith(`${n} `) || cmd.includes(`/${n} `))) continue;
+    if (needle ? !cmd.includes(needle) : !(await fs.readFile(`/proc/${p}/status`, 'utf8').catch(() => '')).includes(`\nPPid:\t${process.pid}\n`)) continue;
+    out.push(`${p}: ${cmd}`);
   }
   return out;
 }
