@@ -11,6 +11,7 @@ import { hostsRouter } from './hosts.ts';
 import { metricsRouter } from './metrics.ts';
 import { boardRouter } from './board.ts';
 import { compareRouter } from './compare.ts';
+import { seriesRouter } from './series.ts';
 import { dashboardRouter, chartRouter, DASHBOARD_CSP } from './dashboard.ts';
 import helmet from 'helmet';
 import { rateLimit } from './ratelimit.ts';
@@ -63,6 +64,7 @@ export function createApp(deps: ApiDeps): express.Express {
   app.use('/v1/schedules', schedulesRouter({ ...deps, schedules: deps.schedules ?? new Schedules(deps.store.redis, deps.store, deps.queues, deps.config) }));
   app.use('/v1/hosts', hostsRouter(deps.store));
   app.use('/v1/compare', compareRouter(deps));
+  app.use('/v1/series', seriesRouter(deps));
   app.use('/v1', chartRouter(deps));
   app.get('/v1/profiles', (_req, res) => void res.json({ items: Object.values(BUILTIN_PROFILES), allowedKeys: SYSCTL_KEYS }));
   app.get('/v1/presets', (_req, res) => void res.json({ items: Object.entries(PRESETS).map(([name, p]) => ({ name, ...p })) }));

@@ -5,6 +5,7 @@ import { SpecInputSchema, normalizeSpec, redactWebhook, type Spec } from '../src
 import { Store, STATUSES, FINAL, type ExperimentRecord } from '../src/store/store.ts';
 import type { Queues } from '../src/queue/queue.ts';
 import { buildResults, toCsv, toMarkdown } from '../src/results/report.ts';
+import { buildReference, referenceMarkdown } from '../src/results/paper.ts';
 import { DRIVER_CAPABILITIES, IMPLEMENTED_DRIVERS } from '../src/guests/guest.ts';
 import { expandCells, maxCells } from '../src/model/cell.ts';
 import { HttpProblem, validationProblem, parseJsonBody, refuseIfAny, type ProblemItem } from './problem.ts';
@@ -29,7 +30,14 @@ export const ListQuery = z.strictObject({
 export const DeleteQuery = z.strictObject({
   purge: z.enum(['true', 'false']).optional().describe('true: delete a finished experiment with its results; without it DELETE cancels'),
 });
-export const ResultsQuery = z.strictObject({ format: z.enum(['json', 'csv', 'markdown']).default('json') });
+export const ResultsQuery = z
+  .strictObject({
+    format: z.enum(['json', 'csv', 'markdown']).default('json'),
+    reference: z.enum(['paper']).optional().describe("paper: the paper's Tables 3 and 4 ratios beside the measured ones, each judged by an equivalence test (json and markdown)"),
+    tolerance: z.coerce.number().gt(0).max(1).optional().describe('with reference: how far a measured ratio may lie from the reference and still reproduce it (0.1 = ±10 %, the default)'),
+  })
+  .refine((q) => !(q.reference && q.format === 'csv'), { path: ['reference'], message: 'reference is shown in json and markdown, not csv' })
+  .refine((q) => !(q.tolerance !== undefined && !q.reference), { path: ['tolerance'], message: 'tolerance goes with reference=paper' });
 
 export interface ApiDeps {
   store: Store;
@@ -175,9 +183,10 @@ export function experimentsRouter(deps: ApiDeps): Router {
     if (!q.success) throw validationProblem(q.error, 'query', '/query');
     const rec = await load(req);
     const results = await buildResults(store, rec);
+    const reference = q.data.reference === 'paper' ? buildReference(results, rec.spec, q.data.tolerance) : undefined;
     if (q.data.format === 'csv') res.type('text/csv').send(toCsv(results));
-    else if (q.data.format === 'markdown') res.type('text/markdown').send(toMarkdown(results, rec.spec));
-    else res.json(results);
+    else if (q.data.format === 'markdown') res.type('text/markdown').send(toMarkdown(results, rec.spec) + (reference ? '\n' + referenceMarkdown(reference) : ''));
+    else res.json(reference ? { ...results, reference } : results);
   });
 
   r.get('/:id/events', async (req, res) => {

@@ -7,6 +7,8 @@ import { ChartQuery } from './dashboard.ts';
 import { registerBatchPaths } from './batch-openapi.ts';
 import { CompareQuery } from './compare.ts';
 import { ResultsSchema } from './results-schema.ts';
+import { SeriesListQuery, SeriesParams, SeriesQuery } from './series.ts';
+import { SeriesCheckSchema } from '../src/model/series.ts';
 
 let cached: object | undefined;
 
@@ -24,6 +26,20 @@ export function openApiDocument(): object {
   const problem = (description: string) => ({ description, content: { 'application/problem+json': { schema: Problem } } });
   const Links = z.object({ self: z.string(), results: z.string(), events: z.string(), deliveries: z.string() });
   const Accepted = reg.register('Accepted', z.object({ id: z.string(), status: z.string(), links: Links }));
+  const Ci2 = z.tuple([z.number(), z.number()]);
+  const SystemChange = z.object({ field: z.string(), before: z.union([z.string(), z.number(), z.null()]), after: z.union([z.string(), z.number(), z.null()]) });
+  const SeriesChange = reg.register('SeriesChange', z.object({
+    profile: z.string(), scenario: z.string(), workload: z.string(), direction: z.enum(['regression', 'improvement']),
+    since: z.string().describe('first run after the step'), previous: z.string().describe('the run before it'),
+    ratio: z.number().describe('mean after / mean before'), better: z.enum(['lower', 'higher']), ci95: Ci2.optional(),
+    p: z.number(), pAdjusted: z.number(), unit: z.string(),
+    before: z.object({ runs: z.number().int(), mean: z.number() }), after: z.object({ runs: z.number().int(), mean: z.number() }),
+  }));
+  const SeriesCheckResult = reg.register('SeriesCheckResult', z.object({
+    series: z.string(), host: z.string(), checkedAt: z.string(), runs: z.number().int(), flagged: z.boolean(),
+    changes: z.array(SeriesChange).describe('steps first confirmed with this run (each is reported once)'), known: z.number().int(),
+    systemChanged: z.boolean(), systemChanges: z.array(SystemChange), settings: SeriesCheckSchema, message: z.string(),
+  }));
   const Experiment = reg.register(
     'Experiment',
     z.object({
@@ -31,6 +47,7 @@ export function openApiDocument(): object {
       progress: z.object({ done: z.number().int(), total: z.number().int(), current: z.record(z.string(), z.unknown()).optional() }),
       host: z.string().optional(), createdAt: z.string(), startedAt: z.string().optional(), finishedAt: z.string().optional(),
       error: z.object({ reason: z.string() }).optional(), spec: z.record(z.string(), z.unknown()), links: Links,
+      regression: SeriesCheckResult.optional().describe('a completed run of a series: its check against the runs before it (flagged: a new regression)'),
     }),
   );
   const id = z.object({ id: z.string() });
@@ -47,6 +64,7 @@ export function openApiDocument(): object {
       responses: { 200: { description: one.description, content: { 'application/json': { schema: item } } }, 401: problem('Unauthorized'), 404: problem('Unknown id') },
     });
   };
+  registerSeriesPaths(reg, { sec, problem });
   reg.registerPath({
     method: 'post', path: '/v1/experiments', summary: 'Submit an experiment', security: sec,
     request: { body: { content: { 'application/json': { schema: SpecInputSchema } } } },
@@ -122,6 +140,50 @@ export function openApiDocument(): object {
   });
   addOperationIds(cached as { paths?: Record<string, Record<string, { operationId?: string }>> });
   return cached;
+}
+
+function registerSeriesPaths(
+  reg: OpenAPIRegistry,
+  { sec, problem }: { sec: Record<string, string[]>[]; problem: (d: string) => object },
+): void {
+  const Ci = z.tuple([z.number(), z.number()]);
+  const SystemChange = z.object({ field: z.string(), before: z.union([z.string(), z.number(), z.null()]), after: z.union([z.string(), z.number(), z.null()]) });
+  const Series = reg.register('Series', z.object({
+    name: z.string(),
+    links: z.object({ self: z.string() }),
+    hosts: z.array(z.object({
+      host: z.string(),
+      settings: SeriesCheckSchema,
+      runs: z.array(z.object({ id: z.string(), name: z.string(), finishedAt: z.string(), flagged: z.boolean(), systemChanges: z.array(SystemChange).describe('what differs from the run before') })),
+      cells: z.array(z.object({
+        profile: z.string(), scenario: z.string(), workload: z.string(), unit: z.string(), better: z.enum(['lower', 'higher']),
+        points: z.array(z.object({ id: z.string(), finishedAt: z.string(), n: z.number().int(), mean: z.number(), ci95: Ci })),
+        changePoints: z.array(z.object({
+          index: z.number().int(), since: z.string(), previous: z.string(), ratio: z.number(), ci95: Ci.optional(), p: z.number(), pAdjusted: z.number(),
+          direction: z.enum(['regression', 'improvement']), confirmed: z.boolean(),
+          before: z.object({ runs: z.number().int(), mean: z.number() }), after: z.object({ runs: z.number().int(), mean: z.number() }),
+        })),
+      })),
+    })),
+  }));
+  reg.registerPath({
+    method: 'get', path: '/v1/series', summary: 'Series (experiments sharing a series name), newest run first', security: sec, request: { query: SeriesListQuery },
+    responses: {
+      200: { description: 'A page', content: { 'application/json': { schema: z.object({
+        items: z.array(z.object({ name: z.string(), runs: z.number().int(), lastRunAt: z.string(), hosts: z.array(z.string()), flagged: z.boolean().describe("a host's newest run brought a regression"), links: z.object({ self: z.string() }) })),
+        total: z.number().int(), limit: z.number().int(), offset: z.number().int(),
+      }) } } },
+      400: problem('Bad query'), 401: problem('Unauthorized'),
+    },
+  });
+  reg.registerPath({
+    method: 'get', path: '/v1/series/{name}', summary: "A series' runs per host and each cell's value over time, with intervals and change points", security: sec,
+    request: { params: SeriesParams, query: SeriesQuery },
+    responses: {
+      200: { description: 'The history', content: { 'application/json': { schema: Series }, 'text/markdown': { schema: z.string() }, 'image/svg+xml': { schema: z.string() } } },
+      400: problem('Bad name or query'), 401: problem('Unauthorized'), 404: problem('Unknown series or host'),
+    },
+  });
 }
 
 /** Give every operation a stable operationId derived from its method and path (getV1ExperimentsIdResults). */

@@ -68,6 +68,15 @@ const VerdictRow = z.looseObject({
   comparisons: z.array(z.record(z.string(), z.unknown())), best: z.string().optional(), answer: z.string(),
 });
 
+const ReferenceRow = z.object({
+  kind: z.enum(['guestN/guest1', 'tuned/default']), ratio: z.string().describe('e.g. guest3/guest1, or paper-tuned/paper-default'),
+  profile: z.string(), table: z.string().describe("the paper's table: table3, table4, or table4/table3"), scenario: z.string(), workload: z.string(),
+  paper: z.number().describe("the paper's ratio"), measured: z.number().nullable().describe('the same ratio measured here; null when not measured'),
+  ci: Ci.optional().describe('the interval TOST decides with (90% at alpha 0.05)'), p: z.number().optional().describe('TOST p: the larger one-sided p'),
+  n: z.tuple([z.number().int(), z.number().int()]).optional(),
+  outcome: z.enum(['reproduces', 'differs', 'inconclusive', 'not measured', 'too few samples']),
+});
+
 export const ResultsSchema = z.looseObject({
   id: z.string(), name: z.string(), status: z.string(),
   system: z.record(z.string(), z.unknown()).nullable(),
@@ -80,4 +89,8 @@ export const ResultsSchema = z.looseObject({
   progress: z.record(z.string(), z.unknown()),
   createdAt: z.string().optional(), startedAt: z.string().optional(), finishedAt: z.string().optional(),
   error: z.object({ reason: z.string() }).optional(),
+  reference: z.object({
+    name: z.literal('paper'), source: z.record(z.string(), z.unknown()), tolerance: z.number(), alpha: z.number(), method: z.string(),
+    rows: z.array(ReferenceRow), summary: z.string(),
+  }).optional().describe("with ?reference=paper: the paper's Tables 3 and 4 ratios beside the measured ones"),
 });

@@ -1,5 +1,5 @@
 // The kvmq command line, on commander: each command lives in its own file and registers itself here.
-// Run the parts (dev, api, worker), talk to an API (submit, status, results, compare, cancel, batch,
+// Run the parts (dev, api, worker), talk to an API (submit, status, results, compare, series, cancel, batch,
 // schedule, deliveries), keep results (export, import), check the host (doctor), build the guest image, or run the demo.
 import { Command, CommanderError } from 'commander';
 import { EXIT_HELP, exitCodeOf } from './errors.ts';
@@ -18,6 +18,7 @@ const LOADERS: [string[], Loader][] = [
   [['status'], async () => (await import('./status.ts')).register],
   [['results'], async () => (await import('./results.ts')).register],
   [['compare'], async () => (await import('./compare.ts')).register],
+  [['series'], async () => (await import('./series.ts')).register],
   [['cancel'], async () => (await import('./cancel.ts')).register],
   [['batch'], async () => (await import('./batch.ts')).register],
   [['schedule'], async () => (await import('./schedule.ts')).register],

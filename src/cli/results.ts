@@ -13,7 +13,9 @@ export function register(program: Command): void {
     .addOption(new Option('--format <format>', 'markdown: a table per profile (server workloads: throughput and p99 tables); csv: a row per cell; json: everything').choices(['markdown', 'csv', 'json']))
     .option('--chart <file>', 'draw the means as a chart into FILE (.svg, or .png with a Chromium installed); server workloads get throughput and p99 panels')
     .option('--telemetry-chart <file>', 'draw the writeback telemetry (dirty pages over each cell, per profile) into FILE')
-    .action(async (id: string, opts: { format?: 'markdown' | 'csv' | 'json'; chart?: string; telemetryChart?: string }) => {
+    .addOption(new Option('--reference <name>', "paper: the paper's Tables 3 and 4 ratios beside the measured ones, each judged by an equivalence test").choices(['paper']))
+    .option('--tolerance <share>', 'with --reference: how far a ratio may lie from the paper\'s and still reproduce it (default 0.1 = ±10%)', Number)
+    .action(async (id: string, opts: { format?: 'markdown' | 'csv' | 'json'; chart?: string; telemetryChart?: string; reference?: 'paper'; tolerance?: number }) => {
       const client = apiClient();
       if (opts.telemetryChart) await saveTelemetryChart(client, id, opts.telemetryChart);
       if (opts.chart) {
@@ -22,7 +24,8 @@ export function register(program: Command): void {
         console.error(`kvmq: chart of ${json.summary.length} means (profile, scenario, workload) written to ${opts.chart}`);
       }
       if ((opts.chart || opts.telemetryChart) && !opts.format) return;
-      const text = await ok(client.GET('/v1/experiments/{id}/results', { params: { path: { id }, query: { format: opts.format ?? 'markdown' } }, parseAs: 'text' }));
+      const reference = opts.reference ? { reference: opts.reference, ...(opts.tolerance !== undefined ? { tolerance: opts.tolerance } : {}) } : {};
+      const text = await ok(client.GET('/v1/experiments/{id}/results', { params: { path: { id }, query: { format: opts.format ?? 'markdown', ...reference } }, parseAs: 'text' }));
       process.stdout.write(text.endsWith('\n') ? text : text + '\n');
     });
 }

@@ -8,6 +8,7 @@ import { Queues } from '../queue/queue.ts';
 import { openRedis, closeRedis, withDeadline, type RedisClient } from '../store/connection.ts';
 import { Store } from '../store/store.ts';
 import { privateDir } from '../host/dirs.ts';
+import { checkRun } from '../results/series.ts';
 import { Webhooks } from '../webhooks/webhook.ts';
 import { Schedules } from '../queue/schedule.ts';
 import { ProcessMetrics, serveMetrics } from '../observe/metrics.ts';
@@ -94,6 +95,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
 
     // The webhook sender and the schedule ticker run wherever experiment workers run (stopped after them).
     const webhooks = new Webhooks(conn('webhooks'), store, config);
+    // A completed run of a series is checked against the runs before it before its notifications go.
+    webhooks.onCompleted = (rec) => checkRun(store, rec);
     stops.push(() => webhooks.close());
     if (opts.worker) {
       // Loaded only where a worker runs: the API process holds no driver, worker or runner code.

@@ -6,6 +6,7 @@ import { WorkloadSchema, workloadId, type Workload } from './workload.ts';
 import { PRESETS, type Preset, type PresetName } from './preset.ts';
 import { WindowSchema } from './window.ts';
 import { SweepSchema, expandSweep, type Sweep } from './sweep.ts';
+import { SeriesNameSchema, SeriesCheckSchema, type SeriesCheckSettings } from './series.ts';
 
 /** Profiles one experiment may run, given ones and a sweep's together. */
 export const MAX_PROFILES = 32;
@@ -132,6 +133,8 @@ export const SpecInputSchema = z
     webhook: WebhookSchema.optional(),
     schedule: ScheduleSchema.optional(),
     pool: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,31}$/, 'a pool is 1..32 characters of a-z, 0-9, "_" or "-"').default('default'),
+    series: SeriesNameSchema.optional(),
+    seriesCheck: SeriesCheckSchema.optional().describe('how a run of the series is checked against the runs before it'),
   })
   .superRefine((s, ctx) => {
     if (!s.preset) {
@@ -201,6 +204,9 @@ export interface Spec {
   webhook?: z.output<typeof WebhookSchema>;
   schedule?: z.output<typeof ScheduleSchema>;
   pool: string;
+  /** the series this run belongs to (a schedule's name by default) */
+  series?: string;
+  seriesCheck?: SeriesCheckSettings;
 }
 
 /**
@@ -261,6 +267,8 @@ export function normalizeSpec(input: z.output<typeof SpecInputSchema>): Spec {
     ...(input.webhook ? { webhook: input.webhook } : {}),
     ...(input.schedule ? { schedule: input.schedule } : {}),
     pool: input.pool,
+    ...(input.series ? { series: input.series } : {}),
+    ...(input.seriesCheck ? { seriesCheck: input.seriesCheck } : {}),
   };
 }
 

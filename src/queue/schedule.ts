@@ -11,6 +11,7 @@ import type { Queues } from './queue.ts';
 import type { Config } from '../config.ts';
 import { TimeZoneSchema, isTimeZone } from '../model/window.ts';
 import { newRecord } from './submit.ts';
+import { seriesNameOf } from '../model/series.ts';
 
 export const SCHEDULE_QUEUE = 'schedules';
 
@@ -86,15 +87,17 @@ export class Schedules {
   }
 
   async create(input: RecurringInput, spec: Spec, now = Date.now()): Promise<ScheduleRecord> {
+    const name = input.name ?? spec.name;
     const rec: ScheduleRecord = {
       id: Store.newId(),
-      name: input.name ?? spec.name,
+      name,
       cron: input.cron,
       timeZone: input.timeZone,
       ...(input.startDate ? { startDate: input.startDate } : {}),
       ...(input.endDate ? { endDate: input.endDate } : {}),
       ...(input.limit ? { limit: input.limit } : {}),
-      spec,
+      // A schedule's runs form one series, named after the schedule unless its spec names one.
+      spec: { ...spec, series: spec.series ?? seriesNameOf(name) },
       createdAt: new Date(now).toISOString(),
     };
     // The record first: a tick that fires at once must find the spec.
@@ -167,7 +170,8 @@ export class Schedules {
   async spawn(scheduleId: string, tickId: string, now = Date.now()): Promise<string | undefined> {
     const sched = await this.get(scheduleId);
     if (!sched) return undefined; // deleted between the tick and now
-    const fresh = newRecord(sched.spec, now);
+    // A schedule made before series existed still forms one.
+    const fresh = newRecord({ ...sched.spec, series: sched.spec.series ?? seriesNameOf(sched.name) }, now);
     const id = await this.store.createOnce(fresh, ['schedtick', tickId], 30 * 86_400);
     let rec = id === fresh.id ? fresh : await this.store.get(id);
     if (!rec) {

@@ -30,6 +30,9 @@ export const REDIS_KEYS = {
   exportrun: { type: 'string, expires', ids: 'local day YYYY-MM-DD', holds: 'the worker that claimed that night\'s export (KVMQ_EXPORT_DIR): one file a night across workers', writer: 'workers/archive.ts' },
   open: { type: 'set, expires', ids: 'client key (token digest prefix or address)', holds: "a client's experiment ids counted against KVMQ_MAX_QUEUED_PER_CLIENT (finished ones pruned when counted)", writer: 'api/quota.ts' },
   ratelimit: { type: 'string, expires', ids: 'client key (rate-limit-redis appends it)', holds: "a client's request count in the current rate-limit window", writer: 'api/ratelimit.ts' },
+  series: { type: 'sorted set', ids: '', holds: 'every series name, scored by the finish time of its newest completed run', writer: 'results/series.ts' },
+  seriesruns: { type: 'sorted set', ids: 'series name', holds: "the series' completed experiment ids (every host, every pool), scored by finish time", writer: 'results/series.ts' },
+  seriesalerts: { type: 'hash', ids: 'series name, host id', holds: 'per cell (profile/scenario/workload): the change points already reported, so each is reported once', writer: 'results/series.ts' },
   deliveries: { type: 'list', ids: 'experiment or batch id', holds: 'the last webhook delivery attempts', writer: 'webhooks/webhook.ts' },
 } as const;
 

@@ -15,6 +15,7 @@ import type { RedisClient } from './connection.ts';
 import type { Spec } from '../model/spec.ts';
 import { cellKey, type Cell } from '../model/cell.ts';
 import type { SystemInfo } from '../host/system.ts';
+import type { SeriesCheckResult } from '../model/series.ts';
 import { capText } from '../errors.ts';
 import type { KeyName } from './keys.ts';
 
@@ -41,6 +42,8 @@ export interface ExperimentRecord {
   startedAt?: string;
   finishedAt?: string;
   error?: { reason: string };
+  /** a completed run of a series: what the check against the runs before it found */
+  regression?: SeriesCheckResult;
 }
 
 export interface ProfileRecord {
@@ -64,7 +67,7 @@ export type ExperimentEvent =
 /** Upper bounds (seconds) of the cell-duration histogram served at /metrics. */
 export const CELL_BUCKETS = [0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 7200];
 
-const FIELDS = ['id', 'name', 'status', 'pool', 'spec', 'progress', 'host', 'attempts', 'createdAt', 'startedAt', 'finishedAt', 'error'] as const;
+const FIELDS = ['id', 'name', 'status', 'pool', 'spec', 'progress', 'host', 'attempts', 'createdAt', 'startedAt', 'finishedAt', 'error', 'regression'] as const;
 
 // Compare-and-set on the status field, so a cancel and a worker's start cannot both win. The same
 // script moves one count from the old status to the new one in the counts hash (KEYS[2]), so /metrics

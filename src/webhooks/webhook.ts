@@ -16,7 +16,7 @@ import { capText } from '../errors.ts';
 
 export const WEBHOOK_QUEUE = 'webhooks';
 
-export type WebhookEventType = 'experiment.completed' | 'experiment.failed' | 'experiment.cancelled' | 'batch.completed';
+export type WebhookEventType = 'experiment.completed' | 'experiment.failed' | 'experiment.cancelled' | 'experiment.regression' | 'batch.completed';
 
 export interface WebhookTarget {
   url: string;
@@ -53,6 +53,32 @@ export function experimentMessage(rec: ExperimentRecord, batch?: string): Webhoo
       ...(batch ? { batch } : {}),
       progress: { done: rec.progress.done, total: rec.progress.total },
       links: { self: base, results: `${base}/results`, deliveries: `${base}/deliveries` },
+    },
+  };
+}
+
+/** A run of a series brought a new regression: which cells, how much, and whether the system changed. */
+export function regressionMessage(rec: ExperimentRecord): WebhookMessage {
+  const base = `/v1/experiments/${rec.id}`;
+  const r = rec.regression!;
+  return {
+    type: 'experiment.regression',
+    timestamp: r.checkedAt,
+    data: {
+      id: rec.id,
+      name: rec.name,
+      status: rec.status,
+      series: r.series,
+      host: r.host,
+      message: r.message,
+      regressions: r.changes.filter((c) => c.direction === 'regression'),
+      improvements: r.changes.filter((c) => c.direction === 'improvement'),
+      systemChanged: r.systemChanged,
+      systemChanges: r.systemChanges,
+      links: {
+        self: base, results: `${base}/results`, deliveries: `${base}/deliveries`,
+        series: `/v1/series/${encodeURIComponent(r.series)}?host=${encodeURIComponent(r.host)}`,
+      },
     },
   };
 }
@@ -319,6 +345,11 @@ export async function targetOf(store: Store, owner: Owner): Promise<WebhookTarge
  */
 export class Webhooks {
   readonly queue: Queue;
+  /**
+   * Runs for a completed experiment before it leaves the outbox (the stack wires the series check
+   * here); answers the record as it then is. It runs again after a crash, so it must be idempotent.
+   */
+  onCompleted?: (rec: ExperimentRecord) => Promise<ExperimentRecord>;
   constructor(connection: RedisClient, private store: Store, private config: Config) {
     this.queue = new Queue(WEBHOOK_QUEUE, { connection, prefix: config.prefix });
     this.queue.on('error', () => {}); // the shared connection's errors, logged where it was opened
@@ -350,6 +381,10 @@ export class Webhooks {
     if (rec && FINAL.includes(rec.status)) {
       const batch = (await this.store.redis.get(this.store.key('batchof', id))) ?? undefined;
       if (rec.spec.webhook) await this.enqueue({ kind: 'experiment', id }, experimentMessage(rec, batch));
+      if (rec.status === 'completed' && this.onCompleted) {
+        const checked = await this.onCompleted(rec);
+        if (checked.regression?.flagged && rec.spec.webhook) await this.enqueue({ kind: 'experiment', id }, regressionMessage(checked));
+      }
       if (batch) await this.batchProgress(batch);
     }
     if (!rec || FINAL.includes(rec.status)) await this.store.settled(id);
