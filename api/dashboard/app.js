@@ -197,7 +197,7 @@ async function listPage(signal) {
       ...items.map((e) =>
         h('tr', { 'data-id': e.id },
           h('td', { class: 'text' }, h('a', { href: `#/e/${e.id}` }, e.name), h('div', { class: 'muted' }, e.id)),
-          h('td', { class: 'text status-cell' }, statusBadge(e.status)),
+          h('td', { class: 'text status-cell' }, statusBadge(e.status), regressionFlag(e)),
           h('td', { class: 'text progress-cell' }, progressCell(e.progress)),
           h('td', { class: 'text current-cell' }, currentText(e.progress?.current)),
           h('td', { class: 'text' }, when(e.createdAt)),
@@ -239,6 +239,97 @@ async function listPage(signal) {
       if (!signal.aborted) await load().catch(() => {});
     }
   })();
+}
+
+/** The flag a run of a series carries when its check found a new regression. */
+function regressionFlag(e) {
+  if (!e.regression?.flagged) return null;
+  return h('a', { class: 'flag regression', href: `#/s/${enc(e.regression.series)}?host=${enc(e.regression.host)}`, title: e.regression.message }, ' regression');
+}
+
+/** A run of a series: what its check against the runs before it found. */
+function seriesCheckSection(rec) {
+  const r = rec.regression;
+  if (!r) return null;
+  return h('section', { id: 'series-check', class: r.flagged ? 'warn' : '' },
+    h('h3', {}, 'Series ', h('a', { href: `#/s/${enc(r.series)}?host=${enc(r.host)}` }, r.series), r.flagged ? ': regression' : ''),
+    h('p', {}, r.message),
+    r.changes.length ? h('table', {},
+      h('thead', {}, h('tr', {}, ['cell', 'change', 'before', 'after', '95% CI', 'adjusted p', 'since run'].map((c) => h('th', { class: 'text' }, c)))),
+      h('tbody', {}, r.changes.map((c) => h('tr', { class: c.direction === 'regression' ? 'slower' : 'faster' },
+        h('td', { class: 'text' }, `${c.profile}/${c.scenario}/${c.workload}`), h('td', { class: 'text' }, `${c.direction} ×${fmt(c.ratio)}`),
+        h('td', {}, `${fmt(c.before.mean)} ${c.unit} (${c.before.runs} runs)`), h('td', {}, `${fmt(c.after.mean)} ${c.unit} (${c.after.runs} runs)`),
+        h('td', {}, c.ci95 ? `${fmt(c.ci95[0])} .. ${fmt(c.ci95[1])}` : '-'), h('td', {}, c.pAdjusted), h('td', { class: 'text' }, h('a', { href: `#/e/${c.since}` }, c.since)))))) : null);
+}
+
+/** The paper's Tables 3 and 4 ratios beside the measured ones, each judged by TOST. */
+async function paperSection(id) {
+  const sec = h('section', { id: 'paper-reference' }, h('h3', {}, "Beside the paper (Tables 3 and 4, ratios only)"));
+  try {
+    const r = await getJson(`/v1/experiments/${enc(id)}/results?reference=paper`);
+    const ref = r.reference;
+    sec.append(h('p', { class: 'muted' }, `${ref.summary}. ${ref.method}.`));
+    if (ref.rows.length) {
+      sec.append(h('table', { class: 'reference' },
+        h('thead', {}, h('tr', {}, ['ratio', 'profile', 'workload', 'scenario', 'paper', 'measured', 'interval', 'TOST p', 'outcome'].map((c) => h('th', { class: 'text' }, c)))),
+        h('tbody', {}, ref.rows.map((x) => h('tr', {},
+          h('td', { class: 'text' }, x.ratio), h('td', { class: 'text' }, x.profile), h('td', { class: 'text' }, x.workload), h('td', { class: 'text' }, x.scenario),
+          h('td', {}, fmt(x.paper)), h('td', {}, fmt(x.measured)), h('td', {}, x.ci ? `${fmt(x.ci[0])} .. ${fmt(x.ci[1])}` : '-'),
+          h('td', {}, x.p === undefined ? '-' : x.p < 0.001 ? '<0.001' : x.p.toFixed(3)),
+          h('td', { class: `text ${x.outcome === 'reproduces' ? 'faster' : x.outcome === 'differs' ? 'slower' : ''}` }, x.outcome))))));
+    }
+    sec.append(h('p', { class: 'muted' }, `Source: ${ref.source.authors.join(', ')}, “${ref.source.title}”.`));
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 400) sec.append(h('p', { class: 'muted' }, 'The paper reference is not available on this API.'));
+    else sec.append(errorBox(err));
+  }
+  return sec;
+}
+
+// ---------- page: series ----------
+
+async function seriesListPage(signal) {
+  const main = $main();
+  const sec = h('section', { id: 'series' });
+  main.replaceChildren(h('h1', {}, 'Series'), sec);
+  try {
+    const d = await getJson('/v1/series?limit=200', { signal });
+    if (!d.items.length) return void sec.append(h('p', { class: 'muted' }, 'No series yet: give experiments a "series" name, or run a schedule (its runs form one).'));
+    sec.append(h('table', {},
+      h('thead', {}, h('tr', {}, ['series', 'runs', 'hosts', 'last run', ''].map((c) => h('th', { class: 'text' }, c)))),
+      h('tbody', {}, d.items.map((x) => h('tr', {},
+        h('td', { class: 'text' }, h('a', { href: `#/s/${enc(x.name)}` }, x.name)), h('td', {}, x.runs), h('td', { class: 'text' }, x.hosts.join(', ')),
+        h('td', { class: 'text' }, when(x.lastRunAt)), h('td', { class: 'text' }, x.flagged ? h('span', { class: 'flag regression' }, 'regression') : ''))))));
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 404) sec.append(h('p', { class: 'muted' }, 'Series are not available on this API.'));
+    else sec.append(errorBox(err));
+  }
+}
+
+async function seriesPage(name, params, signal) {
+  const main = $main();
+  const q = params.get('host') ? `?host=${enc(params.get('host'))}` : '';
+  const d = await getJson(`/v1/series/${enc(name)}${q}`, { signal });
+  const parts = [h('h1', {}, `Series ${name}`)];
+  for (const host of d.hosts) {
+    const steps = host.cells.flatMap((c) => c.changePoints.filter((cp) => cp.confirmed).map((cp) => ({ c, cp })));
+    parts.push(h('section', { class: 'series-host', 'data-host': host.host },
+      h('h2', {}, `Host ${host.host}: ${host.runs.length} run(s)`),
+      h('p', { class: 'muted' }, `Change points by E-divisive means and Welch's test, ${host.settings.correction === 'holm' ? 'Holm' : 'Benjamini-Hochberg'}-corrected over cells at alpha ${host.settings.alpha}; steps under ×${1 + host.settings.threshold} are ignored.`),
+      steps.length ? h('ul', {}, steps.map(({ c, cp }) => h('li', { class: cp.direction === 'regression' ? 'slower' : 'faster' },
+        `${c.profile}/${c.scenario}/${c.workload}: ${cp.direction} ×${fmt(cp.ratio)} from run `, h('a', { href: `#/e/${cp.since}` }, cp.since), ` (${fmt(cp.before.mean)} → ${fmt(cp.after.mean)} ${c.unit})`))) : h('p', {}, 'No confirmed change point.'),
+      h('table', {},
+        h('thead', {}, h('tr', {}, ['run', 'finished', '', 'system changes from the run before'].map((c) => h('th', { class: 'text' }, c)))),
+        h('tbody', {}, host.runs.map((r) => h('tr', {},
+          h('td', { class: 'text' }, h('a', { href: `#/e/${r.id}` }, r.id)), h('td', { class: 'text' }, when(r.finishedAt)),
+          h('td', { class: 'text' }, r.flagged ? h('span', { class: 'flag regression' }, 'regression') : ''),
+          h('td', { class: 'text' }, r.systemChanges.map((x) => `${x.field} ${x.before ?? '-'} → ${x.after ?? '-'}`).join('; ') || '-'))))),
+    ));
+  }
+  const chart = h('div', { class: 'chart', id: 'series-chart' }, h('p', { class: 'muted' }, 'Drawing the trends…'));
+  parts.push(h('section', {}, h('h3', {}, 'Each cell over time (95% CI; dashed: change points)'), chart));
+  main.replaceChildren(...parts);
+  showSvg(chart, `/v1/series/${enc(name)}${q ? `${q}&` : '?'}format=svg`);
 }
 
 // ---------- page: one experiment ----------
@@ -483,8 +574,10 @@ async function experimentPage(id, signal) {
         h('button', { type: 'button', onclick: () => download(`/v1/experiments/${enc(id)}/chart`, `${id}.svg`, 'image/svg+xml').catch((e) => alert(e.message)) }, 'SVG chart'), ' ',
         h('a', { href: `#/compare?base=${enc(id)}` }, 'Compare with…')),
     ),
+    seriesCheckSection(rec),
     h('h2', {}, 'Results'),
     resultsBox,
+    await paperSection(id),
     h('h2', {}, 'System'),
     h('section', {}, systemBox, profilesBox),
     await deliveriesSection(id),
@@ -614,6 +707,8 @@ async function route() {
     if (m) await experimentPage(m[1], signal);
     else if (path === '/compare') await comparePage(params, signal);
     else if (path === '/hosts') await hostsPage(signal);
+    else if (path === '/series') await seriesListPage(signal);
+    else if (/^\/s\/[^/]+$/.test(path)) await seriesPage(decodeURIComponent(path.slice(3)), params, signal);
     else await listPage(signal);
   } catch (err) {
     if (signal.aborted) return;
