@@ -8,12 +8,16 @@ import { fileURLToPath } from 'node:url';
 import { buildResults } from '../src/results/report.ts';
 import { renderChart } from '../src/results/chart.ts';
 import { renderTelemetryChart } from '../src/results/telemetry.ts';
+import { renderCapacityChart } from '../src/results/capacity.ts';
 import { z } from '../src/model/zod.ts';
 import type { ApiDeps } from './experiments.ts';
 import { HttpProblem, validationProblem } from './problem.ts';
 
 export const ChartQuery = z.strictObject({
-  kind: z.enum(['seconds', 'telemetry']).default('seconds').describe("seconds: bars with 95% CI; telemetry: the host's dirty page cache over each cell"),
+  kind: z
+    .enum(['seconds', 'telemetry', 'capacity'])
+    .default('seconds')
+    .describe("seconds: bars with 95% CI; telemetry: the host's dirty page cache over each cell; capacity: a capacity study's throughput against K with the fitted model and the limit"),
 });
 
 const DIR = path.join(path.dirname(fileURLToPath(import.meta.url)), 'dashboard');
@@ -65,7 +69,12 @@ export function chartRouter(deps: ApiDeps): Router {
     const rec = await deps.store.get(String(req.params.id));
     if (!rec) throw new HttpProblem(404, 'Experiment not found', `no experiment with id "${req.params.id}"`);
     const results = await buildResults(deps.store, rec);
-    sendSvg(res, q.data.kind === 'telemetry' ? renderTelemetryChart(results.cells) : renderChart(results));
+    sendSvg(
+      res,
+      q.data.kind === 'telemetry' ? renderTelemetryChart(results.cells)
+      : q.data.kind === 'capacity' ? renderCapacityChart(results.capacity, results.cells, `Capacity study: ${results.name}`)
+      : renderChart(results),
+    );
   });
   return r;
 }

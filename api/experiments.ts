@@ -13,6 +13,7 @@ import type { Config } from '../src/config.ts';
 import { urlProblem, type Webhooks } from '../src/webhooks/webhook.ts';
 import type { Schedules } from '../src/queue/schedule.ts';
 import { fitProblems, type FitProblem } from '../src/model/resources.ts';
+import { capacityProblems } from '../src/model/capacity.ts';
 import { listHosts, type HostEntry } from '../src/store/registry.ts';
 import type { ProcessMetrics } from '../src/observe/metrics.ts';
 import type { Logger } from '../src/observe/log.ts';
@@ -92,6 +93,8 @@ export function admissionProblems(spec: Spec, config: Config): ProblemItem[] {
       out.push({ pointer: `/workloads/${i}`, detail: 'command workloads are off on this deployment (the operator can set KVMQ_ALLOW_COMMANDS=1)' });
     }
   });
+  // A capacity limit on latency or throughput needs a server workload's figures.
+  out.push(...capacityProblems(spec));
   // Adaptive repetitions may run up to their max, so the limit counts the largest matrix.
   const cells = maxCells(spec);
   if (cells > 100_000) out.push({ pointer: '/repetitions', detail: `the matrix can reach ${cells} cells; the limit is 100000` });

@@ -132,7 +132,7 @@ test('health, readiness, profiles, presets and the OpenAPI document answer', { s
   const p = await s.fetchJson('GET', '/v1/profiles');
   assert.ok(p.body.items.some((x: any) => x.name === 'paper-tuned'));
   const pr = await s.fetchJson('GET', '/v1/presets');
-  assert.deepEqual(pr.body.items.map((x: any) => x.name), ['paper', 'paper-quick', 'paper-sweep', 'paper-server']);
+  assert.deepEqual(pr.body.items.map((x: any) => x.name), ['paper', 'paper-quick', 'paper-sweep', 'paper-server', 'capacity-quick']);
   const o = await s.fetchJson('GET', '/openapi.json');
   assert.equal(o.body.openapi, '3.1.0');
   assert.ok(o.body.paths['/v1/experiments'].post);

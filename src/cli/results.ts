@@ -2,6 +2,7 @@
 import { Option, type Command } from 'commander';
 import { ok, apiClient } from './client.ts';
 import { renderChart } from '../results/chart.ts';
+import { renderCapacityChart } from '../results/capacity.ts';
 import type { Results } from '../results/report.ts';
 import { saveChart, saveTelemetryChart } from './chart-file.ts';
 
@@ -20,8 +21,14 @@ export function register(program: Command): void {
       if (opts.telemetryChart) await saveTelemetryChart(client, id, opts.telemetryChart);
       if (opts.chart) {
         const json = (await ok(client.GET('/v1/experiments/{id}/results', { params: { path: { id }, query: { format: 'json' } } }))) as unknown as Results;
-        await saveChart(renderChart(json), opts.chart);
-        console.error(`kvmq: chart of ${json.summary.length} means (profile, scenario, workload) written to ${opts.chart}`);
+        if (json.capacity) {
+          // A capacity study's question is throughput against K: that is the chart it gets.
+          await saveChart(renderCapacityChart(json.capacity, json.cells, `Capacity study: ${json.name}`), opts.chart);
+          console.error(`kvmq: capacity chart of ${json.capacity.studies.length} stud${json.capacity.studies.length === 1 ? 'y' : 'ies'} written to ${opts.chart}`);
+        } else {
+          await saveChart(renderChart(json), opts.chart);
+          console.error(`kvmq: chart of ${json.summary.length} means (profile, scenario, workload) written to ${opts.chart}`);
+        }
       }
       if ((opts.chart || opts.telemetryChart) && !opts.format) return;
       const reference = opts.reference ? { reference: opts.reference, ...(opts.tolerance !== undefined ? { tolerance: opts.tolerance } : {}) } : {};

@@ -10,6 +10,7 @@ import { Store } from '../store/store.ts';
 import { privateDir } from '../host/dirs.ts';
 import { checkRun } from '../results/series.ts';
 import { Webhooks } from '../webhooks/webhook.ts';
+import { capacitySummary } from '../results/capacity.ts';
 import { Schedules } from '../queue/schedule.ts';
 import { ProcessMetrics, serveMetrics } from '../observe/metrics.ts';
 import { bearerChecker } from '../auth.ts';
@@ -97,6 +98,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     const webhooks = new Webhooks(conn('webhooks'), store, config);
     // A completed run of a series is checked against the runs before it before its notifications go.
     webhooks.onCompleted = (rec) => checkRun(store, rec);
+    // A finished capacity study's message carries its answer.
+    webhooks.summarize = (rec) => capacitySummary(store, rec);
     stops.push(() => webhooks.close());
     if (opts.worker) {
       // Loaded only where a worker runs: the API process holds no driver, worker or runner code.

@@ -2,6 +2,7 @@
 // is the same matrix sized so that the whole table finishes in minutes.
 import type { Workload } from './workload.ts';
 import type { SweepInput } from './sweep.ts';
+import type { CapacityInput } from './capacity.ts';
 
 export const PAPER_SCENARIOS = [
   { id: 'host', guests: 0, loaded: 0 },
@@ -19,6 +20,8 @@ export interface Preset {
   repetitions: number;
   guest: { memoryMiB: number; vcpus: number; cpuset: string };
   sweep?: SweepInput;
+  /** a capacity study: its K steps become the scenarios */
+  capacity?: CapacityInput;
 }
 
 /** The paper's matrix (Tables 3 and 4): its five scenarios, four workloads at the given sizes, both profiles. */
@@ -89,6 +92,18 @@ export const PRESETS = {
       { kind: 'kv', duration: 5, warmup: 3, connections: 4, op: 'get', valueSize: 64, keys: 10000 },
     ],
     profiles: ['paper-default'],
+    repetitions: 2,
+    guest: { memoryMiB: 256, vcpus: 1, cpuset: '0' },
+  },
+  'capacity-quick': {
+    description:
+      'A capacity study in minutes, with either driver: 1 to 5 loaded guests pinned to CPU 0 running a short integer workload, stopping once a guest is 3.5x slower than one alone; the model is fitted on K = 1..3 and checked on the rest.',
+    // On one shared CPU each guest gets 1/K of it, so the slowdown is about K and the limit falls at
+    // K = 4: three steps to fit, one to check the prediction, and K = 5 skipped.
+    scenarios: [],
+    workloads: [{ kind: 'integer', events: 150, maxPrime: 20000 }],
+    profiles: ['unchanged'],
+    capacity: { k: [1, 2, 3, 4, 5], limit: { slowdown: 3.5 }, fitOn: 3 },
     repetitions: 2,
     guest: { memoryMiB: 256, vcpus: 1, cpuset: '0' },
   },

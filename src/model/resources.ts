@@ -4,6 +4,7 @@
 import type { GuestDriverName, Spec } from './spec.ts';
 import { cpusetMax } from './spec.ts';
 import { workloadId, type Workload } from './workload.ts';
+import { CAPACITY_CORE_FACTOR } from './capacity.ts';
 
 const MiB = 2 ** 20;
 const GiB = 2 ** 30;
@@ -140,6 +141,19 @@ export function fitProblems(spec: Spec, h: HostFigures): FitProblem[] {
     }
   });
 
+  if (spec.capacity) {
+    // A study's steps load K guests at once: far past the cores each guest only waits, and the answer
+    // is known without measuring it. The memory of each step is checked with the scenarios above.
+    const most = spec.guest.vcpus * CAPACITY_CORE_FACTOR > 0 ? Math.floor((h.cores * CAPACITY_CORE_FACTOR) / spec.guest.vcpus) : 0;
+    const i = spec.capacity.k.findIndex((k) => k > most);
+    if (i >= 0) {
+      add({
+        pointer: `/capacity/k`,
+        detail: `K = ${spec.capacity.k[i]} loaded guests of ${spec.guest.vcpus} vCPU(s) exceeds ${CAPACITY_CORE_FACTOR} vCPUs per core on a host of ${h.cores} core(s) (at most K = ${most})`,
+      });
+    }
+  }
+
   if (usesGuests) {
     // Pinning asks for specific CPUs: each must exist. Read without expanding the ranges.
     const top = spec.guest.cpuset ? cpusetMax(spec.guest.cpuset) : -1;
@@ -151,5 +165,7 @@ export function fitProblems(spec: Spec, h: HostFigures): FitProblem[] {
       add({ pointer: '/guest/vcpus', detail: `${spec.guest.vcpus} vCPUs per container, but the host has ${h.cores} core(s)` });
     }
   }
+  // A study's scenarios are made from its K steps: the request names them at /capacity/k.
+  if (spec.capacity) return out.map((p) => (p.pointer.startsWith('/scenarios/') ? { ...p, pointer: '/capacity/k' } : p));
   return out;
 }

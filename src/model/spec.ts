@@ -7,6 +7,7 @@ import { PRESETS, type Preset, type PresetName } from './preset.ts';
 import { WindowSchema } from './window.ts';
 import { SweepSchema, expandSweep, type Sweep } from './sweep.ts';
 import { SeriesNameSchema, SeriesCheckSchema, type SeriesCheckSettings } from './series.ts';
+import { CapacitySchema, capacityScenarios, normalizeCapacity, type Capacity } from './capacity.ts';
 
 /** Profiles one experiment may run, given ones and a sweep's together. */
 export const MAX_PROFILES = 32;
@@ -126,6 +127,7 @@ export const SpecInputSchema = z
     workloads: z.array(WorkloadSchema).min(1).max(32).optional(),
     profiles: z.array(ProfileRefSchema).min(1).max(16).optional(),
     sweep: SweepSchema.optional().describe('a grid of sysctl values expanded into generated profiles, ending in a verdict'),
+    capacity: CapacitySchema.optional().describe('a capacity study: step the number of loaded guests K until a limit is crossed, fit the Universal Scalability Law, predict and check'),
     telemetry: TelemetrySchema.optional().describe("sample the host's writeback state during each cell of a host profile (on by default with a sweep)"),
     repetitions: z.union([Repetitions, AdaptiveRepetitionsSchema]).optional().describe('a fixed count, or {min, max, targetCv}'),
     order: OrderSchema.optional().describe('sequential (default), interleaved or shuffled'),
@@ -138,9 +140,15 @@ export const SpecInputSchema = z
   })
   .superRefine((s, ctx) => {
     if (!s.preset) {
-      for (const key of ['scenarios', 'workloads'] as const) {
+      for (const key of s.capacity ? (['workloads'] as const) : (['scenarios', 'workloads'] as const)) {
         if (!s[key]) ctx.addIssue({ code: 'custom', path: [key], message: `${key} is required unless a preset is given` });
       }
+    }
+    if (s.capacity || (s.preset && 'capacity' in PRESETS[s.preset])) {
+      // The study makes one scenario per K and stops at the limit, so it runs K in rising order.
+      if (s.scenarios) ctx.addIssue({ code: 'custom', path: ['scenarios'], message: 'a capacity study makes its own scenarios (one per K); leave scenarios out' });
+      if (s.order && s.order !== 'sequential') ctx.addIssue({ code: 'custom', path: ['order'], message: 'a capacity study runs K in rising order to stop at the limit; order must be sequential' });
+      if (s.sweep || (s.preset && 'sweep' in PRESETS[s.preset])) ctx.addIssue({ code: 'custom', path: ['sweep'], message: 'a capacity study and a sweep cannot be combined; run them as two experiments' });
     }
     unique(ctx, s.scenarios?.map((x) => x.id), 'scenarios', 'id', 'scenario id');
     unique(ctx, s.workloads?.map(workloadId), 'workloads', 'id', 'workload id (give an "id" to run a kind twice)');
@@ -199,6 +207,8 @@ export interface Spec {
   guest: GuestConfig;
   /** present when the spec swept sysctl values: the verdict's settings and what the grid became */
   sweep?: Sweep;
+  /** present for a capacity study: its K steps (scenarios k1, k2, ...), limit and how many K the first fit uses */
+  capacity?: Capacity;
   /** present when each host-profile cell samples the host's writeback state */
   telemetry?: { intervalMs: number };
   webhook?: z.output<typeof WebhookSchema>;
@@ -228,7 +238,9 @@ function parsedPreset(name: PresetName | undefined): { workloads?: Workload[]; g
 export function normalizeSpec(input: z.output<typeof SpecInputSchema>): Spec {
   const preset: Preset | undefined = input.preset ? PRESETS[input.preset] : undefined;
   const parsed = parsedPreset(input.preset);
-  const scenarios = (input.scenarios ?? preset!.scenarios).map((s) => ({ id: s.id, guests: s.guests, loaded: s.loaded ?? s.guests }));
+  const capacityInput = input.capacity ?? (preset && 'capacity' in preset ? preset.capacity : undefined);
+  const capacity = capacityInput ? normalizeCapacity(capacityInput) : undefined;
+  const scenarios = (capacity ? capacityScenarios(capacity) : (input.scenarios ?? preset!.scenarios)).map((s) => ({ id: s.id, guests: s.guests, loaded: s.loaded ?? s.guests }));
   // Copies, so a record never shares an object with the preset cache or the request body.
   const workloads = (input.workloads ?? parsed.workloads!).map((w) => ({ ...w }));
   const sweepInput = input.sweep ?? preset?.sweep;
@@ -263,6 +275,7 @@ export function normalizeSpec(input: z.output<typeof SpecInputSchema>): Spec {
           },
         }
       : {}),
+    ...(capacity ? { capacity } : {}),
     ...(telemetry ? { telemetry: { intervalMs: typeof telemetry === 'object' ? telemetry.intervalMs : 250 } } : {}),
     ...(input.webhook ? { webhook: input.webhook } : {}),
     ...(input.schedule ? { schedule: input.schedule } : {}),

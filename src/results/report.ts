@@ -10,6 +10,7 @@ import { workloadId } from '../model/workload.ts';
 import { buildVerdict, verdictMarkdown, type Verdict } from './verdict.ts';
 import { telemetryMarkdown } from './telemetry.ts';
 import type { Sweep } from '../model/sweep.ts';
+import { buildCapacity, capacityMarkdown, type CapacityResults } from './capacity.ts';
 
 export interface SummaryRow extends Stats {
   profile: string;
@@ -76,6 +77,8 @@ export interface Results {
   /** a sweep's generated and skipped profiles, and its verdict per scenario and workload */
   sweep?: Pick<Sweep, 'keys' | 'generated' | 'skipped'>;
   verdict?: Verdict;
+  /** a capacity study's steps, fit, prediction check and answer, per profile and workload */
+  capacity?: CapacityResults;
   progress: ExperimentRecord['progress'];
   createdAt?: string;
   startedAt?: string;
@@ -103,6 +106,7 @@ export async function buildResults(store: Store, rec: ExperimentRecord): Promise
     ...(rec.spec.sweep
       ? { sweep: { keys: rec.spec.sweep.keys, generated: rec.spec.sweep.generated, skipped: rec.spec.sweep.skipped }, verdict: buildVerdict(rec.spec, cells)! }
       : {}),
+    ...(rec.spec.capacity ? { capacity: buildCapacity(rec.spec, cells)! } : {}),
     progress: rec.progress,
     ...(rec.createdAt ? { createdAt: rec.createdAt } : {}),
     ...(rec.startedAt ? { startedAt: rec.startedAt } : {}),
@@ -288,6 +292,7 @@ export function toMarkdown(r: Results, spec: ExperimentRecord['spec']): string {
     `Repetitions: ${reps.min === reps.max ? reps.min : `${reps.min} to ${reps.max} while cv > ${pct(reps.targetCv ?? 0)}`}, order ${reps.order}.`,
   );
   if (r.error) out.push(`Error: ${r.error.reason}`);
+  for (const s of r.capacity?.studies ?? []) out.push(`Answer: ${s.headline}.`);
   const scenarios = spec.scenarios.map((s) => s.id);
   const get = (p: string, s: string, w: string) => r.summary.find((x) => x.profile === p && x.scenario === s && x.workload === w);
   const header = () => [`| workload | ${scenarios.join(' | ')} |`, `|---|${scenarios.map(() => '---:').join('|')}|`];
@@ -367,6 +372,7 @@ export function toMarkdown(r: Results, spec: ExperimentRecord['spec']): string {
     out.push('', verdictMarkdown(r.verdict));
     for (const x of r.sweep?.skipped ?? []) out.push(`- skipped ${x.name}: ${x.reason}`);
   }
+  if (r.capacity) out.push('', capacityMarkdown(r.capacity, `/v1/experiments/${r.id}/chart?kind=capacity`));
   const telemetry = telemetryMarkdown(r.cells);
   if (telemetry) out.push('', telemetry);
   const noisy = r.summary.filter((x) => !x.server && (x.outliers.length || (reps.targetCv !== undefined && x.cv > reps.targetCv)));

@@ -8,6 +8,7 @@ import type { SystemInfo } from '../host/system.ts';
 import type { Logger } from '../observe/log.ts';
 import { PermanentError } from '../errors.ts';
 import { adaptiveSample, cellKey, expandCells, wantsRepetition, type Cell, type CellRef } from '../model/cell.ts';
+import { crossedBelow } from '../model/capacity.ts';
 
 export interface RunnerDeps {
   store: Store;
@@ -58,6 +59,8 @@ export function initialProgress(spec: Spec, stored: Map<string, Cell>): Progress
 /** Whether a cell's repetition is still to run: not stored, and the samples before it ask for it. */
 export function wants(ctx: Pick<RunContext, 'spec' | 'stored'>, ref: CellRef): boolean {
   if (ctx.stored.has(cellKey(ref))) return false;
+  // A capacity study stops a workload once a smaller K crossed its limit.
+  if (ctx.spec.capacity && crossedBelow(ctx.spec, ctx.stored.values(), ref.profile, ref.scenario, ref.workload)) return false;
   const before: number[] = [];
   for (let r = 1; r < ref.repetition; r++) {
     const c = ctx.stored.get(cellKey({ ...ref, repetition: r }));

@@ -23,6 +23,8 @@ export async function runExperiment(deps: RunnerDeps, id: string, signal: AbortS
   await preflightHostSysctls(ctx);
   const maxReps = maxRepetitions(ctx.spec);
   for (const profile of ctx.spec.profiles) await runProfile(ctx, profile, maxReps);
+  // A capacity study that stopped at its limit skipped the larger K: what ran is the whole of it.
+  if (ctx.spec.capacity) ctx.progress.total = ctx.progress.done;
   delete ctx.progress.current;
   await report(ctx);
 }

@@ -339,10 +339,14 @@ export async function targetOf(store: Store, owner: Owner): Promise<WebhookTarge
   return raw ? (JSON.parse(raw) as WebhookTarget) : undefined;
 }
 
+/** What a finished experiment's message carries beyond its status (a capacity study's answer), made by the caller's layer. */
+export type Summarize = (rec: ExperimentRecord) => Promise<Record<string, unknown> | undefined>;
+
 /**
  * The sending side of the queue, used by the experiment worker (an experiment finished) and the API
  * (a waiting experiment was cancelled). It also notices when the last experiment of a batch finishes.
  */
+
 export class Webhooks {
   readonly queue: Queue;
   /**
@@ -350,6 +354,8 @@ export class Webhooks {
    * here); answers the record as it then is. It runs again after a crash, so it must be idempotent.
    */
   onCompleted?: (rec: ExperimentRecord) => Promise<ExperimentRecord>;
+  /** Adds to a finished experiment's message (the stack wires a capacity study's answer here). */
+  summarize?: Summarize;
   constructor(connection: RedisClient, private store: Store, private config: Config) {
     this.queue = new Queue(WEBHOOK_QUEUE, { connection, prefix: config.prefix });
     this.queue.on('error', () => {}); // the shared connection's errors, logged where it was opened
@@ -380,7 +386,13 @@ export class Webhooks {
     const rec = await this.store.get(id);
     if (rec && FINAL.includes(rec.status)) {
       const batch = (await this.store.redis.get(this.store.key('batchof', id))) ?? undefined;
-      if (rec.spec.webhook) await this.enqueue({ kind: 'experiment', id }, experimentMessage(rec, batch));
+      if (rec.spec.webhook) {
+        const msg = experimentMessage(rec, batch);
+        // A summary that cannot be made (a store hiccup) leaves the message as it is, never unsent.
+        const extra = this.summarize ? await this.summarize(rec).catch(() => undefined) : undefined;
+        if (extra) msg.data = { ...msg.data, ...extra };
+        await this.enqueue({ kind: 'experiment', id }, msg);
+      }
       if (rec.status === 'completed' && this.onCompleted) {
         const checked = await this.onCompleted(rec);
         if (checked.regression?.flagged && rec.spec.webhook) await this.enqueue({ kind: 'experiment', id }, regressionMessage(checked));
