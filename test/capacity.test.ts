@@ -198,7 +198,7 @@ function checkStudy(r: any, driver: string) {
   const steps = s.steps;
   // Slowdown near K on one shared CPU; others' work on it flattens n guests towards (n + j) / (1 + j).
   for (const st of steps.slice(1)) {
-    assert.ok(st.slowdown > (quiet ? 0.6 : 0.4) * st.k && st.slowdown < 1.6 * st.k, `${driver} K = ${st.k}: slowdown ${st.slowdown}; ${JSON.stringify(steps)}`);
+    assert.ok(st.slowdown > (quiet ? 0.6 : 0.4) * st.k && st.slowdown < (quiet ? 1.6 : 2) * st.k, `${driver} K = ${st.k}: slowdown ${st.slowdown}; ${JSON.stringify(steps)}`);
   }
   // Each verdict is the slowdown against the limit, and nothing runs after the first step over it.
   const limit = r.capacity.limit.slowdown;
@@ -211,11 +211,16 @@ function checkStudy(r: any, driver: string) {
     const [lo, hi] = s.fit.ci95[p];
     assert.ok(lo <= s.fit[p] && s.fit[p] <= hi, `${p} interval ${lo}..${hi}`);
   }
-  assert.ok(s.fit.sigma > 0.3, `sigma ${s.fit.sigma}`);
+  // One CPU cannot give K guests K times the throughput of one: the fitted curve stays far below linear.
+  const kTop = steps.at(-1).k;
+  const x = (k: number) => (s.fit.lambda * k) / (1 + s.fit.sigma * (k - 1) + s.fit.kappa * k * (k - 1));
+  assert.ok(x(kTop) < 0.6 * kTop * s.fit.lambda, `${driver}: model X(${kTop}) = ${x(kTop)} against λ = ${s.fit.lambda}; ${JSON.stringify(s.fit)}; ${JSON.stringify(steps)}`);
   // Predicted from K = 1..3 and checked on what ran after.
-  assert.deepEqual(s.check.fitOn, [1, 2, 3]);
-  assert.deepEqual(s.check.rows.map((x: any) => x.k), steps.slice(3).map((x: any) => x.k));
-  for (const x of s.check.rows) assert.ok(Number.isFinite(x.error) && x.measured > 0, JSON.stringify(x));
+  if (steps.length > 3) {
+    assert.deepEqual(s.check.fitOn, [1, 2, 3]);
+    assert.deepEqual(s.check.rows.map((x: any) => x.k), steps.slice(3).map((x: any) => x.k));
+    for (const x of s.check.rows) assert.ok(Number.isFinite(x.error) && x.measured > 0 && (!x.ci95 || x.ci95[0] <= x.predicted), JSON.stringify(x));
+  } else assert.match(s.checkError, /no step after the first fit/);
   assert.match(s.headline, new RegExp(`^this host carries ${s.answer.carries} guests? of integer within the limit`));
   return s;
 }
@@ -227,8 +232,9 @@ test('a real study with containers on one pinned CPU stops at the limit, fits th
     const res = await s.fetchJson('POST', '/v1/experiments', {
       name: 'capacity-docker',
       driver: 'docker',
-      workloads: [{ kind: 'integer', events: 200, maxPrime: 20000 }],
-      capacity: { k: [1, 2, 3, 4, 5, 6], limit: { slowdown: 3.5 }, fitOn: 3 },
+      workloads: [{ kind: 'integer', events: 300, maxPrime: 20000 }],
+      // About K times slower on one CPU: the limit falls between K = 4 and K = 6, after the first fit's steps.
+      capacity: { k: [1, 2, 3, 4, 6], limit: { slowdown: 4.5 }, fitOn: 3 },
       guest: { cpuset: '0', memoryMiB: 128 },
       repetitions: 2,
       webhook: { url: `${rx.url}/hook` },
@@ -239,17 +245,20 @@ test('a real study with containers on one pinned CPU stops at the limit, fits th
     assert.equal(rec.status, 'completed', JSON.stringify(rec.error));
     const r = (await s.fetchJson('GET', `/v1/experiments/${id}/results`)).body;
     const st = checkStudy(r, 'docker');
-    // Pinned to one CPU, six guests are 6× slower: the limit of 3.5× is crossed by K = 6 at the latest.
-    assert.ok(st.steps.some((x: any) => x.verdict === 'over'), JSON.stringify(st.steps));
-    assert.ok(st.skipped.length >= 1, 'the steps past the crossing are skipped');
+    // Pinned to one CPU, six guests are about 6× slower: past the 4.5× limit unless other work on the
+    // shared CPU flattens the ratio; whatever ran after the crossing is skipped.
+    const over = st.steps.findIndex((x: any) => x.verdict === 'over');
+    if (quiet) assert.ok(over >= 0, JSON.stringify(st.steps));
+    if (over >= 0) assert.deepEqual(st.skipped, [1, 2, 3, 4, 6].filter((k) => k > st.steps[over].k));
     assert.equal(rec.progress.done, rec.progress.total);
     const md = (await s.fetchJson('GET', `/v1/experiments/${id}/results?format=markdown`)).text;
     assert.match(md, /Answer: this host carries \d guests? of integer within the limit/);
     assert.match(md, /## Capacity study/);
-    assert.match(md, /skipped \(limit crossed below\)/);
+    if (st.skipped.length) assert.match(md, /skipped \(limit crossed below\)/);
+    assert.match(md, /\| K \| predicted runs\/s \| 95% band \| measured \| error \| in band \|/);
     const svg = await s.fetchJson('GET', `/v1/experiments/${id}/chart?kind=capacity`);
     assert.equal(svg.status, 200);
-    assert.match(svg.text, /<svg[\s\S]*<path [\s\S]*limit: K ≤/);
+    assert.ok(svg.text.startsWith('<svg') && svg.text.includes('<path ') && /limit: K ≤ \d/.test(svg.text), 'the chart has the curve and the limit');
     const hit = await waitFor(async () => rx.hits.find((h) => h.path === '/hook'), 30_000, 'the webhook');
     const body = JSON.parse(hit.body);
     assert.equal(body.type, 'experiment.completed');
@@ -269,7 +278,8 @@ test('a real study with QEMU guests under emulation on one pinned CPU: slowdown 
     workloads: [{ kind: 'integer', events: 60, maxPrime: 20000 }],
     capacity: { k: [1, 2, 3, 4], limit: { slowdown: 10 }, fitOn: 3 },
     guest: { cpuset: '0', memoryMiB: 256, accel: 'tcg' },
-    repetitions: 2,
+    // One repetition: ten guest boots under emulation are most of this test's time.
+    repetitions: 1,
   });
   assert.equal(res.status, 202, res.text);
   const rec = await waitForStatus(s, res.body.id, ['completed', 'failed', 'cancelled'], 380_000);

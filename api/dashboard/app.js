@@ -473,6 +473,8 @@ function renderResults(box, results, spec) {
       serverNoisy.map(([x, why]) => h('li', {}, `${x.profile}/${x.scenario}/${x.workload}: ${why.join('; ')}`)))));
   }
   if (results.verdict) parts.push(verdictSection(results));
+  const capChart = h('div', { class: 'chart', id: 'capacity-chart' }, h('p', { class: 'muted' }, 'Drawing the capacity chart…'));
+  if (results.capacity) parts.push(capacitySection(results, capChart));
   const chart = h('div', { class: 'chart', id: 'chart' }, h('p', { class: 'muted' }, 'Drawing the chart…'));
   parts.push(h('section', {}, h('h3', {}, server.length
     ? `${showSeconds ? 'Seconds, ' : ''}throughput per guest and p99 latency per scenario (error bars: 95% CI; throughput: higher is better; ${showSeconds ? 'seconds and ' : ''}p99: lower is better)`
@@ -483,6 +485,40 @@ function renderResults(box, results, spec) {
   box.replaceChildren(...parts);
   showSvg(chart, `/v1/experiments/${enc(results.id)}/chart`);
   if (hasTelemetry) showSvg(telemetry, `/v1/experiments/${enc(results.id)}/chart?kind=telemetry`);
+  if (results.capacity) showSvg(capChart, `/v1/experiments/${enc(results.id)}/chart?kind=capacity`);
+}
+
+/** A capacity study: the answer, the steps with their verdicts, the model with intervals, and its check. */
+function capacitySection(results, chart) {
+  const c = results.capacity;
+  const sec = h('section', { id: 'capacity' }, h('h3', {}, `Capacity study (limit: ${c.limitText})`));
+  // σ and κ are small: four significant digits, not two decimals.
+  const sig = (x) => (Number.isFinite(x) ? String(Number(x.toPrecision(4))) : '-');
+  const ci = (x) => (x ? `${sig(x[0])} .. ${sig(x[1])}` : '-');
+  for (const s of c.studies) {
+    sec.append(h('p', { class: 'sig' }, h('strong', {}, `${s.workload} / ${s.profile}: `), s.headline));
+    sec.append(h('table', { class: 'capacity' },
+      h('thead', {}, h('tr', {}, ['K', 'n', s.kind === 'server' ? 'window s' : 'per-guest s', `throughput (${s.unit})`, 'per guest', 'slowdown', 'worst p99 ms', 'verdict'].map((x) => h('th', {}, x)))),
+      h('tbody', {},
+        s.steps.map((r) => h('tr', { class: r.verdict === 'over' ? 'over' : '' },
+          h('td', {}, String(r.k)), h('td', {}, String(r.n)), h('td', {}, fmt(r.seconds)), h('td', {}, fmt(r.throughput)), h('td', {}, fmt(r.perGuest)),
+          h('td', {}, r.slowdown !== undefined ? `${fmt(r.slowdown)}×` : '-'), h('td', {}, r.p99Ms !== undefined ? fmt(r.p99Ms) : '-'), h('td', { class: 'text' }, r.verdict))),
+        s.skipped.map((k) => h('tr', { class: 'muted' }, h('td', {}, String(k)), h('td', { colspan: '7', class: 'text' }, 'skipped: the limit was crossed below'))))));
+    if (s.fit) {
+      const f = s.fit;
+      sec.append(h('p', {}, `USL fit on ${f.n} measurements (R² ${fmt(f.r2)}): λ = ${sig(f.lambda)} (${ci(f.ci95?.lambda)}), σ = ${sig(f.sigma)} (${ci(f.ci95?.sigma)}), κ = ${sig(f.kappa)} (${ci(f.ci95?.kappa)}); ` +
+        (f.kMax !== undefined ? `peak at K ≈ ${fmt(f.kMax)}.` : 'no peak (κ = 0).')));
+    } else if (s.fitError) sec.append(h('p', { class: 'muted' }, `No model: ${s.fitError}`));
+    if (s.check) {
+      sec.append(h('p', {}, `Predicted from K = ${s.check.fitOn.join(', ')}, then measured (mean absolute error ${pct(s.check.meanAbsError ?? 0)}):`));
+      sec.append(h('table', { class: 'capacity-check' },
+        h('thead', {}, h('tr', {}, ['K', 'predicted', '95% band', 'measured', 'error', 'in band'].map((x) => h('th', {}, x)))),
+        h('tbody', {}, s.check.rows.map((r) => h('tr', {}, h('td', {}, String(r.k)), h('td', {}, fmt(r.predicted)), h('td', {}, ci(r.ci95)), h('td', {}, fmt(r.measured)),
+          h('td', {}, `${r.error >= 0 ? '+' : ''}${(r.error * 100).toFixed(1)}%`), h('td', { class: 'text' }, r.inside === undefined ? '-' : r.inside ? 'yes' : 'no'))))));
+    } else if (s.checkError) sec.append(h('p', { class: 'muted' }, `No prediction check: ${s.checkError}`));
+  }
+  sec.append(chart);
+  return sec;
 }
 
 /** A sweep's verdict: the answer in words per scenario and workload, then each profile against the baseline. */

@@ -1050,11 +1050,12 @@ export interface components {
              */
             driver: "qemu" | "docker";
             /** @enum {string} */
-            preset?: "paper" | "paper-quick" | "paper-sweep" | "paper-server";
+            preset?: "paper" | "paper-quick" | "paper-sweep" | "paper-server" | "capacity-quick";
             scenarios?: components["schemas"]["Scenario"][];
             workloads?: components["schemas"]["Workload"][];
             profiles?: components["schemas"]["ProfileRef"][];
             sweep?: components["schemas"]["Sweep"];
+            capacity?: components["schemas"]["Capacity"];
             telemetry?: components["schemas"]["Telemetry"];
             /** @description a fixed count, or {min, max, targetCv} */
             repetitions?: number | components["schemas"]["AdaptiveRepetitions"];
@@ -1348,6 +1349,30 @@ export interface components {
              * @enum {string}
              */
             correction: "holm" | "bh";
+        };
+        /** @description a capacity study: step the number of loaded guests K until a limit is crossed, fit the Universal Scalability Law, predict and check */
+        Capacity: {
+            k: number[] | {
+                /**
+                 * @description K = 1, 2, 4, 8, ... up to max
+                 * @enum {boolean}
+                 */
+                double: true;
+                max: number;
+            };
+            limit: components["schemas"]["CapacityLimit"];
+            /** @description fit the model on this many of the smallest K first and predict the rest (default 3) */
+            fitOn?: number;
+        };
+        CapacityLimit: {
+            /** @description each guest at most this many times slower than one guest alone (per-guest seconds, or per-guest throughput for a server workload) */
+            slowdown: number;
+        } | {
+            /** @description server workloads: the worst guest's p99 latency at most this many milliseconds */
+            p99Ms: number;
+        } | {
+            /** @description server workloads: each guest's mean throughput at least this (req/s or ops/s) */
+            throughputPerGuest: number;
         };
         /** @description sample the host's writeback state during each cell of a host profile (on by default with a sweep) */
         Telemetry: boolean | {
@@ -1938,8 +1963,8 @@ export interface operations {
     getV1ExperimentsIdChart: {
         parameters: {
             query?: {
-                /** @description seconds: bars with 95% CI; telemetry: the host's dirty page cache over each cell */
-                kind?: "seconds" | "telemetry";
+                /** @description seconds: bars with 95% CI; telemetry: the host's dirty page cache over each cell; capacity: a capacity study's throughput against K with the fitted model and the limit */
+                kind?: "seconds" | "telemetry" | "capacity";
             };
             header?: never;
             path: {
