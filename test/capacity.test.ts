@@ -132,9 +132,9 @@ test('a server study judges p99 and throughput per guest from each cell\'s Serve
   const server = (k: number, r: number) =>
     cell(k, r, 10, { workload: 'http', server: Array.from({ length: k }, (_, g) => sample(g + 1, 1000 / (1 + 0.3 * (k - 1)), 5 * k + g)) });
   const cells = [1, 2, 3, 4].flatMap((k) => [server(k, 1), server(k, 2)]);
-  const workloads = [{ kind: 'http', id: 'http' }] as any;
-  const base = { name: 's', workloads, capacity: { k: [1, 2, 3, 4, 5], fitOn: 3, limit: {} as any } };
-  const p99 = buildCapacity({ ...parseSpecLike(base, { p99Ms: 16 }) }, cells)!.studies[0]!;
+  const spec = (limit: object) => parseSpec({ name: 's', driver: 'docker', workloads: [{ kind: 'http', duration: 5 }], capacity: { k: [1, 2, 3, 4, 5], fitOn: 3, limit } });
+  assert.deepEqual(capacityProblems(spec({ p99Ms: 16 })), [], 'a latency limit can be judged for a server workload');
+  const p99 = buildCapacity(spec({ p99Ms: 16 }), cells)!.studies[0]!;
   assert.equal(p99.kind, 'server');
   assert.equal(p99.unit, 'req/s');
   assert.deepEqual(p99.steps.map((r) => r.p99Ms), [5, 11, 17, 23]);
@@ -142,21 +142,16 @@ test('a server study judges p99 and throughput per guest from each cell\'s Serve
   assert.equal(p99.answer.carries, 2);
   rel(p99.steps[3]!.throughput, 4000 / 1.9, 1e-3, 'aggregate throughput');
   rel(p99.fit!.sigma, 0.3, 1e-3, 'sigma');
-  const tpg = buildCapacity(parseSpecLike(base, { throughputPerGuest: 600 }), cells)!.studies[0]!;
+  const tpg = buildCapacity(spec({ throughputPerGuest: 600 }), cells)!.studies[0]!;
   // per guest: 1000, 769, 625, 526: K = 4 is below 600
   assert.deepEqual(tpg.steps.map((r) => r.verdict), ['within', 'within', 'within', 'over']);
   assert.equal(tpg.answer.carries, 3);
   assert.equal(tpg.answer.modelK, 3);
-  assert.equal(crossedBelow(parseSpecLike(base, { throughputPerGuest: 600 }), cells, 'unchanged', 'k5', 'http'), true);
-  const slow = buildCapacity(parseSpecLike(base, { slowdown: 1.7 }), cells)!.studies[0]!;
+  assert.equal(crossedBelow(spec({ throughputPerGuest: 600 }), cells, 'unchanged', 'k5', 'http'), true);
+  const slow = buildCapacity(spec({ slowdown: 1.7 }), cells)!.studies[0]!;
   assert.deepEqual(slow.steps.map((r) => r.slowdown), [1, 1.3, 1.6, 1.9]);
   assert.equal(slow.answer.carries, 3);
 });
-
-/** A spec for made-up server workloads, whose kinds land with the server workloads (built here without the schema). */
-function parseSpecLike(base: any, limit: any) {
-  return { profiles: [{ name: 'unchanged', target: 'host', sysctl: {} }], workloads: base.workloads, capacity: { k: base.capacity.k, fitOn: base.capacity.fitOn, limit } } as any;
-}
 
 // ---------- real studies ----------
 

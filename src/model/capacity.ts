@@ -5,7 +5,7 @@
 // `fitOn` K values, predicts the rest, and is checked against what was measured.
 import { z } from './zod.ts';
 import type { Workload } from './workload.ts';
-import { workloadId } from './workload.ts';
+import { isServerWorkload, workloadId } from './workload.ts';
 import type { Cell } from './cell.ts';
 
 /** Guests one step may boot: the scenario bound. */
@@ -17,7 +17,7 @@ export const CAPACITY_CORE_FACTOR = 8;
 
 /** Workload kinds whose cells carry per-guest server figures (cell.server): throughput and latency. */
 export const SERVER_KINDS: readonly string[] = ['http', 'kv'];
-export const isServerWorkload = (w: Pick<Workload, 'kind'>) => SERVER_KINDS.includes(w.kind as string);
+export { isServerWorkload };
 
 const KList = z
   .array(z.number().int().min(1).max(MAX_CAPACITY_K))
