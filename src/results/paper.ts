@@ -160,9 +160,9 @@ const f = (x: number | null | undefined) => (x === null || x === undefined ? '-'
 
 export function referenceMarkdown(ref: Reference): string {
   const out = [
-    `## Beside the paper (${ref.source.tables.split(',')[0]})`,
+    '## Beside the paper (its Tables 3 and 4, as ratios)',
     '',
-    `Source: ${ref.source.authors.join(', ')}, "${ref.source.title}", ${ref.source.affiliation}. Only ratios are compared, never seconds.`,
+    `Source: ${ref.source.authors.join(', ')}, "${ref.source.title}", ${ref.source.affiliation}; ${ref.source.tables}. Only ratios are compared, never seconds.`,
     '',
     `Tolerance ±${(ref.tolerance * 100).toFixed(0)}%, alpha ${ref.alpha}: ${ref.method}.`,
     '',

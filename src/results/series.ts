@@ -271,7 +271,7 @@ const num = (x: number) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x
 export function checkMessage(r: Pick<SeriesCheckResult, 'series' | 'host' | 'changes' | 'known' | 'systemChanged' | 'systemChanges' | 'runs' | 'settings'>): string {
   const method = r.settings.correction === 'holm' ? 'Holm' : 'BH';
   if (!r.changes.length) {
-    return `${r.series} on ${r.host}: no new change over ${r.runs} run(s) (threshold ${(r.settings.threshold * 100).toFixed(0)}%${r.known ? `; ${r.known} earlier change(s) still standing` : ''}).`;
+    return `${r.series} on ${r.host}: no new change over ${r.runs} run(s) (threshold ×${Number((1 + r.settings.threshold).toFixed(3))} either way${r.known ? `; ${r.known} earlier change(s) still standing` : ''}).`;
   }
   const worse = r.changes.filter((c) => c.direction === 'regression');
   const better = r.changes.filter((c) => c.direction === 'improvement');

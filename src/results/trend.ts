@@ -17,7 +17,7 @@ export function seriesMarkdown(name: string, hosts: HostHistory[]): string {
   for (const h of hosts) {
     const s = h.settings;
     out.push(`## Host ${h.host}: ${h.runs.length} run(s)`, '');
-    out.push(`Change points by E-divisive means with Welch's test, ${s.correction === 'holm' ? 'Holm' : 'Benjamini-Hochberg'}-corrected over cells at alpha ${s.alpha}; steps under ${(s.threshold * 100).toFixed(0)}% are ignored.`, '');
+    out.push(`Change points by E-divisive means with Welch's test, ${s.correction === 'holm' ? 'Holm' : 'Benjamini-Hochberg'}-corrected over cells at alpha ${s.alpha}; steps smaller than ×${Number((1 + s.threshold).toFixed(3))} either way are ignored; a step needs ${s.minRuns} run(s) before it.`, '');
     out.push('| # | run | finished | flagged | system changes from the run before |', '|---:|---|---|---|---|');
     h.runs.forEach((r, i) => {
       const sys = r.systemChanges.map((d) => `${d.field} ${d.before ?? '-'} -> ${d.after ?? '-'}`).join('; ');
