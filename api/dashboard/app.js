@@ -334,6 +334,16 @@ async function seriesPage(name, params, signal) {
 
 // ---------- page: one experiment ----------
 
+/** One cell of a means table (seconds, or a server figure): the mean with its interval, or its ratio to the host, guest1 or the baseline profile. */
+function figureCell(field, scenario, v) {
+  if (!v) return h('td', { class: 'muted' }, '-');
+  if (field === 'mean') return h('td', { title: `n ${v.n}, 95% CI ${fmt(v.ci95[0])}..${fmt(v.ci95[1])}, cv ${pct(v.cv)}` }, fmt(v.mean));
+  if (field === 'vsHost') return h('td', {}, scenario === 'host' ? '1.00' : fmt(v.vsHost));
+  if (field === 'vsGuest1') return h('td', {}, scenario === 'guest1' ? '1.00' : fmt(v.vsGuest1));
+  const r = v.vsProfile;
+  return h('td', { class: r?.significant ? 'sig' : '', title: r?.p !== undefined ? `p = ${r.p}` : '' }, r ? `${fmt(r.ratio)}${r.significant ? '*' : ''}` : '-');
+}
+
 function meansTable(results, spec, profile, field, label) {
   const scenarios = spec.scenarios.map((s) => s.id);
   const workloads = spec.workloads.map((w) => w.id || w.kind);
@@ -342,15 +352,7 @@ function meansTable(results, spec, profile, field, label) {
     h('caption', { class: 'muted' }, label),
     h('thead', {}, h('tr', {}, h('th', {}, 'workload'), scenarios.map((s) => h('th', {}, s)))),
     h('tbody', {}, workloads.map((w) =>
-      h('tr', {}, h('td', {}, w), scenarios.map((s) => {
-        const row = get(s, w);
-        if (!row) return h('td', { class: 'muted' }, '-');
-        if (field === 'mean') return h('td', { title: `n ${row.n}, 95% CI ${fmt(row.ci95[0])}..${fmt(row.ci95[1])}, cv ${pct(row.cv)}` }, fmt(row.mean));
-        if (field === 'vsHost') return h('td', {}, s === 'host' ? '1.00' : fmt(row.vsHost));
-        if (field === 'vsGuest1') return h('td', {}, s === 'guest1' ? '1.00' : fmt(row.vsGuest1));
-        const v = row.vsProfile;
-        return h('td', { class: v?.significant ? 'sig' : '', title: v?.p !== undefined ? `p = ${v.p}` : '' }, v ? `${fmt(v.ratio)}${v.significant ? '*' : ''}` : '-');
-      })),
+      h('tr', {}, h('td', {}, w), scenarios.map((s) => figureCell(field, s, get(s, w)))),
     )),
   );
 }
@@ -386,15 +388,7 @@ function serverTable(results, spec, profile, workloads, figure, field, label) {
     h('caption', { class: 'muted' }, label),
     h('thead', {}, h('tr', {}, h('th', {}, 'workload'), scenarios.map((s) => h('th', {}, s)))),
     h('tbody', {}, workloads.map((w) =>
-      h('tr', {}, h('td', {}, field === 'mean' && unitOf(w) ? `${w} (${unitOf(w)})` : w), scenarios.map((s) => {
-        const v = get(s, w)?.[figure];
-        if (!v) return h('td', { class: 'muted' }, '-');
-        if (field === 'mean') return h('td', { title: `n ${v.n}, 95% CI ${fmt(v.ci95[0])}..${fmt(v.ci95[1])}, cv ${pct(v.cv)}` }, fmt(v.mean));
-        if (field === 'vsHost') return h('td', {}, s === 'host' ? '1.00' : fmt(v.vsHost));
-        if (field === 'vsGuest1') return h('td', {}, s === 'guest1' ? '1.00' : fmt(v.vsGuest1));
-        const r = v.vsProfile;
-        return h('td', { class: r?.significant ? 'sig' : '', title: r?.p !== undefined ? `p = ${r.p}` : '' }, r ? `${fmt(r.ratio)}${r.significant ? '*' : ''}` : '-');
-      })),
+      h('tr', {}, h('td', {}, field === 'mean' && unitOf(w) ? `${w} (${unitOf(w)})` : w), scenarios.map((s) => figureCell(field, s, get(s, w)?.[figure]))),
     )),
   );
 }
