@@ -200,7 +200,7 @@ function headline(s: CapacityStudy, limit: CapacityLimit): string {
   const model: string[] = [];
   if (a.modelK !== undefined) model.push(`the model puts the limit at K = ${a.modelK}`);
   if (a.peakK !== undefined) model.push(`aggregate throughput peaks at K ≈ ${a.peakK}`);
-  else if (s.fit) model.push('aggregate throughput does not fall within the range modelled');
+  else if (s.fit) model.push(`the model has no throughput peak (κ = 0)${s.fit.xMax !== undefined ? `: all guests together level off near ${Number(s.fit.xMax.toPrecision(3))} ${s.unit}` : ''}`);
   return model.length ? `${line}; ${model.join(', ')}` : line;
 }
 
