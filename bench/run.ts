@@ -1,6 +1,6 @@
 // `npm run bench`: every promise kvmq makes about its own cost, measured against a baseline in the same
 // run, written to bench/results.json and bench/RESULTS.md. Environment knobs (for a quicker look, not for
-// the committed figures): BENCH_ROUNDS, BENCH_DISPATCH, BENCH_ONLY (comma list of figure groups:
+// the committed figures): BENCH_ROUNDS, BENCH_DISPATCH, BENCH_MATRIX_DRIVERS, BENCH_ONLY (comma list of figure groups:
 // harness, container, readiness, intake, dispatch, memory, light, soak, telemetry, matrix).
 import fs from 'node:fs/promises';
 import fsSync from 'node:fs';
@@ -241,7 +241,8 @@ async function main(): Promise<number> {
 
     // 6. Matrix efficiency: how much of a paper-quick experiment is timed cells, per guest driver.
     if (only.has('matrix')) {
-      const drivers = [...(IMPLEMENTED_DRIVERS.has('qemu') ? ['qemu' as const] : []), ...(IMPLEMENTED_DRIVERS.has('docker') && dockerd.ok ? ['docker' as const] : [])];
+      const want = new Set((process.env.BENCH_MATRIX_DRIVERS ?? 'qemu,docker').split(','));
+      const drivers = [...(IMPLEMENTED_DRIVERS.has('qemu') && want.has('qemu') ? ['qemu' as const] : []), ...(IMPLEMENTED_DRIVERS.has('docker') && dockerd.ok && want.has('docker') ? ['docker' as const] : [])];
       const keys: [string, string, string, Figure['target']][] = drivers.map((d) => [`matrixTimedShare_${d}`, `Matrix efficiency: paper-quick with ${d}, share of wall time inside timed cells`, 'share', null]);
       log(`matrix: paper-quick with ${drivers.join(', ')}`);
       figures.push(...await attempt(keys, () => matrixFigures({ dir, env: baseEnv, drivers, timeoutMs: 1_800_000, log })));
