@@ -208,16 +208,18 @@ export class DockerDriver implements GuestDriver {
     const { experimentId, scenario, guest, signal, log } = req;
     const image = await this.ensureImage(log);
     signal.throwIfAborted();
+    // `guests` in index order once all are up; `created` every container made so far, for the shutdown.
     const guests: Guest[] = [];
+    const created: Guest[] = [];
     const volumes: string[] = [];
     let down: Promise<void> | undefined;
     const shutdown = () =>
       (down ??= (async () => {
-        for (const g of guests) {
+        for (const g of created) {
           g.channel.fail(new AgentError(`${g.name} was shut down`));
           g.stream.destroy();
         }
-        await Promise.all(guests.map((g) => this.removeContainer(g.container.id, log)));
+        await Promise.all(created.map((g) => this.removeContainer(g.container.id, log)));
         await Promise.all(volumes.map((v) => this.removeVolume(v, log)));
       })());
 
@@ -240,9 +242,10 @@ export class DockerDriver implements GuestDriver {
         }
       : { NetworkDisabled: true, HostConfig: { NetworkMode: 'none' } };
     try {
-      // Containers are created and started one after another (their agents then come up together); on
-      // the vfs storage driver each create copies the image, which is the slow part.
-      for (let i = 0; i < scenario.guests; i++) {
+      // Containers are created and started together: on the vfs storage driver each create copies the
+      // image, the slow part of a boot, and the engine makes several copies at once faster than in turn.
+      const slots: Guest[] = [];
+      const startOne = async (i: number) => {
         signal.throwIfAborted();
         const name = `kvmq-${experimentId.slice(0, 12)}-${scenario.id}-${i + 1}-${tag}`.replace(/[^a-zA-Z0-9_.-]/g, '-');
         const started = process.hrtime.bigint();
@@ -288,13 +291,18 @@ export class DockerDriver implements GuestDriver {
         })) as Duplex;
         const channel = attachChannel(stream, this.docker.modem as never, name);
         const booted: Guest = { name, container, volume: name, stream, channel, published: {} };
-        guests.push(booted);
+        created.push(booted);
+        slots[i] = booted;
         await deadline(container.start(), API_MS, `starting ${name}`).catch((err) => {
           throw engineError(err, `starting container ${name}`);
         });
         if (kinds.length) booted.published = await this.publishedPorts(container, kinds, name);
         channel.waitReady().then(() => (bootSeconds[i] = Number(process.hrtime.bigint() - started) / 1e9)).catch(() => {});
-      }
+      };
+      const made = await Promise.allSettled(Array.from({ length: scenario.guests }, (_, i) => startOne(i)));
+      const failed = made.find((m): m is PromiseRejectedResult => m.status === 'rejected');
+      if (failed) throw failed.reason;
+      guests.push(...slots);
       // Every agent says ready, or the boot fails: a deadline and the cancel signal both end the wait.
       const ready = Promise.all(guests.map((g) => g.channel.waitReady()));
       await withinDeadline(ready, this.readyMs, signal, () => new Error(`no "ready" from every agent within ${this.readyMs / 1000} s`)).catch((err: Error) => {
