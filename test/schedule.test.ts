@@ -76,6 +76,15 @@ test('ticks become experiments that run; limit and delete stop them', async (t) 
     return v.body.recent.length >= 2 ? v.body.recent : undefined;
   }, 30_000, 'two runs');
   for (const e of recent) assert.equal((await waitForStatus(s, e.id, ['completed', 'failed'], 60_000)).status, 'completed');
+  // A schedule's runs form one series, named after the schedule; each completed run is checked in it.
+  assert.equal(r.body.spec.series, 'tick');
+  const checked = await waitFor(async () => {
+    const recs = await Promise.all(recent.map(async (e: any) => (await s.fetchJson('GET', `/v1/experiments/${e.id}`)).body));
+    return recs.every((x) => x.regression) ? recs : undefined;
+  }, 20_000, 'the series check of both runs');
+  for (const x of checked) assert.equal(x.spec.series, 'tick');
+  assert.deepEqual(checked.map((x: any) => x.regression.runs).sort(), [1, 2]);
+  assert.equal((await s.fetchJson('GET', '/v1/series/tick')).body.hosts[0].runs.length, 2);
   await new Promise((res) => setTimeout(res, 2500));
   assert.equal((await s.fetchJson('GET', `/v1/schedules/${id}`)).body.recent.length, 2, 'limit 2 means two runs');
 
