@@ -16,6 +16,8 @@ import { ROOT } from './procs.ts';
 
 export interface IntakeOptions {
   apiUrl: string;
+  /** The API's process, for its CPU time per request (optional). */
+  apiPid?: number;
   /** `kvmq api --processes N` on the same Redis, and its N. */
   apiN?: { url: string; processes: number };
   redisUrl: string;
@@ -38,14 +40,25 @@ interface Batch {
   latencies?: number[];
   p50ms?: number;
   p99ms?: number;
+  /** wrk's request count (HTTP arms). */
+  requests?: number;
+}
+
+/** CPU seconds (user + system) a process has used so far, from /proc/PID/stat. */
+export async function cpuSeconds(pid: number): Promise<number> {
+  const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in clock ticks (100 a second on Linux)
 }
 
 /** Why the intake figure misses, with what this run measured. */
-export function intakeGap(apiOverFloor: number, floorPerSecond: number, apiPerSecond: number): string {
+export function intakeGap(apiOverFloor: number, floorPerSecond: number, apiPerSecond: number, cpuOverFloor?: number): string {
   const pct = (x: number) => `${Math.round(x * 100)}%`;
   return [
     `Why: kvmq's API reached ${pct(apiOverFloor)} of the HTTP floor (${Math.round(apiPerSecond)} against ${Math.round(floorPerSecond)}`,
-    `requests a second). Its own work per submit: zod validation of the spec, building the record, one MULTI to Redis`,
+    `requests a second).`,
+    ...(cpuOverFloor ? [`Each accepted experiment cost the API ${cpuOverFloor.toFixed(1)} times the CPU time of a floor request.`] : []),
+    `Its own work per submit: zod validation of the spec, building the record, one MULTI to Redis`,
     `(the record's writes and BullMQ's add script, whose reply the request waits for), request logging and the`,
     `security headers, each on the same two shared cores as Redis and wrk.`,
   ].join(' ');
@@ -115,7 +128,7 @@ async function wrk(url: string, script: string, concurrency: number, seconds: nu
   const r = parseWrk(out);
   // A rejected request is not an accepted experiment: the figure is only valid when every answer was 202.
   if (r.non2xx || r.socket) throw new Error(`wrk against ${url}: ${r.non2xx} non-2xx answers and ${r.socket} socket errors in ${r.requests} requests`);
-  return { perSecond: r.requests / (r.us / 1e6), p50ms: r.p50 / 1000, p99ms: r.p99 / 1000 };
+  return { perSecond: r.requests / (r.us / 1e6), p50ms: r.p50 / 1000, p99ms: r.p99 / 1000, requests: r.requests };
 }
 
 export async function intakeFigures(opts: IntakeOptions): Promise<Figure[]> {
@@ -137,10 +150,16 @@ export async function intakeFigures(opts: IntakeOptions): Promise<Figure[]> {
     const p99 = { api: [] as number[], apiN: [] as number[], floor: [] as number[] };
     const p50 = { api: [] as number[], apiN: [] as number[], floor: [] as number[] };
     const rawLatencies: number[] = [];
+    const cpuMs = { api: [] as number[], floor: [] as number[] };
     const armList = opts.apiN ? (['api', 'floor', 'raw', 'apiN'] as const) : (['api', 'floor', 'raw'] as const);
     for (const step of interleave<'api' | 'apiN' | 'floor' | 'raw'>(armList, opts.rounds, opts.warmup)) {
+      // CPU per request of the API and of the floor: far steadier than their rates on a shared machine,
+      // where a neighbour takes cores from one round and not the next.
+      const pid = step.arm === 'api' ? opts.apiPid : step.arm === 'floor' ? floor.pid : undefined;
+      const cpu0 = pid ? await cpuSeconds(pid) : 0;
       const b = await arms[step.arm]();
       if (step.warmup) continue;
+      if (pid && b.requests) cpuMs[step.arm as 'api' | 'floor'].push(((await cpuSeconds(pid)) - cpu0) * 1000 / b.requests);
       rates[step.arm].push(b.perSecond);
       if (step.arm === 'raw') rawLatencies.push(...b.latencies!);
       else {
@@ -173,12 +192,16 @@ export async function intakeFigures(opts: IntakeOptions): Promise<Figure[]> {
         floorP99ms: median(p99.floor),
         rawP50ms: percentile(rawLatencies, 50),
         rawP99ms: percentile(rawLatencies, 99),
+        ...(cpuMs.api.length && cpuMs.floor.length
+          ? { apiCpuMsPerRequest: median(cpuMs.api), floorCpuMsPerRequest: median(cpuMs.floor), cpuPerRequestOverFloor: median(cpuMs.api) / median(cpuMs.floor) }
+          : {}),
         concurrency: opts.concurrency,
         httpRoundSeconds: opts.seconds,
         rawPerBatch: opts.rawPerBatch,
       },
     });
-    if (f.met === false) f.note = intakeGap(median(rates.api) / median(rates.floor), median(rates.floor), median(rates.api));
+    const cpuOver = cpuMs.api.length && cpuMs.floor.length ? median(cpuMs.api) / median(cpuMs.floor) : undefined;
+    if (f.met === false) f.note = intakeGap(median(rates.api) / median(rates.floor), median(rates.floor), median(rates.api), cpuOver);
     const out = [f];
     if (opts.apiN) {
       const n = opts.apiN.processes;
@@ -223,7 +246,7 @@ export async function intakeFigures(opts: IntakeOptions): Promise<Figure[]> {
  * The floor server as its own process, through tsx as it always ran (a loader costs a server nothing once
  * its modules are loaded), with Node's default flags: the floor stays what it was when the target was set.
  */
-async function startFloor(): Promise<{ url: string; stop: () => Promise<void> }> {
+async function startFloor(): Promise<{ url: string; pid: number; stop: () => Promise<void> }> {
   const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'bench', 'floor.ts')], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   const url = await new Promise<string>((resolve, reject) => {
@@ -243,6 +266,7 @@ async function startFloor(): Promise<{ url: string; stop: () => Promise<void> }>
   });
   return {
     url,
+    pid: child.pid!,
     stop: () =>
       new Promise<void>((resolve) => {
         if (child.exitCode !== null || child.signalCode) return resolve();

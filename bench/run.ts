@@ -180,7 +180,7 @@ async function main(): Promise<number> {
               ['apiIntake', 'API intake, one process (HTTP vs the HTTP floor)', 'ratio', { min: 0.8, text: '>= 0.8' }],
               ...(many ? [['apiIntakeProcesses', `API intake, ${n} processes (vs ${n} × one process)`, 'ratio', { min: 0.8, text: '>= 0.8' }] as [string, string, string, Figure['target']]] : []),
             ], () => intakeFigures({
-              apiUrl: apiProc.ready[1]!, ...(many ? { apiN: { url: many.ready[1]!, processes: n } } : {}),
+              apiUrl: apiProc.ready[1]!, apiPid: apiProc.pid, ...(many ? { apiN: { url: many.ready[1]!, processes: n } } : {}),
               redisUrl: redis.url, prefix: loadConfig(env).prefix, concurrency: settings.intake.concurrency,
               seconds: settings.intake.seconds, rawPerBatch: settings.intake.rawPerBatch, rounds: settings.intake.rounds, warmup: 1, dir, log,
               spec: { name: 'bench-intake', pool: 'bench-intake', scenarios: [{ id: 'host', guests: 0 }], workloads: [settings.workload], repetitions: 3 },

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { interleave, median, meets, parseVmRss, percentile, ratio, sig } from '../bench/measure.ts';
 import { figure, missing, toJson, toMarkdown, type BenchRun } from '../bench/report.ts';
 import { pad4, BARE_INIT } from '../bench/readiness.ts';
-import { closedLoop, intakeGap, parseWrk, scalingGap, wrkScript } from '../bench/intake.ts';
+import { closedLoop, cpuSeconds, intakeGap, parseWrk, scalingGap, wrkScript } from '../bench/intake.ts';
 import { overheadGap } from '../bench/overhead.ts';
 
 test('median of odd and even counts, unsorted input left as it was', () => {
@@ -138,5 +138,14 @@ test('a missed figure says why from the run itself: noise when some rounds meet,
   assert.match(overheadGap([0.98, 1.04], 1.02), /inside this run's noise/);
   assert.match(overheadGap([1.08, 1.1], 1.05), /Every round is above the target/);
   assert.match(intakeGap(0.75, 6000, 4500), /reached 75% of the HTTP floor \(4500 against 6000 requests a second\)/);
+  assert.match(intakeGap(0.2, 3000, 600, 4.25), /requests a second\)\. Each accepted experiment cost the API 4\.3 times the CPU time of a floor request\. Its own work/);
   assert.match(scalingGap(2, 2, 0.61, 24000, 5000), /2 API processes reached 0\.61 of 2 × one process\. This machine has 2 cores.*24000 raw Queue\.add a second here against 5000/);
+});
+
+test('CPU time of a process is read from /proc and grows while it works', async () => {
+  const before = await cpuSeconds(process.pid);
+  const until = Date.now() + 100;
+  while (Date.now() < until); // 0.1 s of CPU
+  const after = await cpuSeconds(process.pid);
+  assert.ok(before > 0 && after - before >= 0.05, `${before} -> ${after}`);
 });
