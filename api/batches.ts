@@ -8,7 +8,7 @@ import { Quota } from './quota.ts';
 import { clientOf } from './auth.ts';
 import { urlProblem } from '../src/webhooks/webhook.ts';
 import { admissionProblems, poolProblems, type ApiDeps } from './experiments.ts';
-import { HttpProblem, validationProblem, parseJsonBody, refuseIfAny, under, type ProblemItem } from './problem.ts';
+import { HttpProblem, parseJsonBody, refuseIfAny, under, type ProblemItem, parseQuery } from './problem.ts';
 
 export const BatchListQuery = z.strictObject({
   limit: z.coerce.number().int().min(1).max(500).default(50),
@@ -46,10 +46,9 @@ export function batchesRouter(deps: ApiDeps): Router {
   });
 
   r.get('/', async (req, res) => {
-    const q = BatchListQuery.safeParse(req.query);
-    if (!q.success) throw validationProblem(q.error, 'query', '/query');
-    const { items, total } = await listBatches(store, q.data.limit, q.data.offset);
-    res.json({ items: await Promise.all(items.map((b) => batchView(store, b))), total, limit: q.data.limit, offset: q.data.offset });
+    const q = parseQuery(req, BatchListQuery);
+    const { items, total } = await listBatches(store, q.limit, q.offset);
+    res.json({ items: await Promise.all(items.map((b) => batchView(store, b))), total, limit: q.limit, offset: q.offset });
   });
 
   r.get('/:id', async (req, res) => {
@@ -59,8 +58,7 @@ export function batchesRouter(deps: ApiDeps): Router {
   });
 
   r.delete('/:id', async (req, res) => {
-    const q = BatchDeleteQuery.safeParse(req.query);
-    if (!q.success) throw validationProblem(q.error, 'query', '/query');
+    const q = parseQuery(req, BatchDeleteQuery);
     const b = await getBatch(store, String(req.params.id));
     if (!b) throw new HttpProblem(404, 'Batch not found', `no batch with id "${req.params.id}"`);
     const open = await purgeBatch(store, b);

@@ -6,7 +6,7 @@ import { buildResults } from '../src/results/report.ts';
 import { compareResults, comparisonMarkdown } from '../src/results/compare.ts';
 import { renderComparisonChart } from '../src/results/chart.ts';
 import type { ApiDeps } from './experiments.ts';
-import { HttpProblem, validationProblem } from './problem.ts';
+import { HttpProblem, parseQuery } from './problem.ts';
 
 const Id = z.string().regex(/^[a-z0-9]{1,64}$/, 'an experiment id is 1..64 characters of a-z and 0-9');
 export const CompareQuery = z.strictObject({
@@ -19,17 +19,16 @@ export function compareRouter(deps: ApiDeps): Router {
   const { store } = deps;
   const r = Router();
   r.get('/', async (req, res) => {
-    const q = CompareQuery.safeParse(req.query);
-    if (!q.success) throw validationProblem(q.error, 'query', '/query');
-    const [base, other] = await Promise.all([store.get(q.data.base), store.get(q.data.other)]);
+    const q = parseQuery(req, CompareQuery);
+    const [base, other] = await Promise.all([store.get(q.base), store.get(q.other)]);
     const missing = [
-      ...(base ? [] : [{ pointer: '/query/base', detail: `no experiment with id "${q.data.base}"` }]),
-      ...(other ? [] : [{ pointer: '/query/other', detail: `no experiment with id "${q.data.other}"` }]),
+      ...(base ? [] : [{ pointer: '/query/base', detail: `no experiment with id "${q.base}"` }]),
+      ...(other ? [] : [{ pointer: '/query/other', detail: `no experiment with id "${q.other}"` }]),
     ];
     if (missing.length) throw new HttpProblem(404, 'Experiment not found', missing.map((m) => m.detail).join('; '), missing);
     const c = compareResults(await buildResults(store, base!), await buildResults(store, other!));
-    if (q.data.format === 'markdown') res.type('text/markdown').send(comparisonMarkdown(c));
-    else if (q.data.format === 'svg') res.set({ 'content-type': 'image/svg+xml; charset=utf-8', 'content-security-policy': "default-src 'none'" }).send(renderComparisonChart(c));
+    if (q.format === 'markdown') res.type('text/markdown').send(comparisonMarkdown(c));
+    else if (q.format === 'svg') res.set({ 'content-type': 'image/svg+xml; charset=utf-8', 'content-security-policy': "default-src 'none'" }).send(renderComparisonChart(c));
     else res.json(c);
   });
   return r;

@@ -11,7 +11,7 @@ import { renderTelemetryChart } from '../src/results/telemetry.ts';
 import { renderCapacityChart } from '../src/results/capacity.ts';
 import { z } from '../src/model/zod.ts';
 import type { ApiDeps } from './experiments.ts';
-import { HttpProblem, validationProblem } from './problem.ts';
+import { HttpProblem, parseQuery } from './problem.ts';
 
 export const ChartQuery = z.strictObject({
   kind: z
@@ -64,15 +64,14 @@ function sendSvg(res: Response, svg: string): void {
 export function chartRouter(deps: ApiDeps): Router {
   const r = Router();
   r.get('/experiments/:id/chart', async (req, res) => {
-    const q = ChartQuery.safeParse(req.query);
-    if (!q.success) throw validationProblem(q.error, 'query', '/query');
+    const q = parseQuery(req, ChartQuery);
     const rec = await deps.store.get(String(req.params.id));
     if (!rec) throw new HttpProblem(404, 'Experiment not found', `no experiment with id "${req.params.id}"`);
     const results = await buildResults(deps.store, rec);
     sendSvg(
       res,
-      q.data.kind === 'telemetry' ? renderTelemetryChart(results.cells)
-      : q.data.kind === 'capacity' ? renderCapacityChart(results.capacity, results.cells, `Capacity study: ${results.name}`)
+      q.kind === 'telemetry' ? renderTelemetryChart(results.cells)
+      : q.kind === 'capacity' ? renderCapacityChart(results.capacity, results.cells, `Capacity study: ${results.name}`)
       : renderChart(results),
     );
   });

@@ -8,7 +8,7 @@ import { buildResults, toCsv, toMarkdown } from '../src/results/report.ts';
 import { buildReference, referenceMarkdown } from '../src/results/paper.ts';
 import { DRIVER_CAPABILITIES, IMPLEMENTED_DRIVERS } from '../src/guests/guest.ts';
 import { expandCells, maxCells } from '../src/model/cell.ts';
-import { HttpProblem, validationProblem, parseJsonBody, refuseIfAny, type ProblemItem } from './problem.ts';
+import { HttpProblem, parseJsonBody, refuseIfAny, type ProblemItem, parseQuery } from './problem.ts';
 import type { Config } from '../src/config.ts';
 import { urlProblem, type Webhooks } from '../src/webhooks/webhook.ts';
 import type { Schedules } from '../src/queue/schedule.ts';
@@ -171,10 +171,9 @@ export function experimentsRouter(deps: ApiDeps): Router {
   });
 
   r.get('/', async (req, res) => {
-    const q = ListQuery.safeParse(req.query);
-    if (!q.success) throw validationProblem(q.error, 'query', '/query');
-    const { items, total } = await store.list(q.data as { status?: ExperimentRecord['status']; limit: number; offset: number });
-    res.json({ items: items.map(view), total, limit: q.data.limit, offset: q.data.offset });
+    const q = parseQuery(req, ListQuery);
+    const { items, total } = await store.list(q as { status?: ExperimentRecord['status']; limit: number; offset: number });
+    res.json({ items: items.map(view), total, limit: q.limit, offset: q.offset });
   });
 
   r.get('/:id', async (req, res) => {
@@ -182,13 +181,12 @@ export function experimentsRouter(deps: ApiDeps): Router {
   });
 
   r.get('/:id/results', async (req, res) => {
-    const q = ResultsQuery.safeParse(req.query);
-    if (!q.success) throw validationProblem(q.error, 'query', '/query');
+    const q = parseQuery(req, ResultsQuery);
     const rec = await load(req);
     const results = await buildResults(store, rec);
-    const reference = q.data.reference === 'paper' ? buildReference(results, rec.spec, q.data.tolerance) : undefined;
-    if (q.data.format === 'csv') res.type('text/csv').send(toCsv(results));
-    else if (q.data.format === 'markdown') res.type('text/markdown').send(toMarkdown(results, rec.spec) + (reference ? '\n' + referenceMarkdown(reference) : ''));
+    const reference = q.reference === 'paper' ? buildReference(results, rec.spec, q.tolerance) : undefined;
+    if (q.format === 'csv') res.type('text/csv').send(toCsv(results));
+    else if (q.format === 'markdown') res.type('text/markdown').send(toMarkdown(results, rec.spec) + (reference ? '\n' + referenceMarkdown(reference) : ''));
     else res.json(reference ? { ...results, reference } : results);
   });
 
@@ -240,10 +238,9 @@ export function experimentsRouter(deps: ApiDeps): Router {
   });
 
   r.delete('/:id', async (req, res) => {
-    const q = DeleteQuery.safeParse(req.query);
-    if (!q.success) throw validationProblem(q.error, 'query', '/query');
+    const q = parseQuery(req, DeleteQuery);
     const rec = await load(req);
-    if (q.data.purge === 'true') {
+    if (q.purge === 'true') {
       if (!FINAL.includes(rec.status)) throw new HttpProblem(409, 'Experiment not finished', `experiment ${rec.id} is ${rec.status}; cancel it first (DELETE without purge), then delete it`);
       const batch = await store.redis.get(store.key('batchof', rec.id));
       if (batch) throw new HttpProblem(409, 'Experiment belongs to a batch', `experiment ${rec.id} is part of batch ${batch}; delete the batch (DELETE /v1/batches/${batch}?purge=true)`);

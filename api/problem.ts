@@ -79,6 +79,13 @@ export function parseJsonBody<S extends z.ZodType>(req: Request, schema: S, noun
   return parsed.data;
 }
 
+/** A GET's query string through its schema: a 400 `Invalid query` naming each bad parameter under /query. */
+export function parseQuery<S extends z.ZodType>(req: Request, schema: S): z.output<S> {
+  const parsed = schema.safeParse(req.query);
+  if (!parsed.success) throw validationProblem(parsed.error, 'query', '/query');
+  return parsed.data;
+}
+
 /** Problems found in a part of a body, with their pointers made relative to the whole (`/spec`, `/experiments/2`). */
 export function under(prefix: string, problems: ProblemItem[]): ProblemItem[] {
   return problems.map((p) => ({ pointer: `${prefix}${p.pointer}`, detail: p.detail }));

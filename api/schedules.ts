@@ -4,7 +4,7 @@ import { normalizeSpec } from '../src/model/spec.ts';
 import { RecurringScheduleSchema, Schedules, shortestGapMs } from '../src/queue/schedule.ts';
 import { z } from '../src/model/zod.ts';
 import { admissionProblems, poolProblems, type ApiDeps } from './experiments.ts';
-import { HttpProblem, validationProblem, parseJsonBody, refuseIfAny, under } from './problem.ts';
+import { HttpProblem, parseJsonBody, refuseIfAny, under, parseQuery } from './problem.ts';
 
 export const ScheduleDeleteQuery = z.strictObject({
   purge: z.enum(['true', 'false']).optional().describe('also delete the finished experiments among its recent runs'),
@@ -47,11 +47,10 @@ export function schedulesRouter(deps: ApiDeps & { schedules: Schedules }): Route
   });
 
   r.delete('/:id', async (req, res) => {
-    const q = ScheduleDeleteQuery.safeParse(req.query);
-    if (!q.success) throw validationProblem(q.error, 'query', '/query');
+    const q = parseQuery(req, ScheduleDeleteQuery);
     const s = await load(String(req.params.id));
     await schedules.remove(s.id);
-    if (q.data.purge === 'true') await schedules.purgeRuns(s.id);
+    if (q.purge === 'true') await schedules.purgeRuns(s.id);
     res.status(204).end();
   });
 

@@ -6,7 +6,7 @@ import { SeriesNameSchema } from '../src/model/series.ts';
 import { listSeries, seriesHistory } from '../src/results/series.ts';
 import { seriesMarkdown, renderTrendChart } from '../src/results/trend.ts';
 import type { ApiDeps } from './experiments.ts';
-import { HttpProblem, validationProblem } from './problem.ts';
+import { HttpProblem, validationProblem, parseQuery } from './problem.ts';
 
 export const SeriesListQuery = z.strictObject({
   limit: z.coerce.number().int().min(1).max(500).default(50),
@@ -23,27 +23,25 @@ export function seriesRouter(deps: ApiDeps): Router {
   const { store } = deps;
   const r = Router();
   r.get('/', async (req, res) => {
-    const q = SeriesListQuery.safeParse(req.query);
-    if (!q.success) throw validationProblem(q.error, 'query', '/query');
-    const { items, total } = await listSeries(store, q.data.limit, q.data.offset);
+    const q = parseQuery(req, SeriesListQuery);
+    const { items, total } = await listSeries(store, q.limit, q.offset);
     res.json({
       items: items.map((x) => ({ ...x, links: { self: `/v1/series/${encodeURIComponent(x.name)}` } })),
-      total, limit: q.data.limit, offset: q.data.offset,
+      total, limit: q.limit, offset: q.offset,
     });
   });
   r.get('/:name', async (req, res) => {
     const p = SeriesParams.safeParse(req.params);
     if (!p.success) throw validationProblem(p.error, 'series name', '/path');
-    const q = SeriesQuery.safeParse(req.query);
-    if (!q.success) throw validationProblem(q.error, 'query', '/query');
+    const q = parseQuery(req, SeriesQuery);
     const name = p.data.name;
     if ((await store.redis.zscore(store.key('series'), name)) === null) {
       throw new HttpProblem(404, 'Series not found', `no completed run belongs to a series named "${name}"`);
     }
-    const hosts = await seriesHistory(store, name, { ...(q.data.host ? { host: q.data.host } : {}), ...(q.data.window ? { window: q.data.window } : {}) });
-    if (q.data.host && !hosts.length) throw new HttpProblem(404, 'Host not in series', `series "${name}" has no completed run on host "${q.data.host}"`);
-    if (q.data.format === 'markdown') return void res.type('text/markdown').send(seriesMarkdown(name, hosts));
-    if (q.data.format === 'svg') {
+    const hosts = await seriesHistory(store, name, { ...(q.host ? { host: q.host } : {}), ...(q.window ? { window: q.window } : {}) });
+    if (q.host && !hosts.length) throw new HttpProblem(404, 'Host not in series', `series "${name}" has no completed run on host "${q.host}"`);
+    if (q.format === 'markdown') return void res.type('text/markdown').send(seriesMarkdown(name, hosts));
+    if (q.format === 'svg') {
       return void res.set({ 'content-type': 'image/svg+xml; charset=utf-8', 'content-security-policy': "default-src 'none'" }).send(renderTrendChart(name, hosts));
     }
     res.json({ name, hosts, links: { self: `/v1/series/${encodeURIComponent(name)}` } });

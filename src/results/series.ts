@@ -8,7 +8,7 @@ import type { SystemInfo } from '../host/system.ts';
 import {
   DEFAULT_SERIES_CHECK, type SeriesChange, type SeriesCheckResult, type SeriesCheckSettings, type SystemChange,
 } from '../model/series.ts';
-import { beyond, detect } from './changepoint.ts';
+import { beyond, detect, type Candidate } from './changepoint.ts';
 import { benjaminiHochberg, holm } from './verdict.ts';
 import { describe, round } from './stats.ts';
 import { systemDifferences } from './compare.ts';
@@ -37,19 +37,16 @@ export interface TrendPoint {
   ci95: [number, number];
 }
 
-export interface ChangePoint {
-  index: number;
+/** A candidate step, placed in the history (run ids) and judged after the correction over cells. */
+export interface ChangePoint extends Candidate {
+  /** the first run after the step */
   since: string;
+  /** the last run before it */
   previous: string;
-  ratio: number;
-  ci95?: [number, number];
-  p: number;
   pAdjusted: number;
   direction: 'regression' | 'improvement';
   /** significant after the correction over cells and at least the threshold in size */
   confirmed: boolean;
-  before: { runs: number; mean: number };
-  after: { runs: number; mean: number };
 }
 
 export interface CellTrend {
