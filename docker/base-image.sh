@@ -10,9 +10,20 @@ set -euo pipefail
 tag="${1:-kvmq-base:bookworm}"
 suite=bookworm
 
+# What the api, worker and redis services run (gcc and libc6-dev compile the static guest agent; nginx,
+# redis-server, wrk and redis-benchmark are the server workloads). Depends are pulled in by debootstrap,
+# Recommends are not.
+packages=redis-server,redis-tools,sysbench,stress-ng,postmark,busybox-static,qemu-system-x86,cpio,kmod,e2fsprogs,libstdc++6,gcc,libc6-dev,nginx-light,wrk
+
+# The image carries its package list as a label: an image made from an older list is made again, so a
+# host that built the base before a workload was added does not run a worker that lacks its binary.
 if [ "${KVMQ_REBUILD:-0}" != 1 ] && docker image inspect "$tag" >/dev/null 2>&1; then
-  echo "base-image: $tag exists (KVMQ_REBUILD=1 to rebuild)" >&2
-  exit 0
+  have="$(docker image inspect -f '{{index .Config.Labels "kvmq.packages"}}' "$tag" 2>/dev/null || true)"
+  if [ "$have" = "$packages" ]; then
+    echo "base-image: $tag exists (KVMQ_REBUILD=1 to rebuild)" >&2
+    exit 0
+  fi
+  echo "base-image: $tag was made from another package list; making it again" >&2
 fi
 [ "$(id -u)" = 0 ] || { echo "base-image: debootstrap needs root" >&2; exit 1; }
 command -v debootstrap >/dev/null || { echo "base-image: install debootstrap (apt-get install debootstrap)" >&2; exit 1; }
@@ -32,10 +43,6 @@ node_bin="${KVMQ_NODE:-$(command -v node || true)}"
 [ -x "$node_bin" ] || { echo "base-image: no node binary (set KVMQ_NODE)" >&2; exit 1; }
 case "$("$node_bin" --version)" in v2[0-9]*|v[3-9][0-9]*) ;; *) echo "base-image: kvmq needs Node.js 20 or newer, $node_bin is $("$node_bin" --version)" >&2; exit 1;; esac
 
-# What the api, worker and redis services run (gcc and libc6-dev compile the static guest agent).
-# Depends are pulled in by debootstrap, Recommends are not.
-packages=redis-server,sysbench,stress-ng,postmark,busybox-static,qemu-system-x86,cpio,kmod,e2fsprogs,libstdc++6,gcc,libc6-dev
-
 root="$(mktemp -d /var/tmp/kvmq-base.XXXXXX)"
 trap 'rm -rf "$root"' EXIT
 echo "base-image: debootstrap $suite from $mirror into $root" >&2
@@ -48,5 +55,6 @@ chroot "$root" /usr/local/bin/node --version >/dev/null
 rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
 echo "base-image: importing as $tag ($(du -sh "$root" | cut -f1))" >&2
 tar --numeric-owner -C "$root" -c . | docker import \
-  -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' -c 'CMD ["/bin/bash"]' - "$tag" >/dev/null
+  -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' -c 'CMD ["/bin/bash"]' \
+  -c "LABEL kvmq.packages=$packages" - "$tag" >/dev/null
 echo "base-image: $tag ready" >&2

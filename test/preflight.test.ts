@@ -140,6 +140,9 @@ test('live hosts report what the check needs, and submit refuses with pointers w
   assert.equal(caps.scratch.host.path, path.join(worker!.dir, 'state', 'scratch'));
   assert.ok(caps.scratch.host.freeBytes > 0 && caps.scratch.host.totalBytes >= caps.scratch.host.freeBytes);
   assert.equal(caps.scratch.qemu.path, path.join(worker!.dir, 'state', 'qemu'));
+  // The submit check reads the host list at most once a second (api/experiments.ts recentHosts), and the
+  // previous test's submits saw it empty: wait out that second so the check sees this worker.
+  await new Promise((resolve) => setTimeout(resolve, 1100));
 
   const mem = await api.fetchJson('POST', '/v1/experiments', dockerGuests(TiB_MiB));
   assert.equal(mem.status, 400, mem.text);
