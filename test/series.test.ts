@@ -9,7 +9,7 @@ import path from 'node:path';
 import fs from 'node:fs/promises';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createHmac } from 'node:crypto';
-import { testStack, waitFor, waitForStatus, requireTool, webhookReceiver, type TestStack } from './helpers.ts';
+import { testStack, waitFor, waitForStatus, requireTool, tempDir, webhookReceiver, type TestStack } from './helpers.ts';
 import { newSecret } from '../src/webhooks/webhook.ts';
 
 /** The receiver's own check, from the Standard Webhooks text (not kvmq's sign()). */
@@ -210,7 +210,44 @@ test('a series slowed by a CPU hog on its last runs: one regression, the right c
   assert.match(cli.out, /Change points: regression \+\d+\.\d% from run /);
   const all = await kvmq(['series'], { KVMQ_URL: s.base });
   assert.match(all.out, /\| nightly-host \| 6 \|/);
+
+  await dashboardShowsRegression(fifth.id);
 });
+
+/**
+ * What the owner sees in the dashboard (Debian's chromium driven by playwright-core): the run flagged in
+ * the experiment list, the check on the run's page, and the series page with the step marked on its trend.
+ */
+async function dashboardShowsRegression(flaggedId: string): Promise<void> {
+  if (requireTool('chromium')) return;
+  const dir = await tempDir('series-browser');
+  const { chromium } = await import('playwright-core');
+  const browser = await chromium.launchPersistentContext(path.join(dir, 'profile'), {
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+  });
+  try {
+    const page = await browser.newPage();
+    await page.goto(s.base + '/');
+    const row = page.locator('#experiments tr', { hasText: flaggedId });
+    await row.locator('a.flag.regression').waitFor({ timeout: 15_000 });
+    assert.equal(await page.locator('#experiments a.flag.regression').count(), 1, 'only the fifth run is flagged');
+
+    await page.goto(`${s.base}/#/e/${flaggedId}`);
+    const check = page.locator('#series-check.warn');
+    await check.waitFor({ timeout: 15_000 });
+    assert.match(await check.innerText(), /nightly-host: regression[\s\S]*cpu0/);
+
+    await page.goto(`${s.base}/#/s/nightly-host`);
+    await page.locator('#series-chart svg').waitFor({ timeout: 15_000 });
+    assert.equal(await page.locator(`#series-chart svg .change-point[data-since="${flaggedId}"][data-confirmed="true"]`).count(), 1);
+    assert.ok((await page.locator('.series-host .flag.regression').count()) >= 1);
+  } finally {
+    await browser.close().catch(() => {});
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+}
 
 test('a series whose sysctl read-back changed says so, run by run', async (t) => {
   const skip = missing();
