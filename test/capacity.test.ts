@@ -192,8 +192,11 @@ function checkStudy(r: any, driver: string) {
   const s = r.capacity.studies[0];
   const steps = s.steps;
   // Slowdown near K on one shared CPU; others' work on it flattens n guests towards (n + j) / (1 + j).
+  // Emulators taking turns on one core each refill its cache with their own translated code, so under
+  // tcg the slowdown grows faster than K (a CI run measured 7.7 at K = 4).
+  const over = driver === 'qemu' ? 2.2 : quiet ? 1.6 : 2;
   for (const st of steps.slice(1)) {
-    assert.ok(st.slowdown > (quiet ? 0.6 : 0.4) * st.k && st.slowdown < (quiet ? 1.6 : 2) * st.k, `${driver} K = ${st.k}: slowdown ${st.slowdown}; ${JSON.stringify(steps)}`);
+    assert.ok(st.slowdown > (quiet ? 0.6 : 0.4) * st.k && st.slowdown < over * st.k, `${driver} K = ${st.k}: slowdown ${st.slowdown}; ${JSON.stringify(steps)}`);
   }
   // Each verdict is the slowdown against the limit, and nothing runs after the first step over it.
   const limit = r.capacity.limit.slowdown;
