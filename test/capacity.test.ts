@@ -5,7 +5,6 @@
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
-import Docker from 'dockerode';
 import { fitUsl, predict, largestKWithin, uslThroughput } from '../src/results/usl.ts';
 import { parseSpec, SpecInputSchema } from '../src/model/spec.ts';
 import { capacityProblems, crossedBelow, expandK } from '../src/model/capacity.ts';
@@ -14,7 +13,7 @@ import { buildCapacity, capacityMarkdown, renderCapacityChart, textChart } from 
 import type { Cell, ServerSample } from '../src/model/cell.ts';
 import { buildImage } from '../src/guests/image.ts';
 import { loadConfig } from '../src/config.ts';
-import { testStack, requireTool, waitForStatus, webhookReceiver, waitFor, type TestStack } from './helpers.ts';
+import { testStack, requireTool, requireDockerEngine, waitForStatus, webhookReceiver, waitFor, type TestStack } from './helpers.ts';
 
 const ref = JSON.parse(await fs.readFile(new URL('./fixtures/usl-reference.json', import.meta.url), 'utf8'));
 const rel = (a: number, b: number, tol: number, what: string) => assert.ok(Math.abs(a - b) <= tol * Math.max(Math.abs(b), 1e-12), `${what}: ${a} vs ${b}`);
@@ -157,17 +156,7 @@ test('a server study judges p99 and throughput per guest from each cell\'s Serve
 
 const notRoot = process.getuid?.() !== 0 ? 'needs root' : false;
 const skipApi = requireTool('redis-server');
-const docker = new Docker();
-const engine = async () => {
-  try {
-    await docker.ping();
-    return false;
-  } catch (err) {
-    if (process.env.CI) throw new Error(`the Docker engine is required in CI: ${(err as Error).message}`);
-    return 'the Docker engine is not running';
-  }
-};
-const skipDocker = skipApi || requireTool('sysbench') || requireTool('gcc') || notRoot || (await engine());
+const skipDocker = skipApi || requireTool('sysbench') || requireTool('gcc') || notRoot || (await requireDockerEngine());
 const skipQemu =
   skipApi || requireTool('qemu-system-x86_64') || requireTool('sysbench') || requireTool('gcc') || requireTool('cpio') || requireTool('mkfs.ext4') || requireTool('depmod');
 const quiet = process.env.CI === 'true' || process.env.KVMQ_TEST_QUIET === '1';

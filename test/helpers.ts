@@ -25,6 +25,18 @@ export function requireTool(cmd: string): string | false {
   }
 }
 
+/** Like requireTool, for the Docker engine: a reason to skip, or false; under CI an unreachable engine fails. */
+export async function requireDockerEngine(): Promise<string | false> {
+  const { default: Docker } = await import('dockerode');
+  try {
+    await new Docker().ping();
+    return false;
+  } catch (err) {
+    if (process.env.CI) throw new Error(`the Docker engine is required in CI: ${(err as Error).message}`);
+    return 'the Docker engine is not running';
+  }
+}
+
 export async function tempDir(tag: string): Promise<string> {
   return fs.mkdtemp(path.join(os.tmpdir(), `kvmq-${tag}-`));
 }

@@ -12,7 +12,7 @@ import { welch } from '../src/results/stats.ts';
 import { parseProcLines, startWritebackSampler } from '../src/host/writeback.ts';
 import { sparkline, telemetryMarkdown, renderTelemetryChart } from '../src/results/telemetry.ts';
 import type { Cell } from '../src/model/cell.ts';
-import { testStack, requireTool, waitForStatus, type TestStack } from './helpers.ts';
+import { testStack, requireTool, requireDockerEngine, waitForStatus, type TestStack } from './helpers.ts';
 
 const ref = JSON.parse(await fs.readFile(new URL('./fixtures/verdict-reference.json', import.meta.url), 'utf8'));
 const close = (a: number, b: number, tol = 1e-6) => assert.ok(Math.abs(a - b) <= tol * Math.max(1, Math.abs(b)), `${a} vs ${b}`);
@@ -211,16 +211,7 @@ test('a real sweep on the host column writes, reads back and restores four gener
 });
 
 const docker = new Docker();
-const engine = async () => {
-  try {
-    await docker.ping();
-    return false;
-  } catch (err) {
-    if (process.env.CI) throw new Error(`the Docker engine is required in CI: ${(err as Error).message}`);
-    return 'the Docker engine is not running';
-  }
-};
-const skipDocker = skipApi || requireTool('sysbench') || requireTool('gcc') || notRoot || (await engine());
+const skipDocker = skipApi || requireTool('sysbench') || requireTool('gcc') || notRoot || (await requireDockerEngine());
 
 test('a sweep in containers samples the host while each container cell runs', { skip: skipDocker, timeout: 600_000 }, async () => {
   const x = await stack('sweepdocker');
