@@ -8,25 +8,14 @@ import { spawn } from 'node:child_process';
 import path from 'node:path';
 import fs from 'node:fs/promises';
 import Docker from 'dockerode';
-import { testStack, requireTool, waitFor, waitForStatus, tempDir, type TestStack } from './helpers.ts';
+import { testStack, requireTool, requireDockerEngine, waitFor, waitForStatus, tempDir, type TestStack } from './helpers.ts';
 import { DockerDriver } from '../src/guests/docker.ts';
 import { PermanentError } from '../src/errors.ts';
 import { PAPER_SCENARIOS } from '../src/model/preset.ts';
 
 const docker = new Docker();
 const skip =
-  requireTool('dockerd') || requireTool('redis-server') || requireTool('sysbench') || requireTool('gcc') || (await engineMissing());
-
-/** The engine must run in CI (.ci/run starts it); elsewhere its absence skips with the reason. */
-async function engineMissing(): Promise<string | false> {
-  try {
-    await docker.ping();
-    return false;
-  } catch (err) {
-    if (process.env.CI) throw new Error(`the Docker engine is required in CI but is not reachable: ${(err as Error).message}`);
-    return 'the Docker engine is not running (setsid dockerd --storage-driver=vfs &)';
-  }
-}
+  requireTool('dockerd') || requireTool('redis-server') || requireTool('sysbench') || requireTool('gcc') || (await requireDockerEngine());
 const stacks: TestStack[] = [];
 after(async () => {
   for (const s of stacks.reverse()) await s.stop(); // the last started may use the first one's Redis

@@ -33,7 +33,7 @@ export async function requireDockerEngine(): Promise<string | false> {
     return false;
   } catch (err) {
     if (process.env.CI) throw new Error(`the Docker engine is required in CI: ${(err as Error).message}`);
-    return 'the Docker engine is not running';
+    return 'the Docker engine is not running (setsid dockerd --storage-driver=vfs &)';
   }
 }
 

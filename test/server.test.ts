@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import Docker from 'dockerode';
-import { requireTool, tempDir } from './helpers.ts';
+import { requireTool, requireDockerEngine, tempDir } from './helpers.ts';
 import { QemuDriver } from '../src/guests/qemu.ts';
 import { DockerDriver } from '../src/guests/docker.ts';
 import { HostDriver } from '../src/guests/host.ts';
@@ -27,10 +27,7 @@ const log = process.env.KVMQ_TEST_LOG ? (m: string) => console.error(m) : () => 
 const tools = () => requireTool('wrk') || requireTool('redis-benchmark') || requireTool('nginx') || requireTool('redis-server');
 const qemuSkip = tools() || requireTool('qemu-system-x86_64') || requireTool('gcc') || requireTool('cpio') || requireTool('mkfs.ext4');
 const docker = new Docker();
-const dockerSkip = tools() || (await docker.ping().then(() => false, (err: Error) => {
-  if (process.env.CI) throw new Error(`the Docker engine is required in CI: ${err.message}`);
-  return 'the Docker engine is not running';
-}));
+const dockerSkip = tools() || (await requireDockerEngine());
 
 const http = (extra: Record<string, unknown> = {}) => WorkloadSchema.parse({ kind: 'http', duration: 1, warmup: 2, connections: 4, ...extra }) as ServerWorkload;
 const kv = (extra: Record<string, unknown> = {}) => WorkloadSchema.parse({ kind: 'kv', duration: 1, warmup: 1, connections: 4, ...extra }) as ServerWorkload;

@@ -4,28 +4,18 @@
 // random one (test/soak.ts holds the run itself).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import Docker from 'dockerode';
-import { requireTool } from './helpers.ts';
+import { requireTool, requireDockerEngine } from './helpers.ts';
 import { runSoak, summaryLine, soakNotes, type FaultKind } from './soak.ts';
 
 const SEED = 20261201;
 
-async function engineMissing(): Promise<string | false> {
-  try {
-    await new Docker().ping();
-    return false;
-  } catch (err) {
-    if (process.env.CI) throw new Error(`the Docker engine is required in CI but is not reachable: ${(err as Error).message}`);
-    return 'the Docker engine is not running (setsid dockerd --storage-driver=vfs &)';
-  }
-}
 function notRoot(): string | false {
   if (process.getuid?.() === 0) return false;
   if (process.env.CI) throw new Error('the soak applies host sysctl profiles and needs root in CI');
   return 'the soak applies host sysctl profiles and needs root';
 }
 
-const skip = requireTool('redis-server') || requireTool('sysbench') || requireTool('dockerd') || notRoot() || (await engineMissing());
+const skip = requireTool('redis-server') || requireTool('sysbench') || requireTool('dockerd') || notRoot() || (await requireDockerEngine());
 
 test(`soak, seed ${SEED}: workers killed, Redis and the API restarted; nothing lost, doubled or left behind`, { skip, timeout: 480_000 }, async (t) => {
   const r = await runSoak({

@@ -16,7 +16,7 @@ import { connect } from '../src/queue/queue.ts';
 import { Store, FINAL, type ExperimentRecord } from '../src/store/store.ts';
 import { cellKey, expandCells } from '../src/model/cell.ts';
 import { SYSCTL_KEYS, type SysctlKey } from '../src/model/profile.ts';
-import { readSysctl } from '../src/host/sysctl.ts';
+import { readSysctl, DEFAULT_LEASE } from '../src/host/sysctl.ts';
 import { guestsConfig } from '../src/config.ts';
 import { DockerDriver } from '../src/guests/docker.ts';
 import { webhookReceiver } from './helpers.ts';
@@ -165,7 +165,6 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     ...process.env,
     HOST: '127.0.0.1', PORT: String(port), KVMQ_RATE_LIMIT: '0',
     KVMQ_DATA_DIR: path.join(dir, 'data'), KVMQ_IMAGE_DIR: imageDir,
-    KVMQ_SYSCTL_LEASE: path.join(dir, 'sysctl.lease'),
     KVMQ_WEBHOOK_ALLOW_PRIVATE: '1',
     // Enough quick attempts that a delivery outlives every restart in the schedule.
     KVMQ_WEBHOOK_BACKOFF_MS: '500,1000,2000,4000,4000,4000,4000,4000,4000,4000,4000,4000',
@@ -176,6 +175,10 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
   delete env.KVMQ_API_TOKENS;
   delete env.KVMQ_STATE_DIR;
   delete env.KVMQ_HOST_ID;
+  // The machine-wide lease, not one of its own: another kvmq process tuning this host while the soak
+  // runs (a developer's tests beside it) must wait for the soak's workers, or each would journal the
+  // other's values as the host's and leave it changed.
+  delete env.KVMQ_SYSCTL_LEASE;
 
   let redis: RedisChild = await startRedisServer(path.join(dir, 'redis'), () => {});
   env.REDIS_URL = redis.url;
@@ -375,7 +378,8 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     for (let i = 1; i <= o.workers; i++) {
       for (const f of await filesUnder(path.join(dir, `state-${i}`))) leftovers.push(`state-${i}/${f}`);
     }
-    if (await fs.access(env.KVMQ_SYSCTL_LEASE!).then(() => true, () => false)) leftovers.push('the sysctl lease');
+    const lease = await fs.readFile(DEFAULT_LEASE, 'utf8').catch(() => '');
+    if (lease.includes(JSON.stringify(dir).slice(1, -1))) leftovers.push(`the sysctl lease, held by one of the soak's workers: ${lease}`);
     const sysAfter = await sysctlSnapshot();
     const sysctlChanged = Object.keys(sysBefore).filter((k) => sysBefore[k] !== sysAfter[k]).map((k) => `${k}: ${sysBefore[k]} -> ${sysAfter[k]}`);
 

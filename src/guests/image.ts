@@ -164,12 +164,17 @@ async function debianKernelPackage(): Promise<string> {
   return m[1]!;
 }
 
+/** Where Debian's kernel `version` is cached, keyed by the module set it keeps (a new set fetches anew). */
+export function kernelCacheDir(cacheDir: string, version: string): string {
+  const keyed = crypto.createHash('sha256').update(GUEST_MODULES.join(',')).digest('hex').slice(0, 8);
+  return path.join(cacheDir, `kernel-${version}-${keyed}`);
+}
+
 /** Fetch Debian's kernel package and keep only the kernel and the modules the guest loads. */
 async function debianKernel(cacheDir: string, log: (m: string) => void): Promise<KernelSource> {
   const pkg = await debianKernelPackage();
   const version = pkg.replace(/^linux-image-/, '');
-  const keyed = crypto.createHash('sha256').update(GUEST_MODULES.join(',')).digest('hex').slice(0, 8);
-  const dir = path.join(cacheDir, `kernel-${version}-${keyed}`);
+  const dir = kernelCacheDir(cacheDir, version);
   const moduleDir = path.join(dir, 'lib/modules', version);
   if (await exists(path.join(dir, '.kvmq-kernel'))) {
     return { vmlinuz: path.join(dir, 'vmlinuz'), version, moduleDir, origin: pkg };
