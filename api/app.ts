@@ -1,9 +1,9 @@
 // The express application: JSON in, JSON or problem+json out. Routes live in their own modules; this
 // file wires parsing, auth, the error handler and the small read-only routes.
+import type { RequestListener } from 'node:http';
 import express, { type NextFunction, type Request, type Response } from 'express';
-import { pinoHttp } from 'pino-http';
-import { experimentsRouter, type ApiDeps } from './experiments.ts';
-import { HttpProblem, sendProblem } from './problem.ts';
+import { experimentsRouter, experimentIntake, type ApiDeps } from './experiments.ts';
+import { HttpProblem, INTERNAL_PROBLEM, problemOf, sendProblem } from './problem.ts';
 import { BUILTIN_PROFILES, SYSCTL_KEYS } from '../src/model/profile.ts';
 import { PRESETS } from '../src/model/preset.ts';
 import { openApiDocument } from './openapi.ts';
@@ -15,31 +15,55 @@ import { seriesRouter } from './series.ts';
 import { dashboardRouter, chartRouter, DASHBOARD_CSP } from './dashboard.ts';
 import helmet from 'helmet';
 import { rateLimit } from './ratelimit.ts';
-import { browserGuard } from './guard.ts';
-import { identify, bearerAuth } from './auth.ts';
+import { guardCheck } from './guard.ts';
+import { clientFor, identify, bearerAuth } from './auth.ts';
+import { requestLog } from './requestlog.ts';
+import { BODY_LIMIT, fastIntake } from './intake.ts';
 import { batchesRouter } from './batches.ts';
 import { schedulesRouter } from './schedules.ts';
 import { deliveriesRouter } from './deliveries.ts';
 import { Schedules } from '../src/queue/schedule.ts';
 
-export function createApp(deps: ApiDeps): express.Express {
+export interface Api {
+  /** The express app: every route. */
+  app: express.Express;
+  /**
+   * The server's request listener: POST /v1/experiments through the plain handler in front of express
+   * (api/intake.ts) where it applies, everything else through the app.
+   */
+  listener: RequestListener;
+  /** The plain handler alone (true when it took the request); absent where it does not apply. */
+  fast?: (req: Parameters<RequestListener>[0], res: Parameters<RequestListener>[1]) => boolean;
+}
+
+/**
+ * The API: the express app and, in front of it, the plain handler for submissions. Both are built from
+ * the same parts here (security headers, guard, client identity, request log, the submit itself), so
+ * they check and answer alike (test/intake.test.ts compares them).
+ */
+export function createApi(deps: ApiDeps): Api {
   const app = express();
   app.disable('x-powered-by');
   app.set('query parser', 'simple');
-  app.use(securityHeaders());
+  const headers = securityHeaders();
+  app.use((_req, res, next) => {
+    for (const [name, value] of headers) res.setHeader(name, value);
+    next();
+  });
 
-  if (deps.logger) {
-    // One line per request when it finishes. Only method, path and status: headers carry tokens and
-    // cookies, and query strings can carry ids a log reader need not see twice.
-    app.use(pinoHttp({
-      logger: deps.logger,
-      customLogLevel: (_req, res, err) => (err || res.statusCode >= 500 ? 'error' : res.statusCode >= 400 ? 'warn' : 'info'),
-      serializers: { req: (req: { id: unknown; method: string; url: string }) => ({ id: req.id, method: req.method, path: req.url.split('?')[0] }), res: (res: { statusCode: number }) => ({ status: res.statusCode }) },
-      autoLogging: { ignore: (req) => req.url === '/healthz' || req.url === '/readyz' },
-    }));
-  }
+  // One line per request when it finishes. Only method, path and status: headers carry tokens and
+  // cookies, and query strings can carry ids a log reader need not see twice.
+  const log = deps.logger ? requestLog(deps.logger) : undefined;
+  if (log) app.use(log.middleware);
 
-  app.use(browserGuard({ tokens: deps.config.apiTokens.length > 0, allowedHosts: deps.config.allowedHosts }));
+  const guard = guardCheck({ tokens: deps.config.apiTokens.length > 0, allowedHosts: deps.config.allowedHosts });
+  app.use((req, _res, next) => next(guard(req.method, req.headers)));
+  const intake = experimentIntake(deps);
+  // The rate limit is express-rate-limit's middleware: with it on, every submission goes through express.
+  const fast = deps.config.rateLimit > 0 ? undefined : fastIntake({
+    securityHeaders: headers, guard, identify: clientFor(deps.config.apiTokens), accept: intake, etag: app.get('etag fn'),
+    ...(log ? { log } : {}), ...(deps.logger ? { logger: deps.logger } : {}),
+  });
 
   app.get('/healthz', (_req, res) => void res.json({ status: 'ok' }));
   app.get('/readyz', async (_req, res) => {
@@ -57,8 +81,8 @@ export function createApp(deps: ApiDeps): express.Express {
   app.use('/v1', identify(deps.config.apiTokens));
   app.use('/v1', rateLimit(deps.config.rateLimit, deps.store));
   app.use('/v1', bearerAuth());
-  app.use('/v1', express.json({ limit: '1mb', strict: false, type: ['application/json', 'application/*+json'] }));
-  app.use('/v1/experiments', experimentsRouter(deps));
+  app.use('/v1', express.json({ limit: BODY_LIMIT, strict: false, type: ['application/json', 'application/*+json'] }));
+  app.use('/v1/experiments', experimentsRouter(deps, intake));
   app.use('/v1', deliveriesRouter(deps));
   app.use('/v1/batches', batchesRouter(deps));
   app.use('/v1/schedules', schedulesRouter({ ...deps, schedules: deps.schedules ?? new Schedules(deps.store.redis, deps.store, deps.queues, deps.config) }));
@@ -71,7 +95,8 @@ export function createApp(deps: ApiDeps): express.Express {
 
   app.use((req, _res, next) => next(new HttpProblem(404, 'Not found', `no route for ${req.method} ${req.path}`)));
   app.use(errorHandler);
-  return app;
+  const listener: RequestListener = fast ? (req, res) => void (fast(req, res) || app(req, res)) : app;
+  return { app, listener, ...(fast ? { fast } : {}) };
 }
 
 const READY_TIMEOUT_MS = 3000;
@@ -94,15 +119,21 @@ async function readiness(store: ApiDeps['store']): Promise<string | undefined> {
 /**
  * helmet's headers, with the dashboard's strict policy as the default CSP for every response (the chart
  * route narrows it further). No upgrade-insecure-requests and no HSTS: kvmq speaks plain HTTP on loopback,
- * and TLS, where there is any, belongs to the proxy in front of it.
+ * and TLS, where there is any, belongs to the proxy in front of it. The policy is static (no nonce, nothing
+ * per request), so helmet runs once here and every response, through express or not, gets the list.
  */
-function securityHeaders() {
-  return helmet({
+function securityHeaders(): [string, string][] {
+  const list: [string, string][] = [];
+  const res = { setHeader: (name: string, value: unknown) => void list.push([name, String(value)]), removeHeader: () => {} };
+  let failed: unknown;
+  helmet({
     contentSecurityPolicy: { useDefaults: false, directives: DASHBOARD_CSP },
     strictTransportSecurity: false,
     xFrameOptions: { action: 'deny' },
     referrerPolicy: { policy: 'no-referrer' },
-  });
+  })({} as never, res as never, (err?: unknown) => void (failed = err));
+  if (failed) throw failed;
+  return list;
 }
 
 function errorHandler(err: unknown, req: Request, res: Response, _next: NextFunction): void {
@@ -110,14 +141,9 @@ function errorHandler(err: unknown, req: Request, res: Response, _next: NextFunc
     res.end();
     return;
   }
-  if (err instanceof HttpProblem) return sendProblem(res, err, req.originalUrl);
-  const e = err as { type?: string; status?: number; message?: string; body?: string };
-  // body-parser's own errors carry a status and a type; turn each into a clear 4xx.
-  if (e.type === 'entity.parse.failed') return sendProblem(res, new HttpProblem(400, 'Malformed JSON', e.message), req.originalUrl);
-  if (e.type === 'entity.too.large') return sendProblem(res, new HttpProblem(413, 'Body too large', 'the limit is 1 MiB'), req.originalUrl);
-  if (e.type === 'charset.unsupported' || e.type === 'encoding.unsupported') return sendProblem(res, new HttpProblem(415, 'Unsupported encoding', e.message), req.originalUrl);
-  if (typeof e.status === 'number' && e.status >= 400 && e.status < 500) return sendProblem(res, new HttpProblem(e.status, 'Bad request', e.message), req.originalUrl);
+  const problem = problemOf(err);
+  if (problem) return sendProblem(res, problem, req.originalUrl);
   if (req.log) req.log.error({ err }, 'request failed');
   else console.error(`api: ${req.method} ${req.originalUrl}:`, err);
-  sendProblem(res, new HttpProblem(500, 'Internal error', 'the error is logged on the server'), req.originalUrl);
+  sendProblem(res, INTERNAL_PROBLEM, req.originalUrl);
 }

@@ -17,23 +17,37 @@ export function clientOf(res: Response): Client {
   return (res.locals.client as Client | undefined) ?? { key: 'addr:unknown', authenticated: false };
 }
 
+/**
+ * Who a request is, from its Authorization header and its peer address (express's req.ip, which is the
+ * socket's address: the app trusts no proxy header). Shared by the express middleware and the plain
+ * intake handler (api/intake.ts).
+ */
+export function clientFor(tokens: string[]): (authorization: string | undefined, ip: string | undefined) => Client {
+  const idOf = tokenIdentifier(tokens);
+  return (authorization, ip) => {
+    const addr = `addr:${ipKeyGenerator(ip ?? 'unknown')}`;
+    if (!tokens.length) return { key: addr, authenticated: true };
+    const id = idOf(authorization);
+    return id ? { key: `token:${id}`, authenticated: true } : { key: addr, authenticated: false };
+  };
+}
+
+/** The refusal of a client without a valid token; undefined for one with. */
+export function authProblem(client: Client): HttpProblem | undefined {
+  return client.authenticated ? undefined : new HttpProblem(401, 'Unauthorized', 'send Authorization: Bearer <token>');
+}
+
 /** Sets res.locals.client; refuses nothing itself (bearerAuth does, after the rate limit has counted). */
 export function identify(tokens: string[]) {
-  const idOf = tokenIdentifier(tokens);
+  const who = clientFor(tokens);
   return (req: Request, res: Response, next: NextFunction) => {
-    const addr = `addr:${ipKeyGenerator(req.ip ?? 'unknown')}`;
-    if (!tokens.length) {
-      res.locals.client = { key: addr, authenticated: true } satisfies Client;
-      return next();
-    }
-    const id = idOf(req.get('authorization'));
-    res.locals.client = (id ? { key: `token:${id}`, authenticated: true } : { key: addr, authenticated: false }) satisfies Client;
+    res.locals.client = who(req.get('authorization'), req.ip);
     next();
   };
 }
 
 export function bearerAuth() {
   return (_req: Request, res: Response, next: NextFunction) => {
-    next(clientOf(res).authenticated ? undefined : new HttpProblem(401, 'Unauthorized', 'send Authorization: Bearer <token>'));
+    next(authProblem(clientOf(res)));
   };
 }

@@ -8,7 +8,7 @@ import { buildResults, toCsv, toMarkdown } from '../src/results/report.ts';
 import { buildReference, referenceMarkdown } from '../src/results/paper.ts';
 import { DRIVER_CAPABILITIES, IMPLEMENTED_DRIVERS } from '../src/guests/guest.ts';
 import { expandCells, maxCells } from '../src/model/cell.ts';
-import { HttpProblem, parseJsonBody, refuseIfAny, type ProblemItem, parseQuery } from './problem.ts';
+import { HttpProblem, jsonBody, validBody, refuseIfAny, type ProblemItem, parseQuery } from './problem.ts';
 import type { Config } from '../src/config.ts';
 import { urlProblem, type Webhooks } from '../src/webhooks/webhook.ts';
 import type { Schedules } from '../src/queue/schedule.ts';
@@ -21,7 +21,7 @@ import { newRecord, submit } from '../src/queue/submit.ts';
 import { cancel } from '../src/queue/cancel.ts';
 import { Quota } from './quota.ts';
 import { EventHub } from './events.ts';
-import { clientOf } from './auth.ts';
+import { clientOf, type Client } from './auth.ts';
 
 export const ListQuery = z.strictObject({
   status: z.enum(STATUSES as [string, ...string[]]).optional(),
@@ -56,13 +56,14 @@ export interface ApiDeps {
 
 /** What a GET shows of a record: never the webhook secret. */
 export function view(rec: ExperimentRecord) {
-  const base = `/v1/experiments/${rec.id}`;
   const { spec, ...rest } = rec;
-  return {
-    ...rest,
-    spec: redactWebhook(spec),
-    links: { self: base, results: `${base}/results`, events: `${base}/events`, deliveries: `${base}/deliveries` },
-  };
+  return { ...rest, spec: redactWebhook(spec), links: linksOf(rec.id) };
+}
+
+/** Where an experiment and its parts are read. */
+export function linksOf(id: string) {
+  const base = `/v1/experiments/${id}`;
+  return { self: base, results: `${base}/results`, events: `${base}/events`, deliveries: `${base}/deliveries` };
 }
 
 /** Checks that need more than the shape of the spec: what this build and this deployment allow. */
@@ -141,21 +142,24 @@ export function recentHosts(store: Store, maxAgeMs = 1000): () => Promise<HostEn
   };
 }
 
-export function experimentsRouter(deps: ApiDeps): Router {
+/** What a 202 for a new experiment carries (the Location header is links.self). */
+export interface Accepted {
+  id: string;
+  status: ExperimentRecord['status'];
+  links: ReturnType<typeof linksOf>;
+}
+
+/**
+ * Submitting an experiment once its body is parsed and its client known: validation, the admission and
+ * pool checks, the quota, the record and its job. One per API, shared by the express route and the plain
+ * handler in front of it (api/intake.ts), so both check and answer alike.
+ */
+export function experimentIntake(deps: Pick<ApiDeps, 'store' | 'queues' | 'config'>): (body: unknown, client: Client) => Promise<Accepted> {
   const { store, queues, config } = deps;
-  const r = Router();
   const hosts = recentHosts(store);
   const quota = new Quota(store, config.maxQueuedPerClient);
-  const hub = new EventHub(store.redis, { perClient: config.eventsPerClient, total: config.eventsTotal, idleMs: config.eventsIdleS * 1000 });
-
-  const load = async (req: Request): Promise<ExperimentRecord> => {
-    const rec = await store.get(String(req.params.id));
-    if (!rec) throw new HttpProblem(404, 'Experiment not found', `no experiment with id "${req.params.id}"`);
-    return rec;
-  };
-
-  r.post('/', async (req, res) => {
-    const spec = normalizeSpec(parseJsonBody(req, SpecInputSchema, 'spec', 'experiment spec'));
+  return async (body, client) => {
+    const spec = normalizeSpec(validBody(body, SpecInputSchema, 'experiment spec'));
     const problems = admissionProblems(spec, config);
     if (!problems.length) problems.push(...(await poolProblems(store, spec, hosts)));
     refuseIfAny('Experiment cannot run here', problems);
@@ -165,9 +169,25 @@ export function experimentsRouter(deps: ApiDeps): Router {
     const rec = newRecord(spec, now);
     // Counted once its record exists (the quota reads statuses); refused, the record goes again. Without
     // a quota the record and its job go to Redis in one round trip.
-    await submit(store, queues, rec, now, quota.on ? () => quota.reserve(clientOf(res).key, [rec.id]) : undefined);
-    const v = view(rec);
-    res.status(202).location(v.links.self).json({ id: rec.id, status: rec.status, links: v.links });
+    await submit(store, queues, rec, now, quota.on ? () => quota.reserve(client.key, [rec.id]) : undefined);
+    return { id: rec.id, status: rec.status, links: linksOf(rec.id) };
+  };
+}
+
+export function experimentsRouter(deps: ApiDeps, intake = experimentIntake(deps)): Router {
+  const { store, queues, config } = deps;
+  const r = Router();
+  const hub = new EventHub(store.redis, { perClient: config.eventsPerClient, total: config.eventsTotal, idleMs: config.eventsIdleS * 1000 });
+
+  const load = async (req: Request): Promise<ExperimentRecord> => {
+    const rec = await store.get(String(req.params.id));
+    if (!rec) throw new HttpProblem(404, 'Experiment not found', `no experiment with id "${req.params.id}"`);
+    return rec;
+  };
+
+  r.post('/', async (req, res) => {
+    const accepted = await intake(jsonBody(req, 'spec'), clientOf(res));
+    res.status(202).location(accepted.links.self).json(accepted);
   });
 
   r.get('/', async (req, res) => {

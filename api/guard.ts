@@ -5,6 +5,7 @@
 // a host the operator listed). Unsafe methods from another origin are refused in both modes.
 import type { NextFunction, Request, Response } from 'express';
 import { isIP } from 'node:net';
+import type { IncomingHttpHeaders } from 'node:http';
 import { HttpProblem } from './problem.ts';
 
 const SAFE = new Set(['GET', 'HEAD', 'OPTIONS']);
@@ -22,19 +23,23 @@ export function isLoopbackName(name: string): boolean {
   return isIP(name) === 4 && name.startsWith('127.');
 }
 
-export function browserGuard(opts: { tokens: boolean; allowedHosts: string[] }) {
+/**
+ * The guard's verdict on a request from its method and headers: the problem to refuse it with, or
+ * undefined. Shared by the express middleware and the plain intake handler (api/intake.ts).
+ */
+export function guardCheck(opts: { tokens: boolean; allowedHosts: string[] }): (method: string, headers: IncomingHttpHeaders) => HttpProblem | undefined {
   const allowed = new Set(opts.allowedHosts.map((h) => h.toLowerCase()));
-  return (req: Request, _res: Response, next: NextFunction) => {
-    const host = req.get('host');
+  return (method, headers) => {
+    const host = headers.host;
     if (!opts.tokens && host !== undefined) {
       // A request without Host (HTTP/1.0) cannot come from a browser, which always sends one.
       const name = hostName(host);
       if (name === undefined || !(isLoopbackName(name) || allowed.has(name))) {
-        return next(new HttpProblem(421, 'Misdirected request', `this API answers only for loopback host names without tokens; "${host.slice(0, 100)}" is not one (the operator can list more in KVMQ_ALLOWED_HOSTS)`));
+        return new HttpProblem(421, 'Misdirected request', `this API answers only for loopback host names without tokens; "${host.slice(0, 100)}" is not one (the operator can list more in KVMQ_ALLOWED_HOSTS)`);
       }
     }
-    if (SAFE.has(req.method)) return next();
-    const origin = req.get('origin');
+    if (SAFE.has(method)) return undefined;
+    const origin = headers.origin;
     if (origin !== undefined) {
       let same = false;
       try {
@@ -42,14 +47,20 @@ export function browserGuard(opts: { tokens: boolean; allowedHosts: string[] }) 
       } catch {
         same = false;
       }
-      if (!same) return next(new HttpProblem(403, 'Cross-origin request refused', `a browser page from ${origin.slice(0, 100)} may not change anything here; use the dashboard on this origin or a client outside the browser`));
-      return next();
+      if (!same) return new HttpProblem(403, 'Cross-origin request refused', `a browser page from ${origin.slice(0, 100)} may not change anything here; use the dashboard on this origin or a client outside the browser`);
+      return undefined;
     }
     // Without Origin, fetch metadata still tells a browser's cross-site request apart.
-    const site = req.get('sec-fetch-site');
+    // Node joins repeated headers into one string (only set-cookie stays a list).
+    const site = headers['sec-fetch-site'] as string | undefined;
     if (site !== undefined && site !== 'same-origin' && site !== 'none') {
-      return next(new HttpProblem(403, 'Cross-origin request refused', `Sec-Fetch-Site is "${site.slice(0, 40)}"; only same-origin browser requests may change anything here`));
+      return new HttpProblem(403, 'Cross-origin request refused', `Sec-Fetch-Site is "${site.slice(0, 40)}"; only same-origin browser requests may change anything here`);
     }
-    next();
+    return undefined;
   };
+}
+
+export function browserGuard(opts: { tokens: boolean; allowedHosts: string[] }) {
+  const check = guardCheck(opts);
+  return (req: Request, _res: Response, next: NextFunction) => next(check(req.method, req.headers));
 }

@@ -20,21 +20,42 @@ export class HttpProblem extends Error {
   }
 }
 
-export function sendProblem(res: Response, p: HttpProblem, instance?: string): void {
-  res
-    .status(p.status)
-    .type('application/problem+json')
-    .send(
-      JSON.stringify({
-        type: 'about:blank',
-        title: p.title,
-        status: p.status,
-        ...(p.detail ? { detail: p.detail } : {}),
-        ...(instance ? { instance } : {}),
-        ...(p.errors ? { errors: p.errors } : {}),
-      }),
-    );
+/** The content type of every problem answer, as express completes the type sendProblem names (test/intake.test.ts). */
+export const PROBLEM_TYPE = 'application/problem+json; charset=utf-8';
+
+/** The body of a problem answer, as both the express app and the plain intake handler send it. */
+export function problemBody(p: HttpProblem, instance?: string): string {
+  return JSON.stringify({
+    type: 'about:blank',
+    title: p.title,
+    status: p.status,
+    ...(p.detail ? { detail: p.detail } : {}),
+    ...(instance ? { instance } : {}),
+    ...(p.errors ? { errors: p.errors } : {}),
+  });
 }
+
+export function sendProblem(res: Response, p: HttpProblem, instance?: string): void {
+  res.status(p.status).type('application/problem+json').send(problemBody(p, instance));
+}
+
+/**
+ * The problem to answer for an error a request ended in: its own for an HttpProblem, a clear 4xx for the
+ * body parser's errors (each carries a status and a type), undefined for anything else (a 500, logged).
+ */
+export function problemOf(err: unknown): HttpProblem | undefined {
+  if (err instanceof HttpProblem) return err;
+  const e = err as { type?: string; status?: number; message?: string } | null;
+  if (!e || typeof e !== 'object') return undefined;
+  if (e.type === 'entity.parse.failed') return new HttpProblem(400, 'Malformed JSON', e.message);
+  if (e.type === 'entity.too.large') return new HttpProblem(413, 'Body too large', 'the limit is 1 MiB');
+  if (e.type === 'charset.unsupported' || e.type === 'encoding.unsupported') return new HttpProblem(415, 'Unsupported encoding', e.message);
+  if (typeof e.status === 'number' && e.status >= 400 && e.status < 500) return new HttpProblem(e.status, 'Bad request', e.message);
+  return undefined;
+}
+
+/** The answer to an error that is no client's fault; what went wrong is logged, never sent. */
+export const INTERNAL_PROBLEM = new HttpProblem(500, 'Internal error', 'the error is logged on the server');
 
 export function pointer(path: readonly PropertyKey[]): string {
   return path.length ? '/' + path.map((p) => String(p).replace(/~/g, '~0').replace(/\//g, '~1')).join('/') : '';
@@ -73,8 +94,18 @@ export function validationProblem(error: z.ZodError, what: string, base = ''): H
  * the NOUN as application/json`), a 400 naming each bad field (`Invalid WHAT`).
  */
 export function parseJsonBody<S extends z.ZodType>(req: Request, schema: S, noun: string, what = noun): z.output<S> {
+  return validBody(jsonBody(req, noun), schema, what);
+}
+
+/** A POST's parsed JSON body, or a 415 when it was not sent as JSON (`send the NOUN as application/json`). */
+export function jsonBody(req: Request, noun: string): unknown {
   if (!req.is('application/json')) throw new HttpProblem(415, 'Unsupported media type', `send the ${noun} as application/json`);
-  const parsed = schema.safeParse(req.body);
+  return req.body;
+}
+
+/** A parsed body through its schema: the data, or a 400 naming each bad field (`Invalid WHAT`). */
+export function validBody<S extends z.ZodType>(body: unknown, schema: S, what: string): z.output<S> {
+  const parsed = schema.safeParse(body);
   if (!parsed.success) throw validationProblem(parsed.error, what);
   return parsed.data;
 }

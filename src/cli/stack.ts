@@ -123,11 +123,11 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     }
     let url: string | undefined;
     if (opts.api) {
-      const { createApp } = await import('../../api/app.ts');
+      const { createApi } = await import('../../api/app.ts');
       const queues = new Queues(conn('api-queues'), config.prefix);
       const schedules = new Schedules(conn('api-schedules'), store, queues, config);
       stops.push(() => Promise.all([queues.close(), schedules.close()]));
-      const server = http.createServer(createApp({ store, queues, config, webhooks, schedules, metrics, logger }));
+      const server = http.createServer(createApi({ store, queues, config, webhooks, schedules, metrics, logger }).listener);
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
         server.listen(config.port, config.host, () => resolve());

@@ -1,0 +1,135 @@
+// The plain handler for POST /v1/experiments (api/intake.ts) against the express app behind it: each
+// request goes to a server of the app alone and to one of the handler in front of the app, and both
+// answers must agree (status, headers in order, body, request log line), whichever of the two took it.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import type { AddressInfo } from 'node:net';
+import { queueFixture, requireTool, tempDir } from './helpers.ts';
+import { loadConfig } from '../src/config.ts';
+import { createLogger } from '../src/observe/log.ts';
+import { createApi } from '../api/app.ts';
+import { PROBLEM_TYPE } from '../api/problem.ts';
+
+const skip = requireTool('redis-server');
+const fx = queueFixture('intake', skip);
+
+const TOKEN = 'intake-token-1';
+const good = { name: 'ok', scenarios: [{ id: 'host', guests: 0 }], workloads: [{ kind: 'integer', events: 10 }], profiles: ['unchanged'], repetitions: 1 };
+
+interface Answer {
+  status: number;
+  headers: [string, string][];
+  body: string;
+}
+
+function post(url: string, headers: Record<string, string>, body: string | Buffer): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const u = new URL(url);
+    const req = http.request({ host: u.hostname, port: u.port, method: 'POST', path: '/v1/experiments', headers: { 'content-length': String(Buffer.byteLength(body)), ...headers } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const pairs: [string, string][] = [];
+        for (let i = 0; i < res.rawHeaders.length; i += 2) pairs.push([res.rawHeaders[i]!, res.rawHeaders[i + 1]!]);
+        resolve({ status: res.statusCode ?? 0, headers: pairs, body: Buffer.concat(chunks).toString('utf8') });
+      });
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+async function listen(listener: http.RequestListener): Promise<{ url: string; close: () => Promise<void> }> {
+  const server = http.createServer(listener);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () => new Promise<void>((r) => { server.close(() => r()); server.closeAllConnections(); }),
+  };
+}
+
+/** An answer with what differs by nature removed: the time, the connection, and a new experiment's id. */
+function comparable(a: Answer) {
+  const id = a.status === 202 ? (JSON.parse(a.body) as { id: string }).id : undefined;
+  const strip = (v: string) => (id ? v.split(id).join('ID') : v);
+  return {
+    status: a.status,
+    // An ETag hashes the body, which names the id.
+    headers: a.headers.filter(([k]) => !/^(date|connection|keep-alive)$/i.test(k)).map(([k, v]) => [k, id && /^etag$/i.test(k) ? 'ETAG' : strip(v)]),
+    body: strip(a.body),
+  };
+}
+
+test('the plain intake handler answers as the express app does', { skip }, async () => {
+  const dir = await tempDir('intake');
+  // Tokens on, the rate limit off (with it on, express takes every request), a quota of 4 per client.
+  const config = loadConfig({
+    ...process.env, PORT: '0', HOST: '127.0.0.1', KVMQ_DATA_DIR: path.join(dir, 'data'), KVMQ_STATE_DIR: path.join(dir, 'state'),
+    KVMQ_API_TOKENS: TOKEN, KVMQ_RATE_LIMIT: '0', KVMQ_MAX_QUEUED_PER_CLIENT: '4',
+  });
+  const lines: Record<string, unknown>[] = [];
+  const stream = new Writable({ write(chunk: Buffer, _e, done) { for (const l of chunk.toString('utf8').split('\n')) if (l) lines.push(JSON.parse(l)); done(); } });
+  const api = createApi({ store: fx.store, queues: fx.queues, config, logger: createLogger({ stream, pretty: false, level: 'info' }) });
+  assert.ok(api.fast, 'the plain handler applies without a rate limit');
+  const took: boolean[] = [];
+  const viaExpress = await listen(api.app);
+  const viaFast = await listen((req, res) => {
+    const fast = api.fast!(req, res);
+    took.push(fast);
+    if (!fast) api.app(req, res);
+  });
+  try {
+    const auth = { authorization: `Bearer ${TOKEN}` };
+    const json = { 'content-type': 'application/json', ...auth };
+    const cases: { what: string; headers: Record<string, string>; body: string | Buffer; status: number; fast: boolean }[] = [
+      { what: 'a good spec', headers: json, body: JSON.stringify(good), status: 202, fast: true },
+      { what: 'a good spec with a charset and a BOM', headers: { ...json, 'content-type': 'application/json; charset=UTF-8' }, body: '\ufeff' + JSON.stringify({ ...good, name: 'bom' }), status: 202, fast: true },
+      { what: 'a good spec past the quota', headers: json, body: JSON.stringify(good), status: 429, fast: true },
+      { what: 'a bad spec', headers: json, body: JSON.stringify({ ...good, repetitions: 0, scenarios: [{ id: 'host', guests: 'x' }], extra: 1 }), status: 400, fast: true },
+      { what: 'a spec this deployment refuses', headers: json, body: JSON.stringify({ ...good, workloads: [{ kind: 'command', argv: ['true'] }] }), status: 400, fast: true },
+      { what: 'malformed JSON', headers: json, body: '{"name": ', status: 400, fast: true },
+      { what: 'an empty body', headers: json, body: '', status: 400, fast: true },
+      { what: 'no token', headers: { 'content-type': 'application/json' }, body: JSON.stringify(good), status: 401, fast: true },
+      { what: 'a wrong token', headers: { 'content-type': 'application/json', authorization: 'Bearer nope' }, body: JSON.stringify(good), status: 401, fast: true },
+      { what: 'a cross-origin browser', headers: { ...json, origin: 'http://evil.example' }, body: JSON.stringify(good), status: 403, fast: true },
+      { what: 'not JSON', headers: { ...auth, 'content-type': 'text/plain' }, body: JSON.stringify(good), status: 415, fast: false },
+      { what: 'a body over the limit', headers: json, body: Buffer.alloc(1024 * 1024 + 1, 0x20), status: 413, fast: false },
+    ];
+    for (const c of cases) {
+      // The quota counts per client across both servers (one Redis): the first two good specs take its
+      // four places, through express and through the handler, and the third is refused by both.
+      const a = await post(viaExpress.url, c.headers, c.body);
+      took.length = 0;
+      const b = await post(viaFast.url, c.headers, c.body);
+      assert.equal(a.status, c.status, `${c.what} through express: ${a.body}`);
+      assert.deepEqual(comparable(b), comparable(a), c.what);
+      assert.deepEqual(took, [c.fast], `${c.what}: taken by the plain handler`);
+      const type = b.headers.find(([k]) => /^content-type$/i.test(k))?.[1];
+      if (c.status === 202) {
+        const body = JSON.parse(b.body) as { id: string; status: string; links: { self: string } };
+        assert.equal(type, 'application/json; charset=utf-8');
+        assert.equal(b.headers.find(([k]) => k === 'Location')?.[1], `/v1/experiments/${body.id}`);
+        assert.equal(body.links.self, `/v1/experiments/${body.id}`);
+        assert.equal((await fx.store.get(body.id))?.status, 'queued', 'stored and queued');
+      } else {
+        assert.equal(type, PROBLEM_TYPE, c.what);
+        assert.equal(JSON.parse(b.body).status, c.status);
+      }
+    }
+    // The bad spec names each field by pointer.
+    const bad = JSON.parse((await post(viaFast.url, json, JSON.stringify({ ...good, repetitions: 0, scenarios: [{ id: 'host', guests: 'x' }], extra: 1 }))).body);
+    assert.deepEqual(bad.errors.map((e: { pointer: string }) => e.pointer).sort(), ['/extra', '/repetitions', '/scenarios/0/guests']);
+    // One request line per answer from each, numbered from one counter, with the same fields.
+    const logged = lines.filter((l) => l.msg === 'request completed');
+    assert.equal(logged.length, 2 * cases.length + 1);
+    const shape = (l: Record<string, any>) => [l.level, l.req.method, l.req.path, l.res.status, typeof l.responseTime, Object.keys(l).join(',')];
+    for (let i = 0; i < cases.length; i++) assert.deepEqual(shape(logged[2 * i + 1]!), shape(logged[2 * i]!), cases[i]!.what);
+    assert.equal(new Set(logged.map((l: any) => l.req.id)).size, logged.length, 'distinct request ids');
+  } finally {
+    await viaExpress.close();
+    await viaFast.close();
+  }
+});
