@@ -149,9 +149,25 @@ export function poolPrefix(prefix: string, pool: string): string {
   return m ? `${m[1]}{${m[2]}:${pool}}${m[3]}` : `${prefix}:${pool}`;
 }
 
+/** A Map that forgets its oldest entry (by first insertion) past `max` entries. */
+class BoundedMap<K, V> extends Map<K, V> {
+  constructor(private readonly max: number) {
+    super();
+  }
+
+  override set(key: K, value: V): this {
+    if (this.size >= this.max && !this.has(key)) this.delete(this.keys().next().value as K);
+    return super.set(key, value);
+  }
+}
+
 export class Store {
-  /** Pool of each experiment seen: it never changes, so one lookup per id and process is enough. */
-  private poolCache = new Map<string, string>();
+  /**
+   * Pool of each experiment seen recently: it never changes, so one lookup per id and process is enough.
+   * Bounded (oldest entry out first): an API adds every id it accepts, and a long-running one would
+   * otherwise hold them all (and its garbage collector walk them).
+   */
+  private poolCache = new BoundedMap<string, string>(10_000);
   /** Replicas that acknowledge a result write before it counts (Sentinel: 1 by default). */
   waitReplicas = 0;
   /** Called when WAIT saw fewer replicas than asked: the write stands, but a failover now could lose it. */
