@@ -54,6 +54,7 @@ async function submitAtOnce(store: Store, queues: Queues, rec: ExperimentRecord,
   const job = new Job(queue, 'experiment', { id: rec.id }, jobOptions(rec, now), rec.id);
   // Queued on the transaction synchronously; its promise settles with the transaction, not the job.
   void job.addJob(m).catch(() => {});
+  if (!client.isCluster) coalesce(client as unknown as { stream?: Corkable });
   const results = (await m.exec()) ?? [];
   // MULTI does not roll back: a failed command leaves the others applied, so the record goes again.
   const failed = results.find(([err]: [Error | null, unknown]) => err);
@@ -63,4 +64,26 @@ async function submitAtOnce(store: Store, queues: Queues, rec: ExperimentRecord,
     throw failed?.[0] ?? new Error(`queueing experiment ${rec.id} failed${typeof added === 'number' ? ` (BullMQ code ${added})` : ''}`);
   }
   await store.created(rec);
+}
+
+interface Corkable {
+  cork(): void;
+  uncork(): void;
+}
+const corked = new WeakSet<Corkable>();
+
+/**
+ * Hold the connection's writes until the end of this turn of the event loop, so the transactions of
+ * submissions that arrive together leave in one write (one system call, one wake-up of Redis) rather than
+ * one each. Nothing waits longer than the turn.
+ */
+function coalesce(client: { stream?: Corkable }): void {
+  const stream = client.stream;
+  if (!stream || corked.has(stream)) return;
+  corked.add(stream);
+  stream.cork();
+  setImmediate(() => {
+    corked.delete(stream);
+    stream.uncork();
+  });
 }
