@@ -3,7 +3,9 @@
 // express, with no validation and no storage), alternated round by round. The HTTP load comes from wrk
 // (C, epoll, keep-alive, a fixed number of connections), so the client's own CPU takes as little as
 // possible from the cores the API and Redis share. BullMQ's own Queue.add of the same payload is a third
-// arm (what Redis takes), and `kvmq api --processes N` a fourth (intake on every core).
+// arm (what Redis takes), `kvmq api --processes N` a fourth (intake on every core), and the library floor
+// of intake a fifth (bench/intakefloor.mjs: Node's HTTP server, JSON.parse and Queue.add per request, with
+// kvmq's Node flags: what any API on these libraries pays to accept a job, kvmq's own work aside).
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -12,7 +14,7 @@ import { Queue } from 'bullmq';
 import { connect } from '../src/queue/queue.ts';
 import { interleave, median, percentile, ratio } from './measure.ts';
 import { figure, type Figure } from './report.ts';
-import { ROOT } from './procs.ts';
+import { PRODUCTION_NODE_ARGS, ROOT } from './procs.ts';
 
 export interface IntakeOptions {
   apiUrl: string;
@@ -51,16 +53,34 @@ export async function cpuSeconds(pid: number): Promise<number> {
   return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in clock ticks (100 a second on Linux)
 }
 
+/** The library floor of intake as measured in the same run (bench/intakefloor.mjs). */
+export interface LibFloor {
+  perSecond: number;
+  /** Its rate over the HTTP floor's. */
+  overFloor: number;
+  /** Its CPU time per request over the HTTP floor's. */
+  cpuOverFloor?: number;
+}
+
 /** Why the intake figure misses, with what this run measured. */
-export function intakeGap(apiOverFloor: number, floorPerSecond: number, apiPerSecond: number, cpuOverFloor?: number): string {
+export function intakeGap(apiOverFloor: number, floorPerSecond: number, apiPerSecond: number, cpuOverFloor?: number, lib?: LibFloor): string {
   const pct = (x: number) => `${Math.round(x * 100)}%`;
   return [
     `Why: kvmq's API reached ${pct(apiOverFloor)} of the HTTP floor (${Math.round(apiPerSecond)} against ${Math.round(floorPerSecond)}`,
     `requests a second).`,
     ...(cpuOverFloor ? [`Each accepted experiment cost the API ${cpuOverFloor.toFixed(1)} times the CPU time of a floor request.`] : []),
-    `Its own work per submit: zod validation of the spec, building the record, one MULTI to Redis`,
-    `(the record's writes and BullMQ's add script, whose reply the request waits for), request logging and the`,
-    `security headers, each on the same two shared cores as Redis and wrk.`,
+    ...(lib
+      ? [
+          `The library floor of intake (bench/intakefloor.mjs: Node's HTTP server, JSON.parse and BullMQ's Queue.add of the`,
+          `same body per request, nothing of kvmq) reached ${pct(lib.overFloor)} of the HTTP floor (${Math.round(lib.perSecond)} a second)`,
+          ...(lib.cpuOverFloor ? [`at ${lib.cpuOverFloor.toFixed(1)} times a floor request's CPU time`] : []),
+          lib.overFloor < 0.8
+            ? `in the same rounds, so no API that queues each submission through BullMQ reaches 0.8 here: the round trip to Redis and BullMQ's add, on the same two cores as Redis and wrk, cost more than the target leaves.`
+            : `in the same rounds, so the rest of the gap is kvmq's own work.`,
+        ]
+      : []),
+    `kvmq's own work per submit above that: zod validation of the spec, the admission checks, the record's writes in`,
+    `the job's MULTI, the request line and the security headers.`,
   ].join(' ');
 }
 
@@ -135,7 +155,13 @@ export async function intakeFigures(opts: IntakeOptions): Promise<Figure[]> {
   const conn = connect(opts.redisUrl);
   // Its own queue name: no worker listens to it, and the API's jobs are not counted twice.
   const raw = new Queue('bench-raw-intake', { connection: conn, prefix: opts.prefix });
-  const floor = await startFloor();
+  const floor = await startServer('the HTTP floor', ['--import', 'tsx', path.join(ROOT, 'bench', 'floor.ts')], /floor on (http:\/\/\S+)/);
+  // With kvmq's Node flags and on its Redis: the floor of what kvmq does, not of what HTTP does.
+  const lib = await startServer('the library floor of intake', [...PRODUCTION_NODE_ARGS, path.join(ROOT, 'bench', 'intakefloor.mjs')], /intakefloor on (http:\/\/\S+)/, { REDIS_URL: opts.redisUrl, KVMQ_PREFIX: opts.prefix })
+    .catch(async (err) => {
+      await floor.stop();
+      throw err;
+    });
   const script = path.join(opts.dir, 'intake.lua');
   await fs.writeFile(script, wrkScript(JSON.stringify(opts.spec)));
   try {
@@ -144,22 +170,23 @@ export async function intakeFigures(opts: IntakeOptions): Promise<Figure[]> {
       api: () => wrk(`${opts.apiUrl}/v1/experiments`, script, opts.concurrency, opts.seconds),
       apiN: () => wrk(`${opts.apiN!.url}/v1/experiments`, script, opts.concurrency * opts.apiN!.processes, opts.seconds),
       floor: () => wrk(`${floor.url}/v1/experiments`, script, opts.concurrency, opts.seconds),
+      lib: () => wrk(`${lib.url}/v1/experiments`, script, opts.concurrency, opts.seconds),
       raw: () => closedLoop(opts.rawPerBatch, opts.concurrency, async () => void (await raw.add('experiment', opts.spec))),
     };
-    const rates = { api: [] as number[], apiN: [] as number[], floor: [] as number[], raw: [] as number[] };
-    const p99 = { api: [] as number[], apiN: [] as number[], floor: [] as number[] };
-    const p50 = { api: [] as number[], apiN: [] as number[], floor: [] as number[] };
+    const rates = { api: [] as number[], apiN: [] as number[], floor: [] as number[], lib: [] as number[], raw: [] as number[] };
+    const p99 = { api: [] as number[], apiN: [] as number[], floor: [] as number[], lib: [] as number[] };
+    const p50 = { api: [] as number[], apiN: [] as number[], floor: [] as number[], lib: [] as number[] };
     const rawLatencies: number[] = [];
-    const cpuMs = { api: [] as number[], floor: [] as number[] };
-    const armList = opts.apiN ? (['api', 'floor', 'raw', 'apiN'] as const) : (['api', 'floor', 'raw'] as const);
-    for (const step of interleave<'api' | 'apiN' | 'floor' | 'raw'>(armList, opts.rounds, opts.warmup)) {
-      // CPU per request of the API and of the floor: far steadier than their rates on a shared machine,
+    const cpuMs = { api: [] as number[], floor: [] as number[], lib: [] as number[] };
+    const armList = opts.apiN ? (['api', 'floor', 'lib', 'raw', 'apiN'] as const) : (['api', 'floor', 'lib', 'raw'] as const);
+    for (const step of interleave<'api' | 'apiN' | 'floor' | 'lib' | 'raw'>(armList, opts.rounds, opts.warmup)) {
+      // CPU per request of the API and of the floors: far steadier than their rates on a shared machine,
       // where a neighbour takes cores from one round and not the next.
-      const pid = step.arm === 'api' ? opts.apiPid : step.arm === 'floor' ? floor.pid : undefined;
+      const pid = step.arm === 'api' ? opts.apiPid : step.arm === 'floor' ? floor.pid : step.arm === 'lib' ? lib.pid : undefined;
       const cpu0 = pid ? await cpuSeconds(pid) : 0;
       const b = await arms[step.arm]();
       if (step.warmup) continue;
-      if (pid && b.requests) cpuMs[step.arm as 'api' | 'floor'].push(((await cpuSeconds(pid)) - cpu0) * 1000 / b.requests);
+      if (pid && b.requests) cpuMs[step.arm as 'api' | 'floor' | 'lib'].push(((await cpuSeconds(pid)) - cpu0) * 1000 / b.requests);
       rates[step.arm].push(b.perSecond);
       if (step.arm === 'raw') rawLatencies.push(...b.latencies!);
       else {
@@ -195,13 +222,23 @@ export async function intakeFigures(opts: IntakeOptions): Promise<Figure[]> {
         ...(cpuMs.api.length && cpuMs.floor.length
           ? { apiCpuMsPerRequest: median(cpuMs.api), floorCpuMsPerRequest: median(cpuMs.floor), cpuPerRequestOverFloor: median(cpuMs.api) / median(cpuMs.floor) }
           : {}),
+        // The library floor of intake (bench/intakefloor.mjs): Node's HTTP, JSON.parse and Queue.add alone.
+        libFloorPerSecond: median(rates.lib),
+        libFloorOverFloor: ratio(rates.lib, rates.floor),
+        apiOverLibFloor: ratio(rates.api, rates.lib),
+        libFloorP99ms: median(p99.lib),
+        ...(cpuMs.lib.length ? { libFloorCpuMsPerRequest: median(cpuMs.lib) } : {}),
         concurrency: opts.concurrency,
         httpRoundSeconds: opts.seconds,
         rawPerBatch: opts.rawPerBatch,
       },
     });
     const cpuOver = cpuMs.api.length && cpuMs.floor.length ? median(cpuMs.api) / median(cpuMs.floor) : undefined;
-    if (f.met === false) f.note = intakeGap(median(rates.api) / median(rates.floor), median(rates.floor), median(rates.api), cpuOver);
+    const libFloor: LibFloor = {
+      perSecond: median(rates.lib), overFloor: median(rates.lib) / median(rates.floor),
+      ...(cpuMs.lib.length && cpuMs.floor.length ? { cpuOverFloor: median(cpuMs.lib) / median(cpuMs.floor) } : {}),
+    };
+    if (f.met === false) f.note = intakeGap(median(rates.api) / median(rates.floor), median(rates.floor), median(rates.api), cpuOver, libFloor);
     const out = [f];
     if (opts.apiN) {
       const n = opts.apiN.processes;
@@ -236,6 +273,7 @@ export async function intakeFigures(opts: IntakeOptions): Promise<Figure[]> {
     return out;
   } finally {
     await floor.stop();
+    await lib.stop();
     await raw.obliterate({ force: true }).catch(() => {});
     await raw.close();
     await conn.quit().catch(() => conn.disconnect());
@@ -243,17 +281,18 @@ export async function intakeFigures(opts: IntakeOptions): Promise<Figure[]> {
 }
 
 /**
- * The floor server as its own process, through tsx as it always ran (a loader costs a server nothing once
- * its modules are loaded), with Node's default flags: the floor stays what it was when the target was set.
+ * A floor server as its own process, printing its URL on stderr. The HTTP floor runs through tsx as it
+ * always ran (a loader costs a server nothing once its modules are loaded), with Node's default flags:
+ * the floor stays what it was when the target was set.
  */
-async function startFloor(): Promise<{ url: string; pid: number; stop: () => Promise<void> }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'bench', 'floor.ts')], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+async function startServer(what: string, argv: string[], ready: RegExp, env: NodeJS.ProcessEnv = {}): Promise<{ url: string; pid: number; stop: () => Promise<void> }> {
+  const child = spawn(process.execPath, argv, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`the HTTP floor did not start: ${log}`)), 60_000);
+    const timer = setTimeout(() => reject(new Error(`${what} did not start: ${log}`)), 60_000);
     child.stderr.on('data', (b: Buffer) => {
       log += b;
-      const m = /floor on (http:\/\/\S+)/.exec(log);
+      const m = ready.exec(log);
       if (m) {
         clearTimeout(timer);
         resolve(m[1]!);
@@ -261,7 +300,7 @@ async function startFloor(): Promise<{ url: string; pid: number; stop: () => Pro
     });
     child.on('exit', (code) => {
       clearTimeout(timer);
-      reject(new Error(`the HTTP floor exited with ${code}: ${log}`));
+      reject(new Error(`${what} exited with ${code}: ${log}`));
     });
   });
   return {

@@ -138,7 +138,9 @@ test('a missed figure says why from the run itself: noise when some rounds meet,
   assert.match(overheadGap([0.98, 1.04], 1.02), /inside this run's noise/);
   assert.match(overheadGap([1.08, 1.1], 1.05), /Every round is above the target/);
   assert.match(intakeGap(0.75, 6000, 4500), /reached 75% of the HTTP floor \(4500 against 6000 requests a second\)/);
-  assert.match(intakeGap(0.2, 3000, 600, 4.25), /requests a second\)\. Each accepted experiment cost the API 4\.3 times the CPU time of a floor request\. Its own work/);
+  assert.match(intakeGap(0.2, 3000, 600, 4.25), /requests a second\)\. Each accepted experiment cost the API 4\.3 times the CPU time of a floor request\. kvmq's own work/);
+  assert.match(intakeGap(0.3, 6000, 1800, 3.5, { perSecond: 2400, overFloor: 0.4, cpuOverFloor: 2.46 }), /library floor of intake .* reached 40% of the HTTP floor \(2400 a second\) at 2\.5 times .* no API that queues each submission through BullMQ reaches 0\.8 here/);
+  assert.match(intakeGap(0.5, 6000, 3000, 2, { perSecond: 5400, overFloor: 0.9 }), /reached 90% of the HTTP floor \(5400 a second\) in the same rounds, so the rest of the gap is kvmq's own work/);
   assert.match(scalingGap(2, 2, 0.61, 24000, 5000), /2 API processes reached 0\.61 of 2 × one process\. This machine has 2 cores.*24000 raw Queue\.add a second here against 5000/);
 });
 
