@@ -2,7 +2,8 @@
 // so a double submit cannot queue it twice), Redis connections that BullMQ can block on.
 // On a Redis Cluster each pool's queue has its own hash-tagged prefix (BullMQ's way of running on a
 // Cluster), so pools spread across shards; see poolPrefix.
-import { Queue, type JobsOptions } from 'bullmq';
+import { Queue, type IRedisTransaction, type JobsOptions } from 'bullmq';
+import type { ChainableCommander, Redis } from 'ioredis';
 import { parseRedisUrl } from '../config.ts';
 import { poolPrefix, type ExperimentRecord } from '../store/store.ts';
 import { openRedis, type RedisClient } from '../store/connection.ts';
@@ -33,6 +34,8 @@ export function jobOptions(rec: ExperimentRecord, now = Date.now()): JobsOptions
 
 export class Queues {
   private queues = new Map<string, Queue>();
+  private lean: Redis | undefined;
+  private leanUnavailable = false;
   constructor(private connection: RedisClient, private prefix: string) {}
 
   get(pool: string): Queue {
@@ -52,7 +55,46 @@ export class Queues {
     await this.get(rec.pool).add('experiment', { id: rec.id }, jobOptions(rec, now));
   }
 
+  /**
+   * A transaction on which a job can be added to a pool's queue (Job.addJob) beside other writes, for a
+   * single Redis (undefined on a Cluster: there the queue's own client makes it). It runs on a connection
+   * of its own that knows only BullMQ's add scripts: ioredis copies every script a connection knows into
+   * each transaction it makes, and BullMQ defines dozens on the queue's, which cost a submission more
+   * CPU than all its writes (bench/RESULTS.md).
+   */
+  async addTransaction(pool: string): Promise<(IRedisTransaction & ChainableCommander) | undefined> {
+    if ((this.connection as { isCluster?: boolean }).isCluster || this.leanUnavailable) return undefined;
+    if (!this.lean) {
+      const queue = this.get(pool);
+      await queue.waitUntilReady(); // BullMQ has defined its scripts on the connection by then
+      const source = this.connection as Redis;
+      if (!this.lean && !this.leanUnavailable) {
+        const lean = source.duplicate();
+        // Its errors are the shared connection's, logged where that was opened.
+        lean.on('error', () => {});
+        const scripts = Object.entries(source.scriptsSet as Record<string, { lua: string; numberOfKeys: number | null }>).filter(([name]) => /^add(Standard|Delayed|Prioritized|Parent)Job:/.test(name));
+        // Without them the job would silently be missing from the transaction: then the queue's own makes it.
+        if (scripts.length < 4) {
+          lean.disconnect();
+          this.leanUnavailable = true;
+          return undefined;
+        }
+        for (const [name, script] of scripts) lean.defineCommand(name, { lua: script.lua, numberOfKeys: script.numberOfKeys ?? undefined });
+        this.lean = lean;
+      }
+    }
+    if (!this.lean) return undefined;
+    const m = this.lean.multi() as unknown as IRedisTransaction & ChainableCommander & Record<string, (args: unknown[]) => unknown>;
+    // What BullMQ's own transactions offer its add (a Lua script by name, its arguments as one list).
+    m.runCommand = (name: string, args: unknown[]) => {
+      m[name]!(args);
+      return m;
+    };
+    return m;
+  }
+
   async close(): Promise<void> {
     await Promise.all([...this.queues.values()].map((q) => q.close()));
+    await this.lean?.quit().catch(() => this.lean?.disconnect());
   }
 }

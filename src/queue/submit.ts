@@ -45,16 +45,17 @@ export async function submit(store: Store, queues: Queues, rec: ExperimentRecord
  */
 async function submitAtOnce(store: Store, queues: Queues, rec: ExperimentRecord, now: number): Promise<void> {
   const queue = queues.get(rec.pool);
-  const client = await queue.getBackend().client;
+  const lean = await queues.addTransaction(rec.pool);
+  const client = lean ? undefined : await queue.getBackend().client;
   // BullMQ declares only the commands it uses itself; on ioredis the transaction takes every command.
-  const m = client.multi() as IRedisTransaction & ChainableCommander;
-  if (!client.isCluster) store.placeInto(m, rec);
-  else if (rec.pool !== 'default') await store.placeInto(client.multi() as IRedisTransaction & ChainableCommander, rec).exec();
+  const m = lean ?? (client!.multi() as IRedisTransaction & ChainableCommander);
+  if (lean) store.placeInto(m, rec);
+  else if (rec.pool !== 'default') await store.placeInto(client!.multi() as IRedisTransaction & ChainableCommander, rec).exec();
   store.createInto(m, rec);
   const job = new Job(queue, 'experiment', { id: rec.id }, jobOptions(rec, now), rec.id);
   // Queued on the transaction synchronously; its promise settles with the transaction, not the job.
   void job.addJob(m).catch(() => {});
-  if (!client.isCluster) coalesce(client as unknown as { stream?: Corkable });
+  if (lean) coalesce(m as unknown as { redis: { stream?: Corkable } });
   const results = (await m.exec()) ?? [];
   // MULTI does not roll back: a failed command leaves the others applied, so the record goes again.
   const failed = results.find(([err]: [Error | null, unknown]) => err);
@@ -77,8 +78,8 @@ const corked = new WeakSet<Corkable>();
  * submissions that arrive together leave in one write (one system call, one wake-up of Redis) rather than
  * one each. Nothing waits longer than the turn.
  */
-function coalesce(client: { stream?: Corkable }): void {
-  const stream = client.stream;
+function coalesce(transaction: { redis: { stream?: Corkable } }): void {
+  const stream = transaction.redis.stream;
   if (!stream || corked.has(stream)) return;
   corked.add(stream);
   stream.cork();
