@@ -18,8 +18,9 @@ import { earliestStart } from '../src/model/window.ts';
 import type { ExperimentRecord } from '../src/store/store.ts';
 import type { ProcessMetrics } from '../src/observe/metrics.ts';
 import type { Logger } from '../src/observe/log.ts';
-import { CancelledError, cancelRequested, listenForCancels } from '../src/queue/cancel.ts';
-import { takeHost, type HostLock } from '../src/queue/hostlock.ts';
+import { CancelledError, cancelFlagKey, listenForCancels } from '../src/queue/cancel.ts';
+import { takeHostAndCheck, type HostLock } from '../src/queue/hostlock.ts';
+import type { Cell } from '../src/model/cell.ts';
 
 export interface ExperimentWorkerOptions {
   config: Config;
@@ -31,7 +32,8 @@ export interface ExperimentWorkerOptions {
   logger: Logger;
   /** This process's metrics: experiments finished by outcome, the one running. */
   metrics?: ProcessMetrics;
-  onFinished?: (id: string) => Promise<void> | void;
+  /** `known`: the final record and the batch link when the worker has just read them, saving the reads. */
+  onFinished?: (id: string, known?: { record?: ExperimentRecord; batch?: string }) => Promise<void> | void;
   /** Queue the notifications a crashed process owed (the store's outbox); run at start. */
   sendOwed?: () => Promise<unknown>;
 }
@@ -225,19 +227,45 @@ interface Attempt {
 
 /**
  * The job, in the order the procedure runs: check the record, wait for the window, hold the host, mark
- * it running, run every cell, and settle the record's final status however the run ended.
+ * it running, run every cell, and settle the record's final status however the run ended. The record,
+ * the host lock and the cancel flag are read in one round trip (the lock is let go again when the
+ * record says not to run), and marking it running reads back the cells already stored.
  */
 async function takeExperiment(shift: Shift, job: ExperimentJob, token?: string, signal?: AbortSignal): Promise<void> {
-  const a = await openAttempt(shift, job, token);
-  if (!a) return;
-  await refuseTurnedOffCommands(shift, a);
-  await waitForWindow(shift, a);
-  const hostLock = await holdHost(shift, a);
-  const ac = await beginRunning(shift, a, signal);
+  const id = job.data.id;
+  // Tracked before the cancel flag is read, so a cancel published after that read reaches this run.
+  const ac = new AbortController();
+  shift.running.set(id, ac);
+  let hostLock: HostLock | undefined;
+  let a: Attempt | undefined;
+  let cancelled = false;
+  let proceed = false;
   try {
-    if (!(await markRunning(shift, a))) return; // cancelled between the queue and here
-    await runEveryCell(shift, a, ac.signal);
-    await markCompleted(shift, a);
+    const [opened, held] = await Promise.allSettled([openAttempt(shift, job, token), holdHost(shift, id)]);
+    if (held.status === 'fulfilled') ({ lock: hostLock, cancelled } = held.value);
+    if (opened.status === 'rejected') throw opened.reason;
+    if (held.status === 'rejected') throw held.reason;
+    a = opened.value;
+    if (!a) return;
+    await refuseTurnedOffCommands(shift, a);
+    await waitForWindow(shift, a);
+    if (!hostLock) await comeBackLater(a);
+    proceed = true;
+  } finally {
+    // Not running after all (gone, final, refused, outside its window, the host taken, an error).
+    if (!proceed) {
+      shift.running.delete(id);
+      await hostLock?.release();
+    }
+  }
+  if (!a || !hostLock) return;
+  if (cancelled) ac.abort(new CancelledError());
+  beginRunning(shift, ac, signal);
+  try {
+    const stored = await markRunning(shift, a);
+    if (!stored) return; // cancelled between the queue and here
+    await runEveryCell(shift, a, ac.signal, stored);
+    await markCompleted(shift, a, hostLock);
   } catch (err) {
     await settleFailure(shift, a, ac.signal, err);
   } finally {
@@ -247,10 +275,11 @@ async function takeExperiment(shift: Shift, job: ExperimentJob, token?: string, 
 
 /** The record this job runs, or nothing to do: it is gone, or final (then send what is still owed). */
 async function openAttempt(shift: Shift, job: ExperimentJob, token?: string): Promise<Attempt | undefined> {
-  const { store } = shift.opts;
+  const { store, config } = shift.opts;
   const id = job.data.id;
   const elog = shift.logger.child({ experiment: id });
-  const rec = await store.get(id);
+  // The job came from this pool's queue: its record is looked for under the pool's tag first.
+  const rec = await store.get(id, config.pool);
   if (!rec) return undefined;
   if (FINAL.includes(rec.status)) {
     // A retry after a crash between the final status and its webhook: send what is still owed.
@@ -283,25 +312,28 @@ async function waitForWindow(shift: Shift, a: Attempt): Promise<void> {
   throw new DelayedError();
 }
 
-/** One experiment per host, even with several worker processes on it: come back later if it is taken. */
-async function holdHost(shift: Shift, a: Attempt): Promise<HostLock> {
+/**
+ * One experiment per host, even with several worker processes on it. A cancel requested before this
+ * worker took the job (and so before it listened for one) left a flag, read in the same round trip:
+ * pub/sub alone would lose it.
+ */
+async function holdHost(shift: Shift, id: string): Promise<{ lock?: HostLock; cancelled: boolean }> {
   const { config, store } = shift.opts;
-  const hostLock = await takeHost(store, config.hostId, a.id, config.lockMs);
-  if (hostLock) return hostLock;
+  const held = await takeHostAndCheck(store, config.hostId, id, config.lockMs, cancelFlagKey(store, id));
+  return { lock: held.lock, cancelled: held.flagged };
+}
+
+/** The host is taken by another experiment: come back later. */
+async function comeBackLater(a: Attempt): Promise<never> {
   await a.job.moveToDelayed(Date.now() + 2000, a.token);
   throw new DelayedError();
 }
 
 /** Track the run so a cancel, a shutdown or BullMQ's own abort can stop it. */
-async function beginRunning(shift: Shift, a: Attempt, signal?: AbortSignal): Promise<AbortController> {
-  const ac = new AbortController();
-  shift.running.set(a.id, ac);
+function beginRunning(shift: Shift, ac: AbortController, signal?: AbortSignal): void {
   shift.opts.metrics?.running.set(shift.running.size);
-  // A cancel published before this job was in `running` would be lost on pub/sub alone.
-  if (await cancelRequested(shift.opts.store, a.id)) ac.abort(new CancelledError());
   void shift.beat();
   signal?.addEventListener('abort', () => ac.abort(signal.reason), { once: true });
-  return ac;
 }
 
 async function endRunning(shift: Shift, a: Attempt, hostLock: HostLock): Promise<void> {
@@ -311,27 +343,31 @@ async function endRunning(shift: Shift, a: Attempt, hostLock: HostLock): Promise
   await hostLock.release();
 }
 
-/** False when the record left the states that may start (a cancel won the race). */
-async function markRunning(shift: Shift, a: Attempt): Promise<boolean> {
+/**
+ * Undefined when the record left the states that may start (a cancel won the race); else the cells
+ * stored by earlier attempts, read in the same step.
+ */
+async function markRunning(shift: Shift, a: Attempt): Promise<Map<string, Cell> | undefined> {
   const { config, store } = shift.opts;
   const attempt = a.job.attemptsMade + 1;
-  const started = await store.transition(a.id, ['queued', 'scheduled', 'running'], {
+  const started = await store.transitionRead(a.id, ['queued', 'scheduled', 'running'], {
     status: 'running',
     host: config.hostId,
     attempts: attempt,
     ...(a.rec.startedAt ? {} : { startedAt: now() }),
-  });
-  if (started) a.log(`experiment ${a.id} (${a.rec.name}) started on ${config.hostId}, attempt ${attempt}`);
-  return Boolean(started);
+  }, { cells: true });
+  if (!started.ok) return undefined;
+  a.log(`experiment ${a.id} (${a.rec.name}) started on ${config.hostId}, attempt ${attempt}`);
+  return started.cells ?? new Map();
 }
 
 /**
  * The runner, once; again if some cell reached no replica in time, since a failover meanwhile loses it:
  * the second pass reads the cells from whichever master holds them now and runs only what is missing.
  */
-async function runEveryCell(shift: Shift, a: Attempt, signal: AbortSignal): Promise<void> {
+async function runEveryCell(shift: Shift, a: Attempt, signal: AbortSignal, stored?: Map<string, Cell>): Promise<void> {
   const { config, store, drivers } = shift.opts;
-  const run = () =>
+  const run = (cells?: Map<string, Cell>) =>
     runExperiment(
       {
         store, drivers, stateDir: config.stateDir, log: a.log, logger: a.elog,
@@ -340,20 +376,29 @@ async function runEveryCell(shift: Shift, a: Attempt, signal: AbortSignal): Prom
       a.id,
       signal,
       a.rec.spec,
+      cells,
     );
   store.takeUnreplicated(a.id);
-  await run();
+  await run(stored);
   if (store.takeUnreplicated(a.id)) {
     a.log(`experiment ${a.id}: some results reached no replica in time; running any cell a failover lost`);
     await run();
   }
 }
 
-async function markCompleted(shift: Shift, a: Attempt): Promise<void> {
-  await shift.opts.store.transition(a.id, ['running'], { status: 'completed', finishedAt: now() });
+/**
+ * The record final, read back in the same step for its notifications with its batch link beside it
+ * (linked before the job was queued); the host is let go while they are queued (not host work).
+ */
+async function markCompleted(shift: Shift, a: Attempt, hostLock: HostLock): Promise<void> {
+  const { store } = shift.opts;
+  const [done, batch] = await Promise.all([
+    store.transitionRead(a.id, ['running'], { status: 'completed', finishedAt: now() }, { record: true }),
+    store.batchOf(a.id),
+  ]);
   a.log(`experiment ${a.id} completed`);
   shift.opts.metrics?.experiments.inc({ outcome: 'completed' });
-  await shift.opts.onFinished?.(a.id);
+  await Promise.all([shift.opts.onFinished?.(a.id, { record: done.record, batch }), hostLock.release()]);
 }
 
 /**

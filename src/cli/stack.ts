@@ -9,7 +9,7 @@ import { openRedis, closeRedis, withDeadline, type RedisClient } from '../store/
 import { Store } from '../store/store.ts';
 import { privateDir } from '../host/dirs.ts';
 import { checkRun } from '../results/series.ts';
-import { Webhooks } from '../webhooks/webhook.ts';
+import { Webhooks, type Finished } from '../webhooks/webhook.ts';
 import { capacitySummary } from '../results/capacity.ts';
 import { Schedules } from '../queue/schedule.ts';
 import { ProcessMetrics, serveMetrics } from '../observe/metrics.ts';
@@ -114,7 +114,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       stops.push(() => Promise.all([poolQueues.close(), schedules.close()]));
       const sw = await startScheduleWorker({ config, connection: conn('schedule-worker'), schedules, logger });
       stops.push(() => sw.close());
-      const onFinished = (id: string) => webhooks.experimentFinished(id).catch((err) => log(`webhook for ${id} not queued: ${(err as Error).message}`));
+      const onFinished = (id: string, known?: Finished) => webhooks.experimentFinished(id, known).catch((err) => log(`webhook for ${id} not queued: ${(err as Error).message}`));
       const archiver = startArchiver({ config, store, log });
       stops.push(() => archiver.close());
       const w = await startExperimentWorker({ config, connection: conn('worker'), store, drivers: makeDrivers(config, log), logger, metrics, onFinished, sendOwed: () => webhooks.sendOwed(log) });

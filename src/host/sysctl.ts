@@ -99,8 +99,10 @@ function writeHint(code: string | undefined): string {
 }
 
 export async function readAll(keys: readonly SysctlKey[]): Promise<SysctlValues> {
+  // Read side by side: each is a file in /proc/sys, and a profile records six of them per experiment.
+  const values = await Promise.all(keys.map((k) => readSysctl(k)));
   const out: SysctlValues = {};
-  for (const k of keys) out[k] = await readSysctl(k);
+  keys.forEach((k, i) => (out[k] = values[i]));
   return out;
 }
 

@@ -39,9 +39,14 @@ export async function cancel(store: Store, queues: Queues, rec: ExperimentRecord
   return undefined;
 }
 
+/** The flag a cancel request leaves for a worker that takes the job after the request was published. */
+export function cancelFlagKey(store: Store, id: string): string {
+  return store.key(CHANNEL, id);
+}
+
 /** Was a cancel requested before this worker took the job (and so before it listened for it)? */
 export async function cancelRequested(store: Store, id: string): Promise<boolean> {
-  return (await store.redis.exists(store.key(CHANNEL, id))) > 0;
+  return (await store.redis.exists(cancelFlagKey(store, id))) > 0;
 }
 
 /** Hear cancel requests on a connection of its own (a subscribed connection can do nothing else). */

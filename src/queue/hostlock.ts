@@ -3,21 +3,48 @@
 import type { Store } from '../store/store.ts';
 
 export interface HostLock {
-  /** Stop renewing and release the lock, if it is still this experiment's. */
+  /** Stop renewing and release the lock, if it is still this experiment's. Safe to call twice. */
   release(): Promise<void>;
 }
 
+// Take the lock (or find it already this experiment's: a retry after a crash) and, in the same step,
+// say whether the key KEYS[2] exists (the worker asks for the experiment's cancel flag here, so taking
+// the host and checking for an early cancel is one round trip). Both keys are under the base prefix,
+// one hash tag, so the script runs on a Cluster too.
+const TAKE = `
+local got = redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX')
+if not got and redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0, 0} end
+return {1, redis.call('EXISTS', KEYS[2])}`;
+
+const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`;
+
 /** Take the host for an experiment (or find it already ours); undefined while another one holds it. */
 export async function takeHost(store: Store, hostId: string, experimentId: string, leaseMs: number): Promise<HostLock | undefined> {
+  return (await takeHostAndCheck(store, hostId, experimentId, leaseMs)).lock;
+}
+
+/**
+ * takeHost, and whether `flagKey` (a key under the base prefix) exists, read in the same round trip.
+ * The flag is read only when the lock was taken.
+ */
+export async function takeHostAndCheck(
+  store: Store, hostId: string, experimentId: string, leaseMs: number, flagKey?: string,
+): Promise<{ lock?: HostLock; flagged: boolean }> {
   const key = store.key('hostlock', hostId);
-  const got = await store.redis.set(key, experimentId, 'PX', leaseMs, 'NX');
-  if (!got && (await store.redis.get(key)) !== experimentId) return undefined;
+  // Without a flag to read, the lock key stands in for it (it exists once taken; the answer is unused).
+  const [got, flag] = (await store.redis.eval(TAKE, 2, key, flagKey ?? key, experimentId, String(leaseMs))) as [number, number];
+  if (got !== 1) return { flagged: false };
   const renew = setInterval(() => void store.redis.pexpire(key, leaseMs).catch(() => {}), leaseMs / 3);
+  let released: Promise<void> | undefined;
   return {
-    release: async () => {
-      clearInterval(renew);
-      // Release the host lock only if it is still ours.
-      await store.redis.eval(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`, 1, key, experimentId).catch(() => {});
+    flagged: Boolean(flagKey) && flag === 1,
+    lock: {
+      release: () =>
+        (released ??= (async () => {
+          clearInterval(renew);
+          // Release the host lock only if it is still ours.
+          await store.redis.eval(RELEASE, 1, key, experimentId).catch(() => {});
+        })()),
     },
   };
 }

@@ -18,7 +18,10 @@ export async function runCell(ctx: RunContext, booted: BootedScenario, scenario:
   signal.throwIfAborted();
   if (deps.draining?.()) throw new ShutdownError();
   progress.current = ref;
-  await report(ctx);
+  report(ctx);
+  // What the run wrote so far is done before the cell is measured: no write overlaps the measurement,
+  // and a failed one stops the run before its work.
+  await ctx.writes.settle();
   const loaded = Math.max(1, scenario.loaded);
   const sampler = spec.telemetry && hostProfile ? startWritebackSampler(spec.telemetry.intervalMs) : undefined;
   const measured =
@@ -38,8 +41,8 @@ export async function runCell(ctx: RunContext, booted: BootedScenario, scenario:
     ...(telemetry ? { telemetry } : {}),
     finishedAt: new Date().toISOString(),
   };
-  if (await deps.store.storeCell(id, cell)) progress.done++;
+  if (await deps.store.storeCell(id, cell, (w) => ctx.writes.add(w))) progress.done++;
   deps.logger?.child({ profile: ref.profile, scenario: ref.scenario, workload: ref.workload, repetition: ref.repetition, cell: cellKey(ref) }).info({ seconds: cell.seconds }, 'cell stored');
   ctx.stored.set(cellKey(ref), cell);
-  await report(ctx);
+  report(ctx);
 }

@@ -42,6 +42,34 @@ export interface RunContext {
   /** Cells measured so far, by cellKey, including those of earlier attempts. */
   stored: Map<string, Cell>;
   progress: Progress;
+  /** Store writes whose answer nothing waits for, awaited together at the points that need them done. */
+  writes: Writes;
+}
+
+/**
+ * Writes the run need not wait for one by one (progress, profile and system records, counters): each
+ * goes out at once, and settle() awaits them all (before a cell is measured, and before the run ends),
+ * so a tiny experiment waits for a few round trips instead of one per write. They share one connection,
+ * so Redis applies them in the order they were made, and a failure still fails the run, at settle().
+ */
+export class Writes {
+  private pending: Promise<void>[] = [];
+  private failure: { err: unknown } | undefined;
+
+  add(write: Promise<unknown> | undefined): void {
+    if (!write) return;
+    this.pending.push(write.then(() => {}, (err: unknown) => {
+      this.failure ??= { err };
+    }));
+  }
+
+  /** Await every write made so far; throws the first failure among them. */
+  async settle(): Promise<void> {
+    while (this.pending.length) await Promise.all(this.pending.splice(0));
+    const f = this.failure;
+    this.failure = undefined;
+    if (f) throw f.err;
+  }
 }
 
 /** The driver for a scenario: the host baseline for guests: 0, else the spec's guest driver. */
@@ -69,10 +97,11 @@ export function wants(ctx: Pick<RunContext, 'spec' | 'stored'>, ref: CellRef): b
   return wantsRepetition(ctx.spec, ref.repetition, before);
 }
 
-/** Store the progress on the record, publish it, and tell the worker (the job's own progress). */
-export async function report(ctx: Pick<RunContext, 'deps' | 'id' | 'progress'>): Promise<void> {
+/** Store the progress on the record, publish it, and tell the worker (the job's own progress); awaited at the next settle. */
+export function report(ctx: Pick<RunContext, 'deps' | 'id' | 'progress' | 'writes'>): void {
   const { deps, id, progress } = ctx;
-  // One round trip for the record and its event, the job's own progress beside it: a tiny experiment
-  // reports four times, and each report's round trips were a fair part of its harness time.
-  await Promise.all([deps.store.putProgress(id, { ...progress }), deps.onProgress?.({ ...progress })]);
+  // One round trip for the record and its event, the job's own progress beside it, neither waited for
+  // here: a tiny experiment reports four times.
+  ctx.writes.add(deps.store.putProgress(id, { ...progress }));
+  ctx.writes.add(Promise.resolve(deps.onProgress?.({ ...progress })));
 }

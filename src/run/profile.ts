@@ -56,7 +56,8 @@ async function applyProfile(ctx: RunContext, profile: Profile, record: HostRecor
     const t = await sysctl.readThresholds();
     if (t) record.thresholds = t;
   }
-  await deps.store.putProfile(id, record);
+  // A copy: the record changes before the write may have been sent.
+  ctx.writes.add(deps.store.putProfile(id, { ...record }));
 }
 
 /** Put the host's values back (when the profile wrote any) and record that it was done. */
@@ -64,7 +65,7 @@ async function restoreHost(ctx: RunContext, profile: Profile, record: HostRecord
   const { deps, id } = ctx;
   if (!writesHost(profile)) {
     record.restored = true;
-    await deps.store.putProfile(id, record).catch(() => {});
+    ctx.writes.add(deps.store.putProfile(id, { ...record }).catch(() => {}));
     return;
   }
   try {
@@ -77,5 +78,5 @@ async function restoreHost(ctx: RunContext, profile: Profile, record: HostRecord
     await deps.store.putProfile(id, record).catch(() => {});
     throw err;
   }
-  await deps.store.putProfile(id, record);
+  ctx.writes.add(deps.store.putProfile(id, { ...record }));
 }

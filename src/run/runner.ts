@@ -10,23 +10,37 @@ import { FACTS_TTL_MS, systemInfo } from '../host/system.ts';
 import type { DriverProbe, GuestDriver } from '../guests/guest.ts';
 import type { Spec } from '../model/spec.ts';
 import * as sysctl from '../host/sysctl.ts';
-import { driverFor, initialProgress, report, type RunContext, type RunnerDeps } from './context.ts';
+import { driverFor, initialProgress, report, Writes, type RunContext, type RunnerDeps } from './context.ts';
+import type { Cell } from '../model/cell.ts';
 import { runProfile, writesHost } from './profile.ts';
 import { preflight } from './preflight.ts';
 
 export { ShutdownError, type RunnerDeps } from './context.ts';
 
-/** `spec`: the record's spec when the caller has just read it (the worker has), saving a read. */
-export async function runExperiment(deps: RunnerDeps, id: string, signal: AbortSignal, spec?: Spec): Promise<void> {
-  const ctx = await probeAndRecordSystem(deps, id, signal, spec);
-  await report(ctx);
-  await preflightHostSysctls(ctx);
-  const maxReps = maxRepetitions(ctx.spec);
-  for (const profile of ctx.spec.profiles) await runProfile(ctx, profile, maxReps);
-  // A capacity study that stopped at its limit skipped the larger K: what ran is the whole of it.
-  if (ctx.spec.capacity) ctx.progress.total = ctx.progress.done;
-  delete ctx.progress.current;
-  await report(ctx);
+/**
+ * `spec` and `stored`: the record's spec and its stored cells when the caller has just read them (the
+ * worker reads both with its start), saving the reads. Every write of the run is done (or has failed
+ * the run) when this returns or throws.
+ */
+export async function runExperiment(deps: RunnerDeps, id: string, signal: AbortSignal, spec?: Spec, stored?: Map<string, Cell>): Promise<void> {
+  const writes = new Writes();
+  try {
+    const ctx = await probeAndRecordSystem(deps, id, signal, writes, spec, stored);
+    report(ctx);
+    await preflightHostSysctls(ctx);
+    const maxReps = maxRepetitions(ctx.spec);
+    for (const profile of ctx.spec.profiles) await runProfile(ctx, profile, maxReps);
+    // A capacity study that stopped at its limit skipped the larger K: what ran is the whole of it.
+    if (ctx.spec.capacity) ctx.progress.total = ctx.progress.done;
+    delete ctx.progress.current;
+    report(ctx);
+    await writes.settle();
+  } catch (err) {
+    // The worker settles the record next: whatever the run wrote lands first, and the run's own error
+    // is the one that counts.
+    await writes.settle().catch(() => {});
+    throw err;
+  }
 }
 
 const probes = new WeakMap<GuestDriver, { at: number; probe: Promise<DriverProbe> }>();
@@ -57,7 +71,7 @@ export function probeCached(d: GuestDriver, now = Date.now()): Promise<DriverPro
 }
 
 /** Every driver the spec needs must run here; their versions go into the system record with the host's facts. */
-async function probeAndRecordSystem(deps: RunnerDeps, id: string, signal: AbortSignal, given?: Spec): Promise<RunContext> {
+async function probeAndRecordSystem(deps: RunnerDeps, id: string, signal: AbortSignal, writes: Writes, given?: Spec, givenCells?: Map<string, Cell>): Promise<RunContext> {
   const { store } = deps;
   const spec = given ?? (await store.get(id))?.spec;
   if (!spec) throw new PermanentError(`experiment ${id} has no record`);
@@ -73,9 +87,9 @@ async function probeAndRecordSystem(deps: RunnerDeps, id: string, signal: AbortS
   const sys = await systemInfo();
   // A host-only experiment never used the guest driver; say so rather than name the spec's default.
   const driverName = spec.scenarios.some((s) => s.guests > 0) ? spec.driver : 'host';
-  await store.putSystem(id, { ...sys, driver: driverName, versions: { ...sys.versions, ...versions } });
-  const stored = await store.cells(id);
-  return { deps, id, spec, signal, sys, versions, driverName, stored, progress: initialProgress(spec, stored) };
+  writes.add(store.putSystem(id, { ...sys, driver: driverName, versions: { ...sys.versions, ...versions } }));
+  const stored = givenCells ?? (await store.cells(id));
+  return { deps, id, spec, signal, sys, versions, driverName, stored, progress: initialProgress(spec, stored), writes };
 }
 
 /**

@@ -16,13 +16,13 @@ export async function bootScenario(ctx: RunContext, profile: Profile, record: Pr
   signal.throwIfAborted();
   deps.log(`booting ${scenario.guests} guest(s) for ${profile.name}/${scenario.id} with ${driver.name}`);
   const booted = await driver.boot({ experimentId: id, scenario, guest: spec.guest, workloads: spec.workloads, signal, log: deps.log });
-  if (scenario.guests > 0) await deps.store.count(`boots_${booted.accel ?? driver.name}`, scenario.guests).catch(() => {});
+  if (scenario.guests > 0) ctx.writes.add(deps.store.count(`boots_${booted.accel ?? driver.name}`, scenario.guests).catch(() => {}));
   try {
     await applyProfileInGuests(ctx, driver, booted, profile, record, scenario);
     for (const workload of spec.order === 'shuffled' ? shuffled(spec.workloads, `${seed}/${scenario.id}`) : spec.workloads) {
       await runWorkload(ctx, booted, profile, scenario, workload, reps);
     }
-    if (booted.accel) await deps.store.putSystem(id, { ...ctx.sys, driver: ctx.driverName, accel: booted.accel, versions: { ...ctx.sys.versions, ...ctx.versions } });
+    if (booted.accel) ctx.writes.add(deps.store.putSystem(id, { ...ctx.sys, driver: ctx.driverName, accel: booted.accel, versions: { ...ctx.sys.versions, ...ctx.versions } }));
   } finally {
     await booted.shutdown();
   }

@@ -73,13 +73,16 @@ const FIELDS = ['id', 'name', 'status', 'pool', 'spec', 'progress', 'host', 'att
 // script moves one count from the old status to the new one in the counts hash (KEYS[2]), so /metrics
 // reads experiments by status in one HGETALL however many experiments are stored. A move to a final
 // status also puts the id (ARGV[2]) in the outbox (KEYS[3]) in the same step: a process that dies before
-// it queued the webhook leaves the id there, and the next worker start sends what is owed.
+// it queued the webhook leaves the id there, and the next worker start sends what is owed. When it
+// happened, the status event (ARGV[4] on channel ARGV[3]) is published in the same step, and what the
+// caller asks back (ARGV[5]: 'r' the record, 'c' the cells hash KEYS[4]) comes with the answer, so a
+// worker's start and end each cost one round trip here instead of three.
 const TRANSITION = `
 local cur = redis.call('HGET', KEYS[1], 'status')
-if not cur then return -1 end
+if not cur then return {-1} end
 local ok = false
-for i = 3, #ARGV do if ARGV[i] == cur then ok = true end end
-if not ok then return 0 end
+for i = 6, #ARGV do if ARGV[i] == cur then ok = true end end
+if not ok then return {0} end
 local patch = cjson.decode(ARGV[1])
 for k, v in pairs(patch) do redis.call('HSET', KEYS[1], k, v) end
 if ARGV[2] ~= '' then redis.call('SADD', KEYS[3], ARGV[2]) end
@@ -87,7 +90,18 @@ if patch.status then
   redis.call('HINCRBY', KEYS[2], cjson.decode(cur), -1)
   redis.call('HINCRBY', KEYS[2], cjson.decode(patch.status), 1)
 end
-return 1`;
+if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
+local rec, cells = false, false
+if string.find(ARGV[5], 'r', 1, true) then rec = redis.call('HGETALL', KEYS[1]) end
+if string.find(ARGV[5], 'c', 1, true) then cells = redis.call('HGETALL', KEYS[4]) end
+return {1, rec, cells}`;
+
+// A cell stored once (HSETNX), and its event published in the same step when it is new (ARGV[3], the
+// channel, empty when the caller publishes after waiting for replicas).
+const STORE_CELL = `
+local fresh = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+if fresh == 1 and ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
+return fresh`;
 
 // Delete a record and take it out of its status count, atomically.
 const REMOVE = `
@@ -193,12 +207,18 @@ export class Store {
     return [...new Set(['default', ...known])].sort();
   }
 
+  /** A pool seen, kept for the id; the cache is emptied when large, so a long-lived worker stays small. */
+  private remember(id: string, pool: string): void {
+    if (this.poolCache.size >= 10_000) this.poolCache.clear();
+    this.poolCache.set(id, pool);
+  }
+
   /** The pool an experiment lives in: `default` unless the pool index says otherwise (or it is unknown). */
   async poolOf(id: string): Promise<string> {
     const cached = this.poolCache.get(id);
     if (cached) return cached;
     const pool = await this.redis.hget(this.key('pool-of'), id);
-    if (pool) this.poolCache.set(id, pool);
+    if (pool) this.remember(id, pool);
     return pool ?? 'default';
   }
 
@@ -260,7 +280,7 @@ export class Store {
    */
   placeInto<M extends ChainableCommander>(m: M, rec: ExperimentRecord): M {
     if (rec.pool !== 'default') m.sadd(this.key('pools'), rec.pool).hset(this.key('pool-of'), { [rec.id]: rec.pool });
-    this.poolCache.set(rec.id, rec.pool);
+    this.remember(rec.id, rec.pool);
     return m;
   }
 
@@ -270,7 +290,7 @@ export class Store {
    * new experiment costs one round trip. Call created() after the transaction ran.
    */
   createInto(m: ChainableCommander, rec: ExperimentRecord): void {
-    this.poolCache.set(rec.id, rec.pool);
+    this.remember(rec.id, rec.pool);
     // hset with an object: BullMQ's wrapped transactions take only that form, plain ioredis takes both.
     m.hset(this.poolKey(rec.pool, 'exp', rec.id), encode(rec))
       .zadd(this.poolKey(rec.pool, 'exps'), Date.parse(rec.createdAt), rec.id)
@@ -291,7 +311,7 @@ export class Store {
     if (rec.pool !== 'default') {
       await this.redis.multi().sadd(this.key('pools'), rec.pool).hset(this.key('pool-of'), rec.id, rec.pool).exec();
     }
-    this.poolCache.set(rec.id, rec.pool);
+    this.remember(rec.id, rec.pool);
     const fields = Object.entries(encode(rec)).flat();
     const exp = this.poolKey(rec.pool, 'exp', rec.id);
     const id = (await this.redis.eval(
@@ -303,8 +323,21 @@ export class Store {
     return id;
   }
 
-  async get(id: string): Promise<ExperimentRecord | null> {
+  /**
+   * `pool`: where the caller expects the record (a worker takes jobs of its own pool's queue), read
+   * first so the pool index is not asked; the index is asked when the record is not there.
+   */
+  async get(id: string, pool?: string): Promise<ExperimentRecord | null> {
     if (!/^[a-z0-9]{1,64}$/.test(id)) return null;
+    if (pool !== undefined && !this.poolCache.has(id)) {
+      const h = await this.redis.hgetall(this.poolKey(pool, 'exp', id));
+      // Only a record that names this pool lives there by today's layout (an old layout kept others
+      // under the base tag, found through the index below).
+      if (h.id && h.pool === JSON.stringify(pool)) {
+        this.remember(id, pool);
+        return decode(h);
+      }
+    }
     const h = await this.redis.hgetall(await this.expKey(id, 'exp'));
     return h.id ? decode(h) : null;
   }
@@ -357,20 +390,43 @@ export class Store {
 
   /** Move to a new status only from one of `from`; answers whether it happened. */
   async transition(id: string, from: Status[], patch: Partial<ExperimentRecord> & { status: Status }): Promise<boolean> {
+    return (await this.transitionRead(id, from, patch)).ok;
+  }
+
+  /**
+   * transition(), answering in the same round trip what the caller reads next: the record as it now is
+   * (the worker hands a final one to its notifications) and the stored cells (the runner skips them).
+   */
+  async transitionRead(
+    id: string, from: Status[], patch: Partial<ExperimentRecord> & { status: Status }, want: { record?: boolean; cells?: boolean } = {},
+  ): Promise<{ ok: boolean; record?: ExperimentRecord; cells?: Map<string, Cell> }> {
     patch = capError(patch);
     const pool = await this.poolOf(id);
     const key = this.poolKey(pool, 'exp', id);
+    const final = FINAL.includes(patch.status);
     // The counts hash and the outbox are per pool: a Lua script touches keys of one hash tag only (Cluster).
-    const owed = FINAL.includes(patch.status) ? id : '';
-    const r = await this.redis.eval(
-      TRANSITION, 3, key, this.poolKey(pool, 'counts'), this.poolKey(pool, 'outbox'),
-      JSON.stringify(encode(patch)), owed, ...from.map((s) => JSON.stringify(s)),
-    );
-    if (r === 1) {
-      if (FINAL.includes(patch.status)) await this.durable(key, id, `experiment ${id} ${patch.status}`);
-      await this.publish({ type: 'status', id, status: patch.status, ...(patch.error ? { error: patch.error } : {}) });
-    }
-    return r === 1;
+    const owed = final ? id : '';
+    const ev: ExperimentEvent = { type: 'status', id, status: patch.status, ...(patch.error ? { error: patch.error } : {}) };
+    // A final status waits for replicas before it is announced: a reader woken by the event must not see
+    // a status that a failover then loses. Otherwise the script publishes it.
+    const later = final && this.waitReplicas > 0;
+    const r = (await this.redis.eval(
+      TRANSITION, 4, key, this.poolKey(pool, 'counts'), this.poolKey(pool, 'outbox'), this.poolKey(pool, 'cells', id),
+      JSON.stringify(encode(patch)), owed, later ? '' : this.channel(id), later ? '' : JSON.stringify(ev),
+      `${want.record ? 'r' : ''}${want.cells ? 'c' : ''}`, ...from.map((s) => JSON.stringify(s)),
+    )) as [number, string[] | null, string[] | null];
+    if (r[0] !== 1) return { ok: false };
+    if (final) await this.durable(key, id, `experiment ${id} ${patch.status}`);
+    if (later) await this.publish(ev);
+    const out: { ok: boolean; record?: ExperimentRecord; cells?: Map<string, Cell> } = { ok: true };
+    if (want.record && r[1]) out.record = decode(pairs(r[1]));
+    if (want.cells) out.cells = new Map(Object.entries(pairs(r[2] ?? [])).map(([k, v]) => [k, JSON.parse(v) as Cell]));
+    return out;
+  }
+
+  /** The batch an experiment belongs to (queue/batch.ts links it before its job is queued), if any. */
+  async batchOf(id: string): Promise<string | undefined> {
+    return (await this.redis.get(this.key('batchof', id))) ?? undefined;
   }
 
   /** Experiments that reached a final status and whose notifications (webhook, batch) may not be queued yet. */
@@ -388,16 +444,25 @@ export class Store {
     await this.redis.srem(this.poolKey(await this.poolOf(id), 'outbox'), id);
   }
 
-  /** Store a finished cell once. Answers false when it was already stored (a retried job). */
-  async storeCell(id: string, cell: Cell): Promise<boolean> {
+  /**
+   * Store a finished cell once. Answers false when it was already stored (a retried job). The cell's
+   * event goes out in the same round trip; the /metrics counters follow it, handed to `defer` when given
+   * (the runner awaits them with its other writes) instead of awaited here.
+   */
+  async storeCell(id: string, cell: Cell, defer?: (write: Promise<unknown>) => void): Promise<boolean> {
     const key = await this.expKey(id, 'cells');
-    const fresh = await this.redis.hsetnx(key, cellKey(cell), JSON.stringify(cell));
+    const ev: ExperimentEvent = { type: 'cell', id, cell };
+    // With replicas to wait for, the event follows the WAIT, as a status event does.
+    const later = this.waitReplicas > 0;
+    const fresh = await this.redis.eval(STORE_CELL, 1, key, cellKey(cell), JSON.stringify(cell), later ? '' : this.channel(id), later ? '' : JSON.stringify(ev));
     await this.durable(key, id, `a cell of experiment ${id}`);
     if (fresh === 1) {
       const m = this.redis.multi().hincrby(this.key('metrics'), 'cells', 1).hincrbyfloat(this.key('metrics'), 'cell_seconds_sum', cell.seconds);
       for (const b of CELL_BUCKETS) if (cell.seconds <= b) m.hincrby(this.key('metrics'), `cell_le_${b}`, 1);
-      await m.exec();
-      await this.publish({ type: 'cell', id, cell });
+      const counted = m.exec();
+      if (defer) defer(counted);
+      else await counted;
+      if (later) await this.publish(ev);
     }
     return fresh === 1;
   }
@@ -499,6 +564,13 @@ export class Store {
 function encode(rec: Partial<ExperimentRecord>): Record<string, string> {
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(rec)) if (v !== undefined) out[k] = JSON.stringify(v);
+  return out;
+}
+
+/** A flat [field, value, ...] array (HGETALL inside a script) as an object. */
+function pairs(flat: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (let i = 0; i + 1 < flat.length; i += 2) out[flat[i]!] = flat[i + 1]!;
   return out;
 }
 

@@ -339,6 +339,12 @@ export async function targetOf(store: Store, owner: Owner): Promise<WebhookTarge
   return raw ? (JSON.parse(raw) as WebhookTarget) : undefined;
 }
 
+/** What the caller of experimentFinished already read: the final record, and the batch link (undefined: none). */
+export interface Finished {
+  record?: ExperimentRecord;
+  batch?: string;
+}
+
 /** What a finished experiment's message carries beyond its status (a capacity study's answer), made by the caller's layer. */
 export type Summarize = (rec: ExperimentRecord) => Promise<Record<string, unknown> | undefined>;
 
@@ -380,12 +386,14 @@ export class Webhooks {
   /**
    * Called once an experiment reached a final status: queue its webhook and the batch's, then take it out
    * of the outbox. Every step may run twice (a crash before the outbox entry went): the webhook's job id
-   * is the event's, so a second enqueue is the same message.
+   * is the event's, so a second enqueue is the same message. `known`: what the caller read in the round
+   * trip of the final transition (the record as it left it, the batch link), saving those reads.
    */
-  async experimentFinished(id: string): Promise<void> {
-    const rec = await this.store.get(id);
+  async experimentFinished(id: string, known: Finished = {}): Promise<void> {
+    const given = known.record;
+    const rec = given && given.id === id && FINAL.includes(given.status) ? given : await this.store.get(id);
     if (rec && FINAL.includes(rec.status)) {
-      const batch = (await this.store.redis.get(this.store.key('batchof', id))) ?? undefined;
+      const batch = 'batch' in known ? known.batch : await this.store.batchOf(id);
       if (rec.spec.webhook) {
         const msg = experimentMessage(rec, batch);
         // A summary that cannot be made (a store hiccup) leaves the message as it is, never unsent.
