@@ -11,7 +11,7 @@ import type { Step, WorkloadPlan } from '../model/workload.ts';
 import type { ServerLaunch, ServerSide } from '../model/server.ts';
 import { runChecked } from '../process.ts';
 import { PermanentError } from '../errors.ts';
-import { toolVersions } from '../host/system.ts';
+import { FACTS_TTL_MS, toolVersions } from '../host/system.ts';
 import { procSys } from '../host/sysctl.ts';
 import { SELF, ownerAlive, ownerIn } from '../host/owner.ts';
 
@@ -73,6 +73,22 @@ export class HostDriver implements GuestDriver {
     };
   }
 
+  private user?: { at: number; user: Promise<CommandUser> };
+
+  /**
+   * KVMQ_COMMAND_USER resolved, kept for FACTS_TTL_MS like the host's other facts: /etc/passwd read for
+   * every tiny experiment was a fair part of its harness time. A failed lookup is not kept.
+   */
+  private commandUserNow(now = Date.now()): Promise<CommandUser> {
+    if (this.user && now - this.user.at < FACTS_TTL_MS) return this.user.user;
+    const user = resolveCommandUser(this.commandUser);
+    this.user = { at: now, user };
+    user.catch(() => {
+      if (this.user?.user === user) this.user = undefined;
+    });
+    return user;
+  }
+
   async scratchDir(): Promise<string> {
     return path.join(this.stateDir, 'scratch');
   }
@@ -84,11 +100,10 @@ export class HostDriver implements GuestDriver {
    */
   private async runCommand(plan: WorkloadPlan, experimentId: string, signal: AbortSignal): Promise<number> {
     const root = process.getuid?.() === 0;
-    const user = root ? await resolveCommandUser(this.commandUser) : undefined;
+    const user = root ? await this.commandUserNow() : undefined;
     const dir = await fs.mkdtemp(path.join(os.tmpdir(), `${COMMAND_PREFIX}${SELF}.${experimentId}.`));
     try {
-      if (user) await fs.chown(dir, user.uid, user.gid);
-      await fs.chmod(dir, 0o700);
+      await Promise.all([user ? fs.chown(dir, user.uid, user.gid) : undefined, fs.chmod(dir, 0o700)]);
       const env = { PATH: COMMAND_PATH, HOME: dir, LANG: 'C.UTF-8' };
       return await runTimed(plan.command, dir, signal, { env, ...(user ? { uid: user.uid, gid: user.gid } : {}) }, user?.name);
     } finally {

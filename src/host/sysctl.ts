@@ -10,6 +10,7 @@
 //   threshold instead (the paper's tuned profile, 90/90, runs with an effective background of 45).
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { SYSCTL_KEYS, type SysctlKey, type SysctlValues } from '../model/profile.ts';
 import { PermanentError } from '../errors.ts';
@@ -75,7 +76,9 @@ function file(key: SysctlKey): string {
 }
 
 export async function readSysctl(key: SysctlKey): Promise<number> {
-  const text = (await fs.readFile(file(key), 'utf8')).trim();
+  // A plain read: /proc/sys answers from memory and never blocks, and a profile reads six keys per
+  // experiment, which through the thread pool cost a tiny experiment milliseconds on a loaded host.
+  const text = readFileSync(file(key), 'utf8').trim();
   const n = Number(text);
   if (!Number.isSafeInteger(n)) throw new Error(`${key} reads "${text}", not an integer`);
   return n;
@@ -99,10 +102,8 @@ function writeHint(code: string | undefined): string {
 }
 
 export async function readAll(keys: readonly SysctlKey[]): Promise<SysctlValues> {
-  // Read side by side: each is a file in /proc/sys, and a profile records six of them per experiment.
-  const values = await Promise.all(keys.map((k) => readSysctl(k)));
   const out: SysctlValues = {};
-  keys.forEach((k, i) => (out[k] = values[i]));
+  for (const k of keys) out[k] = await readSysctl(k);
   return out;
 }
 
@@ -137,7 +138,12 @@ export function effectiveValues(v: SysctlValues): SysctlValues {
 }
 
 export async function readThresholds(): Promise<Thresholds | undefined> {
-  const text = await fs.readFile('/proc/vmstat', 'utf8').catch(() => '');
+  let text = '';
+  try {
+    text = readFileSync('/proc/vmstat', 'utf8'); // procfs: never blocks (see readSysctl)
+  } catch {
+    /* no /proc/vmstat: no thresholds */
+  }
   const get = (name: string) => Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(text)?.[1] ?? NaN);
   const t = { dirtyPages: get('nr_dirty_threshold'), backgroundPages: get('nr_dirty_background_threshold') };
   return Number.isFinite(t.dirtyPages) && Number.isFinite(t.backgroundPages) ? t : undefined;

@@ -32,7 +32,7 @@ export async function takeHostAndCheck(
 ): Promise<{ lock?: HostLock; flagged: boolean }> {
   const key = store.key('hostlock', hostId);
   // Without a flag to read, the lock key stands in for it (it exists once taken; the answer is unused).
-  const [got, flag] = (await store.redis.eval(TAKE, 2, key, flagKey ?? key, experimentId, String(leaseMs))) as [number, number];
+  const [got, flag] = (await store.script(TAKE, [key, flagKey ?? key], [experimentId, String(leaseMs)])) as [number, number];
   if (got !== 1) return { flagged: false };
   const renew = setInterval(() => void store.redis.pexpire(key, leaseMs).catch(() => {}), leaseMs / 3);
   let released: Promise<void> | undefined;
@@ -43,7 +43,7 @@ export async function takeHostAndCheck(
         (released ??= (async () => {
           clearInterval(renew);
           // Release the host lock only if it is still ours.
-          await store.redis.eval(RELEASE, 1, key, experimentId).catch(() => {});
+          await store.script(RELEASE, [key], [experimentId]).catch(() => {});
         })()),
     },
   };

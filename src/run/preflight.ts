@@ -8,14 +8,15 @@ import { fitProblems, type Column, type DiskFigure, type HostFigures } from '../
 import { capabilities, cores, diskFigure, memoryAvailableMiB, type Capabilities } from '../host/system.ts';
 import { PermanentError } from '../errors.ts';
 
-/** The scratch disk of each column this worker holds a driver for. */
-export async function scratchDisks(drivers: Drivers): Promise<Partial<Record<Column, DiskFigure>>> {
+/** The scratch disk of each column this worker holds a driver for (or of the columns named), asked side by side. */
+export async function scratchDisks(drivers: Drivers, columns?: Set<Column>): Promise<Partial<Record<Column, DiskFigure>>> {
   const out: Partial<Record<Column, DiskFigure>> = {};
-  for (const [column, d] of Object.entries(drivers) as [Column, GuestDriver][]) {
+  const wanted = (Object.entries(drivers) as [Column, GuestDriver][]).filter(([column]) => !columns || columns.has(column));
+  await Promise.all(wanted.map(async ([column, d]) => {
     const dir = await d.scratchDir?.().catch(() => undefined);
     const fig = dir ? await diskFigure(dir) : undefined;
     if (fig) out[column] = fig;
-  }
+  }));
   return out;
 }
 
@@ -31,10 +32,13 @@ export async function workerCapabilities(drivers: Drivers): Promise<Capabilities
 
 /** Throws a PermanentError naming every limit the spec exceeds on this host now. */
 export async function preflight(spec: Spec, drivers: Drivers): Promise<void> {
+  // Only the disks of the spec's columns are checked (fitProblems looks at no other), so only those are asked.
+  const columns = new Set<Column>(spec.scenarios.map((s) => (s.guests === 0 ? 'host' : spec.driver)));
+  const [memoryMiB, disks] = await Promise.all([memoryAvailableMiB(), scratchDisks(drivers, columns)]);
   const figures: HostFigures = {
     cores: cores(),
-    memoryMiB: await memoryAvailableMiB(),
-    disks: await scratchDisks(drivers),
+    memoryMiB,
+    disks,
     basis: 'free',
   };
   const problems = fitProblems(spec, figures);

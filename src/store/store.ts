@@ -153,6 +153,9 @@ function randomHex5(): string {
   return pool.toString('hex', poolAt - 5, poolAt);
 }
 
+/** The command name each script got on each connection (Store.script). */
+const scriptNames = new WeakMap<RedisClient, Map<string, string>>();
+
 /**
  * The prefix (with its Cluster hash tag) of a pool's queue and experiments. `default` keeps the base
  * prefix so single-Redis key names stay what they were; `{kvmq}` becomes `{kvmq:gpu}` for pool gpu.
@@ -238,6 +241,24 @@ export class Store {
       this.unreplicated.add(id);
       this.onUnreplicated?.(what, acked);
     }
+  }
+
+  /**
+   * Run one of kvmq's Lua scripts by its digest (EVALSHA; ioredis sends the body only when Redis answers
+   * NOSCRIPT, after a restart or a failover): the worker runs several per experiment, and sending each
+   * body every time was a share of a tiny experiment's writes.
+   */
+  script(lua: string, keys: string[], args: (string | number)[]): Promise<unknown> {
+    let names = scriptNames.get(this.redis);
+    if (!names) scriptNames.set(this.redis, (names = new Map()));
+    let name = names.get(lua);
+    if (!name) {
+      name = `kvmqScript${names.size + 1}`;
+      this.redis.defineCommand(name, { lua });
+      names.set(lua, name);
+    }
+    const run = (this.redis as unknown as Record<string, (...a: (string | number)[]) => Promise<unknown>>)[name]!;
+    return run.call(this.redis, keys.length, ...keys, ...args);
   }
 
   /** Whether a write of this experiment reached fewer replicas than asked since the last call. */
@@ -410,10 +431,10 @@ export class Store {
     // A final status waits for replicas before it is announced: a reader woken by the event must not see
     // a status that a failover then loses. Otherwise the script publishes it.
     const later = final && this.waitReplicas > 0;
-    const r = (await this.redis.eval(
-      TRANSITION, 4, key, this.poolKey(pool, 'counts'), this.poolKey(pool, 'outbox'), this.poolKey(pool, 'cells', id),
-      JSON.stringify(encode(patch)), owed, later ? '' : this.channel(id), later ? '' : JSON.stringify(ev),
-      `${want.record ? 'r' : ''}${want.cells ? 'c' : ''}`, ...from.map((s) => JSON.stringify(s)),
+    const r = (await this.script(
+      TRANSITION, [key, this.poolKey(pool, 'counts'), this.poolKey(pool, 'outbox'), this.poolKey(pool, 'cells', id)],
+      [JSON.stringify(encode(patch)), owed, later ? '' : this.channel(id), later ? '' : JSON.stringify(ev),
+        `${want.record ? 'r' : ''}${want.cells ? 'c' : ''}`, ...from.map((s) => JSON.stringify(s))],
     )) as [number, string[] | null, string[] | null];
     if (r[0] !== 1) return { ok: false };
     if (final) await this.durable(key, id, `experiment ${id} ${patch.status}`);
@@ -454,7 +475,7 @@ export class Store {
     const ev: ExperimentEvent = { type: 'cell', id, cell };
     // With replicas to wait for, the event follows the WAIT, as a status event does.
     const later = this.waitReplicas > 0;
-    const fresh = await this.redis.eval(STORE_CELL, 1, key, cellKey(cell), JSON.stringify(cell), later ? '' : this.channel(id), later ? '' : JSON.stringify(ev));
+    const fresh = await this.script(STORE_CELL, [key], [cellKey(cell), JSON.stringify(cell), later ? '' : this.channel(id), later ? '' : JSON.stringify(ev)]);
     await this.durable(key, id, `a cell of experiment ${id}`);
     if (fresh === 1) {
       const m = this.redis.multi().hincrby(this.key('metrics'), 'cells', 1).hincrbyfloat(this.key('metrics'), 'cell_seconds_sum', cell.seconds);
