@@ -210,18 +210,12 @@ export class Store {
     return [...new Set(['default', ...known])].sort();
   }
 
-  /** A pool seen, kept for the id; the cache is emptied when large, so a long-lived worker stays small. */
-  private remember(id: string, pool: string): void {
-    if (this.poolCache.size >= 10_000) this.poolCache.clear();
-    this.poolCache.set(id, pool);
-  }
-
   /** The pool an experiment lives in: `default` unless the pool index says otherwise (or it is unknown). */
   async poolOf(id: string): Promise<string> {
     const cached = this.poolCache.get(id);
     if (cached) return cached;
     const pool = await this.redis.hget(this.key('pool-of'), id);
-    if (pool) this.remember(id, pool);
+    if (pool) this.poolCache.set(id, pool);
     return pool ?? 'default';
   }
 
@@ -301,7 +295,7 @@ export class Store {
    */
   placeInto<M extends ChainableCommander>(m: M, rec: ExperimentRecord): M {
     if (rec.pool !== 'default') m.sadd(this.key('pools'), rec.pool).hset(this.key('pool-of'), { [rec.id]: rec.pool });
-    this.remember(rec.id, rec.pool);
+    this.poolCache.set(rec.id, rec.pool);
     return m;
   }
 
@@ -311,7 +305,7 @@ export class Store {
    * new experiment costs one round trip. Call created() after the transaction ran.
    */
   createInto(m: ChainableCommander, rec: ExperimentRecord): void {
-    this.remember(rec.id, rec.pool);
+    this.poolCache.set(rec.id, rec.pool);
     // hset with an object: BullMQ's wrapped transactions take only that form, plain ioredis takes both.
     m.hset(this.poolKey(rec.pool, 'exp', rec.id), encode(rec))
       .zadd(this.poolKey(rec.pool, 'exps'), Date.parse(rec.createdAt), rec.id)
@@ -332,7 +326,7 @@ export class Store {
     if (rec.pool !== 'default') {
       await this.redis.multi().sadd(this.key('pools'), rec.pool).hset(this.key('pool-of'), rec.id, rec.pool).exec();
     }
-    this.remember(rec.id, rec.pool);
+    this.poolCache.set(rec.id, rec.pool);
     const fields = Object.entries(encode(rec)).flat();
     const exp = this.poolKey(rec.pool, 'exp', rec.id);
     const id = (await this.redis.eval(
@@ -355,7 +349,7 @@ export class Store {
       // Only a record that names this pool lives there by today's layout (an old layout kept others
       // under the base tag, found through the index below).
       if (h.id && h.pool === JSON.stringify(pool)) {
-        this.remember(id, pool);
+        this.poolCache.set(id, pool);
         return decode(h);
       }
     }
