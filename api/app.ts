@@ -14,7 +14,7 @@ import { compareRouter } from './compare.ts';
 import { seriesRouter } from './series.ts';
 import { dashboardRouter, chartRouter, DASHBOARD_CSP } from './dashboard.ts';
 import helmet from 'helmet';
-import { rateLimit } from './ratelimit.ts';
+import { limitOutsideExpress, rateLimit } from './ratelimit.ts';
 import { guardCheck } from './guard.ts';
 import { clientFor, identify, bearerAuth } from './auth.ts';
 import { requestLog } from './requestlog.ts';
@@ -32,8 +32,8 @@ export interface Api {
    * (api/intake.ts) where it applies, everything else through the app.
    */
   listener: RequestListener;
-  /** The plain handler alone (true when it took the request); absent where it does not apply. */
-  fast?: (req: Parameters<RequestListener>[0], res: Parameters<RequestListener>[1]) => boolean;
+  /** The plain handler alone (true when it took the request, false when it leaves it to the app). */
+  fast: (req: Parameters<RequestListener>[0], res: Parameters<RequestListener>[1]) => boolean;
 }
 
 /**
@@ -59,9 +59,11 @@ export function createApi(deps: ApiDeps): Api {
   const guard = guardCheck({ tokens: deps.config.apiTokens.length > 0, allowedHosts: deps.config.allowedHosts });
   app.use((req, _res, next) => next(guard(req.method, req.headers)));
   const intake = experimentIntake(deps);
-  // The rate limit is express-rate-limit's middleware: with it on, every submission goes through express.
-  const fast = deps.config.rateLimit > 0 ? undefined : fastIntake({
+  // One limiter (express-rate-limit on Redis) for both paths, so a client has one count whichever takes it.
+  const limiter = deps.config.rateLimit > 0 ? rateLimit(deps.config.rateLimit, deps.store) : undefined;
+  const fast = fastIntake({
     securityHeaders: headers, guard, identify: clientFor(deps.config.apiTokens), accept: intake, etag: app.get('etag fn'),
+    ...(limiter ? { limit: limitOutsideExpress(limiter) } : {}),
     ...(log ? { log } : {}), ...(deps.logger ? { logger: deps.logger } : {}),
   });
 
@@ -79,7 +81,7 @@ export function createApi(deps: ApiDeps): Api {
 
   // The limit counts before auth refuses, so wrong tokens count against their address.
   app.use('/v1', identify(deps.config.apiTokens));
-  app.use('/v1', rateLimit(deps.config.rateLimit, deps.store));
+  if (limiter) app.use('/v1', limiter);
   app.use('/v1', bearerAuth());
   app.use('/v1', express.json({ limit: BODY_LIMIT, strict: false, type: ['application/json', 'application/*+json'] }));
   app.use('/v1/experiments', experimentsRouter(deps, intake));
@@ -95,8 +97,8 @@ export function createApi(deps: ApiDeps): Api {
 
   app.use((req, _res, next) => next(new HttpProblem(404, 'Not found', `no route for ${req.method} ${req.path}`)));
   app.use(errorHandler);
-  const listener: RequestListener = fast ? (req, res) => void (fast(req, res) || app(req, res)) : app;
-  return { app, listener, ...(fast ? { fast } : {}) };
+  const listener: RequestListener = (req, res) => void (fast(req, res) || app(req, res));
+  return { app, listener, fast };
 }
 
 const READY_TIMEOUT_MS = 3000;

@@ -6,7 +6,8 @@
 // bearer check, the JSON body, the submit (validation, admission, quota, one MULTI) and its 202, the
 // problem answers and the request line. It takes only requests whose framing it reads exactly as
 // body-parser would (plain application/json in UTF-8, a Content-Length within the limit, no
-// Content-Encoding); any other request, and every request while the rate limit is on, goes to express.
+// Content-Encoding); any other request goes to express. With the rate limit on, it counts the request with
+// the app's own limiter (api/ratelimit.ts), so both paths share one count per client.
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import { HttpProblem, INTERNAL_PROBLEM, PROBLEM_TYPE, problemBody, problemOf } from './problem.ts';
 import { authProblem, type Client } from './auth.ts';
@@ -28,6 +29,8 @@ export interface IntakeParts {
   guard: (method: string, headers: IncomingHttpHeaders) => HttpProblem | undefined;
   identify: (authorization: string | undefined, ip: string | undefined) => Client;
   accept: (body: unknown, client: Client) => Promise<Accepted>;
+  /** The app's rate limiter, when the limit is on: sets its headers on res, and answers the 429 when over. */
+  limit?: (req: IncomingMessage, res: ServerResponse, client: Client) => Promise<HttpProblem | undefined>;
   /** express's own ETag function (the app's `etag fn` setting). */
   etag?: (body: string, encoding: 'utf8') => string | undefined;
   log?: RequestLog;
@@ -36,11 +39,13 @@ export interface IntakeParts {
 
 /** The handler: true when it took the request (and will answer it), false to leave it to express. */
 export function fastIntake(parts: IntakeParts): (req: IncomingMessage, res: ServerResponse) => boolean {
-  const { guard, identify, accept, etag, log, logger } = parts;
+  const { guard, identify, accept, limit, etag, log, logger } = parts;
   const base = parts.securityHeaders.flat();
+  const first = parts.securityHeaders[0]?.[0];
 
   const send = (res: ServerResponse, logged: LoggedRequest, startedAt: number, status: number, type: string, body: string, location?: string) => {
-    const headers = [...base];
+    // With the limiter, the security headers are already set on res, ahead of its own (as in express).
+    const headers = first !== undefined && res.hasHeader(first) ? [] : [...base];
     if (location) headers.push('Location', location);
     headers.push('Content-Type', type, 'Content-Length', String(Buffer.byteLength(body)));
     const tag = etag?.(body, 'utf8');
@@ -61,6 +66,12 @@ export function fastIntake(parts: IntakeParts): (req: IncomingMessage, res: Serv
       const refused = guard('POST', req.headers);
       if (refused) return refuse(res, logged, startedAt, refused);
       const client = identify(req.headers.authorization, req.socket.remoteAddress);
+      if (limit) {
+        // express sets the security headers first and the limiter's after them: the same order here.
+        for (const [name, value] of parts.securityHeaders) res.setHeader(name, value);
+        const over = await limit(req, res, client);
+        if (over) return refuse(res, logged, startedAt, over);
+      }
       const unauthorized = authProblem(client);
       if (unauthorized) return refuse(res, logged, startedAt, unauthorized);
       const raw = await readBody(req);
@@ -91,6 +102,8 @@ export function fastIntake(parts: IntakeParts): (req: IncomingMessage, res: Serv
 /** The whole body (Node holds it to its Content-Length), or undefined when the client left first. */
 function readBody(req: IncomingMessage): Promise<Buffer | undefined> {
   return new Promise((resolve) => {
+    // The rate limit's round trip comes first: a client that left meanwhile sends no 'close' again.
+    if (req.destroyed) return resolve(undefined);
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)));

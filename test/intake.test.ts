@@ -63,24 +63,29 @@ function comparable(a: Answer) {
   };
 }
 
-test('the plain intake handler answers as the express app does', { skip }, async () => {
+/**
+ * One API (one store, one limiter) behind two servers: the express app alone, and the plain handler in
+ * front of it. `took` says, per request to the second, whether the plain handler answered it.
+ */
+async function twoServers(env: Record<string, string>) {
   const dir = await tempDir('intake');
-  // Tokens on, the rate limit off (with it on, express takes every request), a quota of 4 per client.
-  const config = loadConfig({
-    ...process.env, PORT: '0', HOST: '127.0.0.1', KVMQ_DATA_DIR: path.join(dir, 'data'), KVMQ_STATE_DIR: path.join(dir, 'state'),
-    KVMQ_API_TOKENS: TOKEN, KVMQ_RATE_LIMIT: '0', KVMQ_MAX_QUEUED_PER_CLIENT: '4',
-  });
+  const config = loadConfig({ ...process.env, PORT: '0', HOST: '127.0.0.1', KVMQ_DATA_DIR: path.join(dir, 'data'), KVMQ_STATE_DIR: path.join(dir, 'state'), ...env });
   const lines: Record<string, unknown>[] = [];
   const stream = new Writable({ write(chunk: Buffer, _e, done) { for (const l of chunk.toString('utf8').split('\n')) if (l) lines.push(JSON.parse(l)); done(); } });
   const api = createApi({ store: fx.store, queues: fx.queues, config, logger: createLogger({ stream, pretty: false, level: 'info' }) });
-  assert.ok(api.fast, 'the plain handler applies without a rate limit');
   const took: boolean[] = [];
   const viaExpress = await listen(api.app);
   const viaFast = await listen((req, res) => {
-    const fast = api.fast!(req, res);
+    const fast = api.fast(req, res);
     took.push(fast);
     if (!fast) api.app(req, res);
   });
+  return { lines, took, viaExpress, viaFast, close: async () => { await viaExpress.close(); await viaFast.close(); } };
+}
+
+test('the plain intake handler answers as the express app does', { skip }, async () => {
+  // Tokens on, the rate limit off (the next test turns it on), a quota of 4 per client.
+  const { lines, took, viaExpress, viaFast, close } = await twoServers({ KVMQ_API_TOKENS: TOKEN, KVMQ_RATE_LIMIT: '0', KVMQ_MAX_QUEUED_PER_CLIENT: '4' });
   try {
     const auth = { authorization: `Bearer ${TOKEN}` };
     const json = { 'content-type': 'application/json', ...auth };
@@ -129,7 +134,56 @@ test('the plain intake handler answers as the express app does', { skip }, async
     for (let i = 0; i < cases.length; i++) assert.deepEqual(shape(logged[2 * i + 1]!), shape(logged[2 * i]!), cases[i]!.what);
     assert.equal(new Set(logged.map((l: any) => l.req.id)).size, logged.length, 'distinct request ids');
   } finally {
-    await viaExpress.close();
-    await viaFast.close();
+    await close();
+  }
+});
+
+/** The rate-limit figures of an answer (draft-8 `RateLimit: "name"; r=R; t=T`, and retry-after), and the answer without them. */
+function limited(a: Answer): { r: number; t: number; retryAfter?: number; rest: ReturnType<typeof comparable> } {
+  const value = a.headers.find(([k]) => k === 'RateLimit')?.[1] ?? '';
+  const m = /; r=(\d+); t=(\d+)$/.exec(value);
+  assert.ok(m, `a RateLimit header: ${JSON.stringify(a.headers)}`);
+  const retry = a.headers.find(([k]) => /^retry-after$/i.test(k))?.[1];
+  const rest = comparable({ ...a, headers: a.headers.map(([k, v]) => [k, k === 'RateLimit' ? v.replace(/; r=\d+; t=\d+$/, '') : /^retry-after$/i.test(k) ? 'S' : v]) });
+  // A 429's detail names the seconds to wait too.
+  rest.body = rest.body.replace(/retry in \d+ s/, 'retry in S s');
+  return { r: Number(m[1]), t: Number(m[2]), ...(retry ? { retryAfter: Number(retry) } : {}), rest };
+}
+
+test('with the rate limit on, the plain handler counts with the same limiter and answers as express does', { skip }, async () => {
+  // 50 a minute: bursts of 10 in windows of 12 s, one count per client in Redis whichever server takes it.
+  const { took, viaExpress, viaFast, close } = await twoServers({ KVMQ_API_TOKENS: TOKEN, KVMQ_RATE_LIMIT: '50' });
+  try {
+    const json = { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` };
+    const pairs: { what: string; headers: Record<string, string>; body: string; status: number }[] = [
+      { what: 'a good spec', headers: json, body: JSON.stringify(good), status: 202 },
+      { what: 'a bad spec', headers: json, body: JSON.stringify({ ...good, repetitions: 0 }), status: 400 },
+      // Counted against the address, before the token check refuses it (as express orders it).
+      { what: 'no token', headers: { 'content-type': 'application/json' }, body: JSON.stringify(good), status: 401 },
+    ];
+    for (const c of pairs) {
+      const a = limited(await post(viaExpress.url, c.headers, c.body));
+      took.length = 0;
+      const b = limited(await post(viaFast.url, c.headers, c.body));
+      assert.equal(a.rest.status, c.status, `${c.what} through express: ${a.rest.body}`);
+      assert.deepEqual(b.rest, a.rest, c.what);
+      assert.deepEqual(took, [true], `${c.what}: taken by the plain handler`);
+      assert.equal(b.r, a.r - 1, `${c.what}: one count for the two requests (${a.r} then ${b.r} left)`);
+      assert.ok(Math.abs(b.t - a.t) <= 1, `${c.what}: one window (${a.t} and ${b.t} s to its end)`);
+    }
+    // The token's client has used 4 of its 10; the next six pass, alternating, and then both refuse.
+    const codes: number[] = [];
+    for (let i = 0; i < 8; i++) codes.push((await post((i % 2 ? viaFast : viaExpress).url, json, JSON.stringify(good))).status);
+    assert.deepEqual(codes, [202, 202, 202, 202, 202, 202, 429, 429]);
+    const a = limited(await post(viaExpress.url, json, JSON.stringify(good)));
+    took.length = 0;
+    const b = limited(await post(viaFast.url, json, JSON.stringify(good)));
+    assert.deepEqual(took, [true], 'a refused submission: taken by the plain handler');
+    assert.equal(a.rest.status, 429);
+    assert.deepEqual(b.rest, a.rest, 'over the limit');
+    assert.deepEqual([a.r, b.r], [0, 0]);
+    assert.ok(b.retryAfter! >= 1 && Math.abs(b.retryAfter! - a.retryAfter!) <= 1, `retry-after ${a.retryAfter} and ${b.retryAfter}`);
+  } finally {
+    await close();
   }
 });
