@@ -60,7 +60,7 @@ export function createApi(deps: ApiDeps): Api {
   app.use((req, _res, next) => next(guard(req.method, req.headers)));
   const intake = experimentIntake(deps);
   // One limiter (express-rate-limit on Redis) for both paths, so a client has one count whichever takes it.
-  const limiter = deps.config.rateLimit > 0 ? rateLimit(deps.config.rateLimit, deps.store) : undefined;
+  const limiter = rateLimit(deps.config.rateLimit, deps.store);
   const fast = fastIntake({
     securityHeaders: headers, guard, identify: clientFor(deps.config.apiTokens), accept: intake, etag: app.get('etag fn'),
     ...(limiter ? { limit: limitOutsideExpress(limiter) } : {}),

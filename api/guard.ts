@@ -3,7 +3,6 @@
 // the API as same-origin) or by plain cross-origin requests. Bearer tokens stop the first when they are
 // on; without tokens the loopback bind is the only barrier, so the Host header must name loopback (or
 // a host the operator listed). Unsafe methods from another origin are refused in both modes.
-import type { NextFunction, Request, Response } from 'express';
 import { isIP } from 'node:net';
 import type { IncomingHttpHeaders } from 'node:http';
 import { HttpProblem } from './problem.ts';
@@ -58,9 +57,4 @@ export function guardCheck(opts: { tokens: boolean; allowedHosts: string[] }): (
     }
     return undefined;
   };
-}
-
-export function browserGuard(opts: { tokens: boolean; allowedHosts: string[] }) {
-  const check = guardCheck(opts);
-  return (req: Request, _res: Response, next: NextFunction) => next(check(req.method, req.headers));
 }

@@ -12,10 +12,11 @@ import { clientOf, type Client } from './auth.ts';
 
 /**
  * perMinute is the sustained rate; a client may spend a burst of a fifth of it (at least 10) at once.
- * A fixed window of burst requests per burst/perMinute minutes gives both.
+ * A fixed window of burst requests per burst/perMinute minutes gives both. Undefined when perMinute is 0:
+ * no limit, and nothing for either path to call.
  */
-export function rateLimit(perMinute: number, store: Store): RequestHandler {
-  if (perMinute <= 0) return (_req, _res, next) => next();
+export function rateLimit(perMinute: number, store: Store): RequestHandler | undefined {
+  if (perMinute <= 0) return undefined;
   const burst = Math.max(10, Math.ceil(perMinute / 5));
   const windowMs = Math.max(1000, Math.round((60_000 * burst) / perMinute));
   return expressRateLimit({

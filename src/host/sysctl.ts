@@ -16,6 +16,7 @@ import { SYSCTL_KEYS, type SysctlKey, type SysctlValues } from '../model/profile
 import { PermanentError } from '../errors.ts';
 import { ownerAlive, processStart } from '../process.ts';
 import { hostPaths } from '../config.ts';
+import { readProcfs } from './system.ts';
 
 /** Where sysctl files live (config.ts: KVMQ_PROC_SYS). */
 export function procSys(): string {
@@ -138,12 +139,7 @@ export function effectiveValues(v: SysctlValues): SysctlValues {
 }
 
 export async function readThresholds(): Promise<Thresholds | undefined> {
-  let text = '';
-  try {
-    text = readFileSync('/proc/vmstat', 'utf8'); // procfs: never blocks (see readSysctl)
-  } catch {
-    /* no /proc/vmstat: no thresholds */
-  }
+  const text = readProcfs('/proc/vmstat'); // none: no thresholds
   const get = (name: string) => Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(text)?.[1] ?? NaN);
   const t = { dirtyPages: get('nr_dirty_threshold'), backgroundPages: get('nr_dirty_background_threshold') };
   return Number.isFinite(t.dirtyPages) && Number.isFinite(t.backgroundPages) ? t : undefined;

@@ -101,16 +101,22 @@ export function capabilities(now = Date.now()): Capabilities {
   };
 }
 
+/**
+ * A procfs file's text, or '' where the kernel has none. procfs answers from memory and never blocks: a
+ * plain read costs microseconds, the thread pool's open, stat, read and close hops cost a tiny experiment
+ * more than that on a loaded host.
+ */
+export function readProcfs(file: string): string {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
 /** MemAvailable from /proc/meminfo in MiB (free memory where the kernel does not report it). */
 export async function memoryAvailableMiB(): Promise<number> {
-  // procfs answers from memory and never blocks: a plain read costs microseconds, the thread pool's
-  // open, stat, read and close hops cost a tiny experiment more than that on a loaded host.
-  let text = '';
-  try {
-    text = fs.readFileSync('/proc/meminfo', 'utf8');
-  } catch {
-    /* no procfs: os.freemem below */
-  }
+  const text = readProcfs('/proc/meminfo');
   const m = /^MemAvailable:\s+(\d+) kB/m.exec(text);
   return Math.floor(m ? Number(m[1]) / 1024 : os.freemem() / 2 ** 20);
 }

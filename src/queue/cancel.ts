@@ -44,11 +44,6 @@ export function cancelFlagKey(store: Store, id: string): string {
   return store.key(CHANNEL, id);
 }
 
-/** Was a cancel requested before this worker took the job (and so before it listened for it)? */
-export async function cancelRequested(store: Store, id: string): Promise<boolean> {
-  return (await store.redis.exists(cancelFlagKey(store, id))) > 0;
-}
-
 /** Hear cancel requests on a connection of its own (a subscribed connection can do nothing else). */
 export async function listenForCancels(store: Store, onCancel: (id: string) => void, log: (msg: string) => void): Promise<RedisClient> {
   const sub = store.redis.duplicate();

@@ -18,26 +18,21 @@ return {1, redis.call('EXISTS', KEYS[2])}`;
 
 const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`;
 
-/** Take the host for an experiment (or find it already ours); undefined while another one holds it. */
-export async function takeHost(store: Store, hostId: string, experimentId: string, leaseMs: number): Promise<HostLock | undefined> {
-  return (await takeHostAndCheck(store, hostId, experimentId, leaseMs)).lock;
-}
-
 /**
- * takeHost, and whether `flagKey` (a key under the base prefix) exists, read in the same round trip.
- * The flag is read only when the lock was taken.
+ * Take the host for an experiment (or find it already ours): no lock while another one holds it. Whether
+ * `flagKey` (a key under the base prefix) exists is read in the same round trip, only when the lock was
+ * taken.
  */
 export async function takeHostAndCheck(
-  store: Store, hostId: string, experimentId: string, leaseMs: number, flagKey?: string,
+  store: Store, hostId: string, experimentId: string, leaseMs: number, flagKey: string,
 ): Promise<{ lock?: HostLock; flagged: boolean }> {
   const key = store.key('hostlock', hostId);
-  // Without a flag to read, the lock key stands in for it (it exists once taken; the answer is unused).
-  const [got, flag] = (await store.script(TAKE, [key, flagKey ?? key], [experimentId, String(leaseMs)])) as [number, number];
+  const [got, flag] = (await store.script(TAKE, [key, flagKey], [experimentId, String(leaseMs)])) as [number, number];
   if (got !== 1) return { flagged: false };
   const renew = setInterval(() => void store.redis.pexpire(key, leaseMs).catch(() => {}), leaseMs / 3);
   let released: Promise<void> | undefined;
   return {
-    flagged: Boolean(flagKey) && flag === 1,
+    flagged: flag === 1,
     lock: {
       release: () =>
         (released ??= (async () => {

@@ -49,7 +49,8 @@ async function submitAtOnce(store: Store, queues: Queues, rec: ExperimentRecord,
   const client = lean ? undefined : await queue.getBackend().client;
   // BullMQ declares only the commands it uses itself; on ioredis the transaction takes every command.
   const m = lean ?? (client!.multi() as IRedisTransaction & ChainableCommander);
-  if (lean) store.placeInto(m, rec);
+  // Only a Cluster keeps the pool index (base tag) out of the pool's transaction.
+  if (lean || !client!.isCluster) store.placeInto(m, rec);
   else if (rec.pool !== 'default') await store.placeInto(client!.multi() as IRedisTransaction & ChainableCommander, rec).exec();
   store.createInto(m, rec);
   const job = new Job(queue, 'experiment', { id: rec.id }, jobOptions(rec, now), rec.id);

@@ -329,10 +329,9 @@ export class Store {
     this.poolCache.set(rec.id, rec.pool);
     const fields = Object.entries(encode(rec)).flat();
     const exp = this.poolKey(rec.pool, 'exp', rec.id);
-    const id = (await this.redis.eval(
-      CREATE_ONCE, 4, exp, this.poolKey(rec.pool, 'exps'), this.poolKey(rec.pool, marker[0], ...marker.slice(1)),
-      this.poolKey(rec.pool, 'counts'),
-      rec.id, String(ttlSeconds), String(Date.parse(rec.createdAt)), JSON.stringify(fields), rec.status,
+    const id = (await this.script(
+      CREATE_ONCE, [exp, this.poolKey(rec.pool, 'exps'), this.poolKey(rec.pool, marker[0], ...marker.slice(1)), this.poolKey(rec.pool, 'counts')],
+      [rec.id, String(ttlSeconds), String(Date.parse(rec.createdAt)), JSON.stringify(fields), rec.status],
     )) as string;
     if (id === rec.id) await this.durable(exp, rec.id, `experiment ${rec.id}`);
     return id;
@@ -552,7 +551,7 @@ export class Store {
     const k = (kind: KeyName) => this.poolKey(pool, kind, id);
     // Deleted and taken out of its status count in one script (every key under the pool's tag).
     const keys = [k('exp'), k('cells'), k('profiles'), k('system'), this.poolKey(pool, 'exps'), this.poolKey(pool, 'counts')];
-    await this.redis.eval(REMOVE, keys.length, ...keys, id);
+    await this.script(REMOVE, keys, [id]);
     if (pool !== 'default') await this.redis.hdel(this.key('pool-of'), id);
     this.poolCache.delete(id);
   }
@@ -567,7 +566,7 @@ export class Store {
       const key = this.poolKey(pool, 'counts');
       let h = await this.redis.hgetall(key);
       if (!h._init) {
-        await this.redis.eval(BACKFILL_COUNTS, 2, key, this.poolKey(pool, 'exps'), this.poolKey(pool, 'exp', ''));
+        await this.script(BACKFILL_COUNTS, [key, this.poolKey(pool, 'exps')], [this.poolKey(pool, 'exp', '')]);
         h = await this.redis.hgetall(key);
       }
       for (const s of STATUSES) total[s] += Math.max(0, Number(h[s] ?? 0));
