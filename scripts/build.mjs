@@ -1,7 +1,9 @@
 #!/usr/bin/env node
-// The production build: the command line and everything it imports from this repository, compiled to
-// JavaScript in dist/ by esbuild (one file per lazily loaded part; npm packages stay imports of
-// node_modules). bin/kvmq.js runs dist/ when it is at least as new as every source it was built from
+// The production build: the command line and everything it imports, compiled to JavaScript in dist/ by
+// esbuild (one file per lazily loaded part). The npm packages the API and the worker run on are bundled
+// in: resolving and loading some 600 files of node_modules one by one was a third of the API's start
+// (bench/RESULTS.md). Packages that find files of their own at run time, native addons, and tools used
+// only in development stay imports of node_modules (EXTERNAL). bin/kvmq.js runs dist/ when it is at least as new as every source it was built from
 // (dist/inputs.json), and the TypeScript sources through tsx otherwise, so an edit never runs stale code.
 // Plain JavaScript, so it runs before anything else is built: `node scripts/build.mjs [--if-stale]`.
 import fs from 'node:fs';
@@ -32,6 +34,23 @@ try {
   process.exit(0);
 }
 
+/**
+ * Left in node_modules: dockerode (and ssh2 under it, with optional native addons), bull-board (serves its
+ * UI's files from its own folder), pino-pretty (loaded by name on a terminal), native or optional modules
+ * that packages require inside a try, and what only development runs.
+ */
+const EXTERNAL = ['dockerode', '@bull-board/*', 'pino-pretty', 'msgpackr-extract', 'cpu-features', '@opentelemetry/api', 'tsx', 'tsx/*', 'esbuild', 'playwright-core'];
+// Bundled CommonJS code calls require and reads __dirname; an ES module has neither, so each chunk gets
+// its own (require resolves from dist/, and so finds node_modules as the sources would).
+const BANNER = [
+  "import { createRequire as kvmqCreateRequire } from 'node:module';",
+  "import { fileURLToPath as kvmqFileURLToPath } from 'node:url';",
+  "import { dirname as kvmqDirname } from 'node:path';",
+  'const require = kvmqCreateRequire(import.meta.url);',
+  'const __filename = kvmqFileURLToPath(import.meta.url);',
+  'const __dirname = kvmqDirname(__filename);',
+].join(' ');
+
 const started = Date.now();
 // The time the sources were read, not written: an edit during the build leaves dist/ stale, as it is.
 const builtAt = Date.now();
@@ -45,7 +64,8 @@ const result = await esbuild.build({
   format: 'esm',
   platform: 'node',
   target: 'node20',
-  packages: 'external',
+  external: EXTERNAL,
+  banner: { js: BANNER },
   sourcemap: 'linked',
   metafile: true,
   chunkNames: 'chunk-[hash]',
@@ -54,7 +74,8 @@ const result = await esbuild.build({
 // Files the code reads next to itself (new URL(..., import.meta.url)): beside the chunks that read them.
 fs.cpSync(path.join(root, 'src/guests/agent/kvmq-agent.c'), path.join(out, 'agent/kvmq-agent.c'));
 fs.cpSync(path.join(root, 'api/dashboard'), path.join(out, 'dashboard'), { recursive: true });
-const inputs = [...Object.keys(result.metafile.inputs), 'src/guests/agent/kvmq-agent.c', 'package.json', 'scripts/build.mjs',
+// Freshness is judged by this repository's files; node_modules changes only with package-lock.json.
+const inputs = [...Object.keys(result.metafile.inputs).filter((f) => !f.startsWith('node_modules/')), 'src/guests/agent/kvmq-agent.c', 'package.json', 'package-lock.json', 'scripts/build.mjs',
   ...fs.readdirSync(path.join(root, 'api/dashboard')).map((f) => `api/dashboard/${f}`)];
 fs.writeFileSync(manifest, JSON.stringify({ builtAt, inputs }) + '\n');
 console.error(`build: dist/ from ${inputs.length} sources in ${Date.now() - started} ms`);

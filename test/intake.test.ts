@@ -12,6 +12,9 @@ import { loadConfig } from '../src/config.ts';
 import { createLogger } from '../src/observe/log.ts';
 import { createApi } from '../api/app.ts';
 import { PROBLEM_TYPE } from '../api/problem.ts';
+import { Job } from 'bullmq';
+import { parseSpec } from '../src/model/spec.ts';
+import { newRecord, submit } from '../src/queue/submit.ts';
 
 const skip = requireTool('redis-server');
 const fx = queueFixture('intake', skip);
@@ -186,4 +189,51 @@ test('with the rate limit on, the plain handler counts with the same limiter and
   } finally {
     await close();
   }
+});
+
+/** Calls of each command Redis counted since it started (INFO commandstats), commands run by scripts included. */
+async function commandCounts(redis: import('ioredis').Redis): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  for (const m of (await redis.info('commandstats')).matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) out.set(m[1]!, Number(m[2]));
+  return out;
+}
+
+test('on a single Redis a submission is one command: the record rides on BullMQ\'s add script', { skip }, async () => {
+  const { store, queues } = fx;
+  const redis = store.redis as import('ioredis').Redis;
+  for (const [pool, schedule] of [['default', undefined], ['rider', undefined], ['rider', { notBefore: new Date(Date.now() + 3_600_000).toISOString() }], ['default', { priority: 3 }]] as const) {
+    const spec = parseSpec({ ...good, name: `rider-${pool}`, pool, ...(schedule ? { schedule } : {}) });
+    const now = Date.now();
+    const rec = newRecord(spec, now);
+    await submit(store, queues, rec, now); // the first of a kind compiles its script
+    const again = newRecord(spec, now);
+    const before = await commandCounts(redis);
+    await submit(store, queues, again, now);
+    const after = await commandCounts(redis);
+    const delta = (c: string) => (after.get(c) ?? 0) - (before.get(c) ?? 0);
+    // One EVALSHA from the submit (and the INFO that read the counts); no MULTI, no write of its own.
+    assert.equal(delta('evalsha'), 1, `pool ${pool}: one script call`);
+    assert.equal(delta('multi') + delta('exec'), 0, `pool ${pool}: no transaction`);
+    for (const r of [rec, again]) {
+      assert.equal((await store.get(r.id))?.status, r.status, `${r.id}: the record`);
+      assert.notEqual(await redis.zscore(`${pool === 'default' ? '{kvmq}' : `{kvmq:${pool}}`}:exps`, r.id), null, `${r.id}: its pool's index`);
+      const job = await queues.get(pool).getJob(r.id);
+      assert.equal(await job?.getState(), schedule && 'notBefore' in schedule ? 'delayed' : schedule ? 'prioritized' : 'waiting', `${r.id}: its job`);
+      if (pool !== 'default') assert.equal(await redis.hget('{kvmq}:pool-of', r.id), pool, `${r.id}: the pool index`);
+    }
+    if (pool !== 'default') assert.ok(await redis.sismember('{kvmq}:pools', pool), 'the pool list');
+  }
+});
+
+test('a job BullMQ refuses leaves no record: the rider runs only after BullMQ added the job', { skip }, async () => {
+  const { store, queues } = fx;
+  const redis = store.redis as import('ioredis').Redis;
+  const rec = newRecord(parseSpec({ ...good, name: 'refused', pool: 'refused' }), Date.now());
+  // A parent that does not exist: BullMQ's add script answers -5 and Job.addJob throws its error.
+  const job = new Job(queues.get('refused'), 'experiment', { id: rec.id }, { jobId: rec.id, parent: { id: 'missing', queue: '{kvmq:refused}:nowhere' } }, rec.id);
+  await assert.rejects(queues.addTogether('refused', job, store.createRider(rec)), /Missing key for parent job/);
+  assert.equal(await redis.exists(`{kvmq:refused}:exp:${rec.id}`), 0, 'no record');
+  assert.equal(await redis.zscore('{kvmq:refused}:exps', rec.id), null, 'no index entry');
+  assert.equal(await redis.hget('{kvmq}:pool-of', rec.id), null, 'no pool index entry');
+  assert.equal(await queues.get('refused').getJob(rec.id), undefined, 'no job');
 });

@@ -29,7 +29,11 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
     const pretty = createRequire(import.meta.url)('pino-pretty') as typeof import('pino-pretty');
     return pino({ level, base }, pretty({ destination: opts.stream ?? 2, sync: true, ignore: 'pid,hostname', translateTime: 'SYS:HH:MM:ss.l' }));
   }
-  return pino({ level, base }, opts.stream ?? pino.destination({ dest: 2, sync: true }));
+  // Written asynchronously: the lines of one busy moment leave in one write instead of a system call
+  // each (the API logs a line per request, and a write per line was a tenth of a submission's CPU,
+  // bench/RESULTS.md). pino writes what is still buffered synchronously when the process exits, a crash
+  // included; only a SIGKILL can lose the last lines.
+  return pino({ level, base }, opts.stream ?? pino.destination({ dest: 2, sync: false }));
 }
 
 /**

@@ -2,10 +2,10 @@
 // so a double submit cannot queue it twice), Redis connections that BullMQ can block on.
 // On a Redis Cluster each pool's queue has its own hash-tagged prefix (BullMQ's way of running on a
 // Cluster), so pools spread across shards; see poolPrefix.
-import { Queue, type IRedisTransaction, type JobsOptions } from 'bullmq';
-import type { ChainableCommander, Redis } from 'ioredis';
+import { Queue, type Job, type JobsOptions } from 'bullmq';
+import type { Redis } from 'ioredis';
 import { parseRedisUrl } from '../config.ts';
-import { poolPrefix, type ExperimentRecord } from '../store/store.ts';
+import { poolPrefix, type ExperimentRecord, type Rider } from '../store/store.ts';
 import { openRedis, type RedisClient } from '../store/connection.ts';
 import { earliestStart } from '../model/window.ts';
 
@@ -34,8 +34,9 @@ export function jobOptions(rec: ExperimentRecord, now = Date.now()): JobsOptions
 
 export class Queues {
   private queues = new Map<string, Queue>();
-  private lean: Redis | undefined;
+  private lean: { connection: Redis; scripts: Map<string, { lua: string; keys: number }> } | undefined;
   private leanUnavailable = false;
+  private riderCommands = new Map<string, string | null>();
   constructor(private connection: RedisClient, private prefix: string) {}
 
   get(pool: string): Queue {
@@ -56,45 +57,118 @@ export class Queues {
   }
 
   /**
-   * A transaction on which a job can be added to a pool's queue (Job.addJob) beside other writes, for a
-   * single Redis (undefined on a Cluster: there the queue's own client makes it). It runs on a connection
-   * of its own that knows only BullMQ's add scripts: ioredis copies every script a connection knows into
-   * each transaction it makes, and BullMQ defines dozens on the queue's, which cost a submission more
-   * CPU than all its writes (bench/RESULTS.md).
+   * Add a job to its pool's queue and run `rider` in the same Lua script, after BullMQ's add and only
+   * when that succeeded: one command and one round trip for a new experiment, and nothing half-made if
+   * BullMQ refuses the job. The script is the installed BullMQ's own add script, as BullMQ loaded it on
+   * the queue's connection, wrapped in a function with the rider after it; BullMQ builds its keys and
+   * arguments itself (Job.addJob) and reads its answer itself, so its error codes stay its own. It runs
+   * on a connection of its own that knows only these scripts (ioredis copies every script a connection
+   * knows into each pipeline it makes, and BullMQ defines dozens).
+   * For a single Redis: undefined on a Cluster (the rider's keys and the queue's live in different slots),
+   * or when BullMQ's scripts are not where this expects them; then the caller uses a MULTI.
    */
-  async addTransaction(pool: string): Promise<(IRedisTransaction & ChainableCommander) | undefined> {
+  async addTogether(pool: string, job: Job, rider: Rider): Promise<string | undefined> {
+    const lean = await this.leanConnection(pool);
+    if (!lean) return undefined;
+    // BullMQ's add, caught instead of sent: it names its script and passes keys then arguments.
+    let call: { name: string; args: unknown[] } | undefined;
+    let answer!: (r: Promise<unknown>) => void;
+    const answered = new Promise<unknown>((resolve) => (answer = resolve));
+    const sink = { runCommand: (name: string, args: unknown[]) => ((call = { name, args }), answered) };
+    const added = job.addJob(sink as never);
+    // Called before addJob's first await; anything else means a BullMQ this code does not know.
+    const command = call && (await this.riderCommand(lean.connection, lean.scripts, call.name, call.args.length, rider));
+    if (!call || !command) {
+      added.catch(() => {});
+      answer(Promise.reject(new Error('not sent')));
+      return undefined;
+    }
+    const { keys: n } = lean.scripts.get(call.name)!;
+    const args = [...call.args.slice(0, n), ...rider.keys, ...call.args.slice(n), ...rider.args];
+    coalesce(lean.connection);
+    answer((lean.connection as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[command]!(...args));
+    return (await added) as string;
+  }
+
+  /** The connection addTogether runs on, with the Lua of BullMQ's add scripts (by their versioned names). */
+  private async leanConnection(pool: string): Promise<{ connection: Redis; scripts: Map<string, { lua: string; keys: number }> } | undefined> {
     if ((this.connection as { isCluster?: boolean }).isCluster || this.leanUnavailable) return undefined;
     if (!this.lean) {
-      const queue = this.get(pool);
-      await queue.waitUntilReady(); // BullMQ has defined its scripts on the connection by then
+      await this.get(pool).waitUntilReady(); // BullMQ has defined its scripts on the connection by then
+      if (this.lean || this.leanUnavailable) return this.lean;
       const source = this.connection as Redis;
-      if (!this.lean && !this.leanUnavailable) {
-        const lean = source.duplicate();
-        // Its errors are the shared connection's, logged where that was opened.
-        lean.on('error', () => {});
-        const scripts = Object.entries(source.scriptsSet as Record<string, { lua: string; numberOfKeys: number | null }>).filter(([name]) => /^add(Standard|Delayed|Prioritized|Parent)Job:/.test(name));
-        // Without them the job would silently be missing from the transaction: then the queue's own makes it.
-        if (scripts.length < 4) {
-          lean.disconnect();
-          this.leanUnavailable = true;
-          return undefined;
-        }
-        for (const [name, script] of scripts) lean.defineCommand(name, { lua: script.lua, numberOfKeys: script.numberOfKeys ?? undefined });
-        this.lean = lean;
+      const scripts = new Map<string, { lua: string; keys: number }>();
+      for (const [name, s] of Object.entries(source.scriptsSet as Record<string, { lua: string; numberOfKeys: number | null }>)) {
+        if (/^add(Standard|Delayed|Prioritized|Parent)Job:/.test(name) && typeof s.numberOfKeys === 'number') scripts.set(name, { lua: s.lua, keys: s.numberOfKeys });
       }
+      if (scripts.size < 4) {
+        this.leanUnavailable = true;
+        return undefined;
+      }
+      const connection = source.duplicate();
+      // Its errors are the shared connection's, logged where that was opened.
+      connection.on('error', () => {});
+      this.lean = { connection, scripts };
     }
-    if (!this.lean) return undefined;
-    const m = this.lean.multi() as unknown as IRedisTransaction & ChainableCommander & Record<string, (args: unknown[]) => unknown>;
-    // What BullMQ's own transactions offer its add (a Lua script by name, its arguments as one list).
-    m.runCommand = (name: string, args: unknown[]) => {
-      m[name]!(args);
-      return m;
-    };
-    return m;
+    return this.lean;
+  }
+
+  /**
+   * The name of the command that runs BullMQ's script `name` and then the rider, defined on the lean
+   * connection the first time; undefined when Redis cannot compile the two together (then a MULTI).
+   */
+  private async riderCommand(connection: Redis, scripts: Map<string, { lua: string; keys: number }>, name: string, argc: number, rider: Rider): Promise<string | undefined> {
+    const script = scripts.get(name);
+    if (!script) return undefined;
+    const key = `${name}\0${argc}\0${rider.keys.length}\0${rider.lua}`;
+    let command = this.riderCommands.get(key);
+    if (command === undefined) {
+      const lua = [
+        'local function bullmqAdd()',
+        script.lua,
+        'end',
+        'local added = bullmqAdd()',
+        // BullMQ answers a negative number when it refuses the job (its Job.addJob throws its error then).
+        "if type(added) == 'number' and added < 0 then return added end",
+        'local K, A = {}, {}',
+        `for i = ${script.keys + 1}, #KEYS do K[#K + 1] = KEYS[i] end`,
+        `for i = ${argc - script.keys + 1}, #ARGV do A[#A + 1] = ARGV[i] end`,
+        rider.lua,
+        'return added',
+      ].join('\n');
+      // Compiled once here, so a BullMQ whose script does not wrap falls back instead of failing a submit.
+      const compiled = await connection.script('LOAD', lua).then(() => true, () => false);
+      command = compiled ? `kvmqAdd${this.riderCommands.size + 1}` : null;
+      if (command) connection.defineCommand(command, { lua, numberOfKeys: script.keys + rider.keys.length });
+      this.riderCommands.set(key, command);
+    }
+    return command ?? undefined;
   }
 
   async close(): Promise<void> {
     await Promise.all([...this.queues.values()].map((q) => q.close()));
-    await this.lean?.quit().catch(() => this.lean?.disconnect());
+    await this.lean?.connection.quit().catch(() => this.lean?.connection.disconnect());
   }
+}
+
+interface Corkable {
+  cork(): void;
+  uncork(): void;
+}
+const corked = new WeakSet<Corkable>();
+
+/**
+ * Hold the connection's writes until the end of this turn of the event loop, so the submissions that
+ * arrive together leave in one write (one system call, one wake-up of Redis) rather than one each.
+ * Nothing waits longer than the turn.
+ */
+function coalesce(connection: Redis): void {
+  const stream = (connection as unknown as { stream?: Corkable }).stream;
+  if (!stream || corked.has(stream)) return;
+  corked.add(stream);
+  stream.cork();
+  setImmediate(() => {
+    corked.delete(stream);
+    stream.uncork();
+  });
 }

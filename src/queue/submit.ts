@@ -39,24 +39,32 @@ export async function submit(store: Store, queues: Queues, rec: ExperimentRecord
 }
 
 /**
- * The record's writes and BullMQ's own add script in one MULTI on the queue's connection (which has
- * BullMQ's scripts loaded). The record and the queue share the pool's hash tag, so this holds on a
- * Cluster too; there, the pool index of a pool other than `default` (base tag) goes first on its own.
+ * The record's writes and BullMQ's add in one step. On a single Redis they are one script (the record rides
+ * on BullMQ's add script, Queues.addTogether): one command, written only when BullMQ took the job.
+ * Otherwise (a Cluster, or a BullMQ whose scripts cannot carry the rider) they are one MULTI on the
+ * queue's own connection; the record and the queue share the pool's hash tag, so that holds on a Cluster
+ * too, where the pool index of a pool other than `default` (base tag) goes first on its own.
  */
 async function submitAtOnce(store: Store, queues: Queues, rec: ExperimentRecord, now: number): Promise<void> {
   const queue = queues.get(rec.pool);
-  const lean = await queues.addTransaction(rec.pool);
-  const client = lean ? undefined : await queue.getBackend().client;
+  const job = () => new Job(queue, 'experiment', { id: rec.id }, jobOptions(rec, now), rec.id);
+  let together: string | undefined;
+  try {
+    together = await queues.addTogether(rec.pool, job(), store.createRider(rec));
+  } catch (err) {
+    // A refusal by BullMQ wrote nothing of the record; an error from Redis itself may have written part.
+    await store.remove(rec.id).catch(() => {});
+    throw err;
+  }
+  if (together !== undefined) return store.created(rec);
+  const client = await queue.getBackend().client;
   // BullMQ declares only the commands it uses itself; on ioredis the transaction takes every command.
-  const m = lean ?? (client!.multi() as IRedisTransaction & ChainableCommander);
-  // Only a Cluster keeps the pool index (base tag) out of the pool's transaction.
-  if (lean || !client!.isCluster) store.placeInto(m, rec);
-  else if (rec.pool !== 'default') await store.placeInto(client!.multi() as IRedisTransaction & ChainableCommander, rec).exec();
+  const m = client.multi() as IRedisTransaction & ChainableCommander;
+  if (!client.isCluster) store.placeInto(m, rec);
+  else if (rec.pool !== 'default') await store.placeInto(client.multi() as IRedisTransaction & ChainableCommander, rec).exec();
   store.createInto(m, rec);
-  const job = new Job(queue, 'experiment', { id: rec.id }, jobOptions(rec, now), rec.id);
   // Queued on the transaction synchronously; its promise settles with the transaction, not the job.
-  void job.addJob(m).catch(() => {});
-  if (lean) coalesce(m as unknown as { redis: { stream?: Corkable } });
+  void job().addJob(m).catch(() => {});
   const results = (await m.exec()) ?? [];
   // MULTI does not roll back: a failed command leaves the others applied, so the record goes again.
   const failed = results.find(([err]: [Error | null, unknown]) => err);
@@ -66,26 +74,4 @@ async function submitAtOnce(store: Store, queues: Queues, rec: ExperimentRecord,
     throw failed?.[0] ?? new Error(`queueing experiment ${rec.id} failed${typeof added === 'number' ? ` (BullMQ code ${added})` : ''}`);
   }
   await store.created(rec);
-}
-
-interface Corkable {
-  cork(): void;
-  uncork(): void;
-}
-const corked = new WeakSet<Corkable>();
-
-/**
- * Hold the connection's writes until the end of this turn of the event loop, so the transactions of
- * submissions that arrive together leave in one write (one system call, one wake-up of Redis) rather than
- * one each. Nothing waits longer than the turn.
- */
-function coalesce(transaction: { redis: { stream?: Corkable } }): void {
-  const stream = transaction.redis.stream;
-  if (!stream || corked.has(stream)) return;
-  corked.add(stream);
-  stream.cork();
-  setImmediate(() => {
-    corked.delete(stream);
-    stream.uncork();
-  });
 }

@@ -140,6 +140,26 @@ if redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[2], 'NX') then
 end
 return redis.call('GET', KEYS[3])`;
 
+/**
+ * Writes that ride on a job's add, in the same Lua script (Queues.addTogether in src/queue/queue.ts): Lua that reads its own
+ * keys and arguments as the tables K and A, 1-based, and runs only after BullMQ added the job.
+ */
+export interface Rider {
+  lua: string;
+  keys: string[];
+  args: (string | number)[];
+}
+
+/** createRider's writes. K: exp, exps, counts, pools, pool-of; A: id, score, status, pool, then the record's fields. */
+const CREATE_RIDER = `
+redis.call('HSET', K[1], unpack(A, 5))
+redis.call('ZADD', K[2], A[2], A[1])
+redis.call('HINCRBY', K[3], A[3], 1)
+if A[4] ~= 'default' then
+  redis.call('SADD', K[4], A[4])
+  redis.call('HSET', K[5], A[1], A[4])
+end`;
+
 // One draw from the CSPRNG serves 819 ids: a draw per id cost several microseconds on every submit
 // (a measurable share of the API's intake in bench/), and pooled bytes are just as unpredictable.
 let pool = Buffer.alloc(0);
@@ -312,7 +332,24 @@ export class Store {
       .hincrby(this.poolKey(rec.pool, 'counts'), rec.status, 1);
   }
 
-  /** After a transaction with createInto ran: wait for replicas where configured. */
+  /**
+   * create()'s writes, and placeInto's for a pool other than `default`, as a rider on a job's add
+   * (Queues.addTogether): the record, its pool's index and status count, the pool list and the pool index
+   * in one script with the job. For a single Redis, where keys of different tags may meet in one script.
+   * Call created() after it ran.
+   */
+  createRider(rec: ExperimentRecord): Rider {
+    this.poolCache.set(rec.id, rec.pool);
+    const args: (string | number)[] = [rec.id, Date.parse(rec.createdAt), rec.status, rec.pool];
+    for (const [k, v] of Object.entries(rec)) if (v !== undefined) args.push(k, JSON.stringify(v));
+    return {
+      lua: CREATE_RIDER,
+      keys: [this.poolKey(rec.pool, 'exp', rec.id), this.poolKey(rec.pool, 'exps'), this.poolKey(rec.pool, 'counts'), this.key('pools'), this.key('pool-of')],
+      args,
+    };
+  }
+
+  /** After a transaction with createInto, or a rider from createRider, ran: wait for replicas where configured. */
   async created(rec: ExperimentRecord): Promise<void> {
     await this.durable(this.poolKey(rec.pool, 'exp', rec.id), rec.id, `experiment ${rec.id}`);
   }
