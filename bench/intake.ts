@@ -79,11 +79,12 @@ export function intakeGap(apiOverFloor: number, floorPerSecond: number, apiPerSe
             : `in the same rounds, so the rest of the gap is kvmq's own work.`,
         ]
       : []),
-    `kvmq's own work per submit above that, by a CPU profile of the API under wrk (by hand, 2026-12-01): garbage`,
-    `collection with the 1 MiB semi-spaces of bin/kvmq.js (about a quarter of its CPU; Node's default 16 MiB halves`,
-    `that and costs about 10 MiB at rest), the MULTI of the record's writes and BullMQ's add (ioredis builds, sends`,
-    `and parses up to 8 commands where Queue.add sends one), the answer with its security headers and the request line;`,
-    `JSON, zod validation, the admission checks and the record come to about 20 µs of it.`,
+    `kvmq's own work per submit above that, by a CPU profile of the API under wrk (by hand, 2026-12-01, with the record`,
+    `riding on BullMQ's add script): writing the answer with its ETag and security headers, and the request line, about`,
+    `a sixth of the API's CPU; ioredis building and sending the one EVALSHA (35 keys and arguments), about a tenth;`,
+    `garbage collection with the 1 MiB semi-spaces of bin/kvmq.js, about a seventh (Node's default 16 MiB cut the CPU`,
+    `per submit by about 15 % and cost 11 to 15 MiB at rest); zod validation and the record, about a tenth. Redis spends`,
+    `about 100 µs on each submission's script, nearly all of it BullMQ's add, on the same two cores.`,
   ].join(' ');
 }
 
