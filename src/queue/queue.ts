@@ -130,9 +130,8 @@ export class Queues {
         'local added = bullmqAdd()',
         // BullMQ answers a negative number when it refuses the job (its Job.addJob throws its error then).
         "if type(added) == 'number' and added < 0 then return added end",
-        'local K, A = {}, {}',
-        `for i = ${script.keys + 1}, #KEYS do K[#K + 1] = KEYS[i] end`,
-        `for i = ${argc - script.keys + 1}, #ARGV do A[#A + 1] = ARGV[i] end`,
+        // Where the rider's keys and arguments start: it reads KEYS[k + i] and ARGV[a + i] (no copies).
+        `local k, a = ${script.keys}, ${argc - script.keys}`,
         rider.lua,
         'return added',
       ].join('\n');
