@@ -237,3 +237,13 @@ test('a job BullMQ refuses leaves no record: the rider runs only after BullMQ ad
   assert.equal(await redis.hget('{kvmq}:pool-of', rec.id), null, 'no pool index entry');
   assert.equal(await queues.get('refused').getJob(rec.id), undefined, 'no job');
 });
+
+test('a rider Redis cannot compile leaves the add to the caller: nothing is sent, and a good rider still rides', { skip }, async () => {
+  const { store, queues } = fx;
+  const rec = newRecord(parseSpec({ ...good, name: 'uncompiled' }), Date.now());
+  const job = () => new Job(queues.get('default'), 'experiment', { id: rec.id }, { jobId: rec.id }, rec.id);
+  assert.equal(await queues.addTogether('default', job(), { lua: 'this is not Lua', keys: [], args: [] }), undefined);
+  assert.equal(await queues.get('default').getJob(rec.id), undefined, 'no job was added');
+  assert.equal(await queues.addTogether('default', job(), store.createRider(rec)), rec.id);
+  assert.equal((await store.get(rec.id))?.status, rec.status);
+});

@@ -36,7 +36,7 @@ export class Queues {
   private queues = new Map<string, Queue>();
   private lean: { connection: Redis; scripts: Map<string, { lua: string; keys: number }> } | undefined;
   private leanUnavailable = false;
-  private riderCommands = new Map<string, string | null>();
+  private riderCommands = new Map<string, Promise<string | undefined>>();
   constructor(private connection: RedisClient, private prefix: string) {}
 
   get(pool: string): Queue {
@@ -115,14 +115,15 @@ export class Queues {
 
   /**
    * The name of the command that runs BullMQ's script `name` and then the rider, defined on the lean
-   * connection the first time; undefined when Redis cannot compile the two together (then a MULTI).
+   * connection the first time (once, however many submissions ask at the same moment); undefined when
+   * Redis cannot compile the two together (then a MULTI, from then on) or could not be asked (this time).
    */
-  private async riderCommand(connection: Redis, scripts: Map<string, { lua: string; keys: number }>, name: string, argc: number, rider: Rider): Promise<string | undefined> {
+  private riderCommand(connection: Redis, scripts: Map<string, { lua: string; keys: number }>, name: string, argc: number, rider: Rider): Promise<string | undefined> {
     const script = scripts.get(name);
-    if (!script) return undefined;
+    if (!script) return Promise.resolve(undefined);
     const key = `${name}\0${argc}\0${rider.keys.length}\0${rider.lua}`;
     let command = this.riderCommands.get(key);
-    if (command === undefined) {
+    if (!command) {
       const lua = [
         'local function bullmqAdd()',
         script.lua,
@@ -135,13 +136,23 @@ export class Queues {
         rider.lua,
         'return added',
       ].join('\n');
+      const named = `kvmqAdd${this.riderCommands.size + 1}`;
       // Compiled once here, so a BullMQ whose script does not wrap falls back instead of failing a submit.
-      const compiled = await connection.script('LOAD', lua).then(() => true, () => false);
-      command = compiled ? `kvmqAdd${this.riderCommands.size + 1}` : null;
-      if (command) connection.defineCommand(command, { lua, numberOfKeys: script.keys + rider.keys.length });
+      command = connection.script('LOAD', lua).then(
+        () => {
+          connection.defineCommand(named, { lua, numberOfKeys: script.keys + rider.keys.length });
+          return named;
+        },
+        (err: Error) => {
+          // Redis refused the script (an error reply): a MULTI from then on. Anything else (Redis away):
+          // a MULTI this time, and the next submission asks again.
+          if (err.name !== 'ReplyError') this.riderCommands.delete(key);
+          return undefined;
+        },
+      );
       this.riderCommands.set(key, command);
     }
-    return command ?? undefined;
+    return command;
   }
 
   async close(): Promise<void> {
