@@ -2,9 +2,10 @@
 // The production build: the command line and everything it imports, compiled to JavaScript in dist/ by
 // esbuild (one file per lazily loaded part). The npm packages the API and the worker run on are bundled
 // in: resolving and loading their 640 files one by one took the API's start to /healthz from about
-// 0.75 s to 1.2 s on the development machine (bench/RESULTS.md). Packages that find files of their own at run time, native addons, and tools used
-// only in development stay imports of node_modules (EXTERNAL). bin/kvmq.js runs dist/ when it is at least as new as every source it was built from
-// (dist/inputs.json), and the TypeScript sources through tsx otherwise, so an edit never runs stale code.
+// 0.75 s to 1.2 s on the development machine (bench/RESULTS.md). Packages that find files of their own at
+// run time, native addons, and tools used only in development stay imports of node_modules (EXTERNAL).
+// bin/kvmq.js runs dist/ when it is at least as new as every source it was built from (dist/inputs.json),
+// and the TypeScript sources through tsx otherwise, so an edit never runs stale code.
 // Plain JavaScript, so it runs before anything else is built: `node scripts/build.mjs [--if-stale]`.
 import fs from 'node:fs';
 import path from 'node:path';
