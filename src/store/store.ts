@@ -346,7 +346,7 @@ export class Store {
   createRider(rec: ExperimentRecord): Rider {
     this.poolCache.set(rec.id, rec.pool);
     const args: (string | number)[] = [rec.id, Date.parse(rec.createdAt), rec.status, rec.pool];
-    for (const [k, v] of Object.entries(rec)) if (v !== undefined) args.push(k, JSON.stringify(v));
+    for (const [k, v] of Object.entries(encode(rec))) args.push(k, v);
     return {
       lua: CREATE_RIDER,
       keys: [this.poolKey(rec.pool, 'exp', rec.id), this.poolKey(rec.pool, 'exps'), this.poolKey(rec.pool, 'counts'), this.key('pools'), this.key('pool-of')],
