@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=1
+#!/usr/bin/env -S node --max-semi-space-size=16
 // The kvmq command line. It runs the compiled build in dist/ (scripts/build.mjs; npm start, npm run demo
 // and scripts/setup.sh make it) when that build is at least as new as every source it was built from,
 // and the TypeScript sources through tsx's loader otherwise, so an edit never runs stale code and a

@@ -68,6 +68,8 @@ const result = await esbuild.build({
   external: EXTERNAL,
   banner: { js: BANNER },
   sourcemap: 'linked',
+  minifyWhitespace: true,
+  minifySyntax: true,
   metafile: true,
   chunkNames: 'chunk-[hash]',
   logLevel: 'warning',

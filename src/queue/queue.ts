@@ -36,7 +36,8 @@ export class Queues {
   private queues = new Map<string, Queue>();
   private lean: { connection: Redis; scripts: Map<string, { lua: string; keys: number }> } | undefined;
   private leanUnavailable = false;
-  private riderCommands = new Map<string, Promise<string | undefined>>();
+  private riderCommands = new Map<string, Map<string, Promise<string | undefined>>>();
+  private riderCount = 0;
   constructor(private connection: RedisClient, private prefix: string) {}
 
   get(pool: string): Queue {
@@ -83,8 +84,12 @@ export class Queues {
       answer(Promise.reject(new Error('not sent')));
       return undefined;
     }
-    const { keys: n } = lean.scripts.get(call.name)!;
-    const args = [...call.args.slice(0, n), ...rider.keys, ...call.args.slice(n), ...rider.args];
+    // BullMQ's keys, the rider's keys, BullMQ's arguments, the rider's arguments, in one array.
+    const n = lean.scripts.get(call.name)!.keys;
+    const args: unknown[] = call.args.slice(0, n);
+    for (const k of rider.keys) args.push(k);
+    for (let i = n; i < call.args.length; i++) args.push(call.args[i]);
+    for (const a of rider.args) args.push(a);
     coalesce(lean.connection);
     answer((lean.connection as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[command]!(...args));
     return (await added) as string;
@@ -121,8 +126,11 @@ export class Queues {
   private riderCommand(connection: Redis, scripts: Map<string, { lua: string; keys: number }>, name: string, argc: number, rider: Rider): Promise<string | undefined> {
     const script = scripts.get(name);
     if (!script) return Promise.resolve(undefined);
-    const key = `${name}\0${argc}\0${rider.keys.length}\0${rider.lua}`;
-    let command = this.riderCommands.get(key);
+    // Keyed by the rider's Lua last: a constant string, whose hash the Map does not compute again.
+    const key = `${name}\0${argc}\0${rider.keys.length}`;
+    let byRider = this.riderCommands.get(key);
+    if (!byRider) this.riderCommands.set(key, (byRider = new Map()));
+    let command = byRider.get(rider.lua);
     if (!command) {
       const lua = [
         'local function bullmqAdd()',
@@ -136,7 +144,7 @@ export class Queues {
         rider.lua,
         'return added',
       ].join('\n');
-      const named = `kvmqAdd${this.riderCommands.size + 1}`;
+      const named = `kvmqAdd${++this.riderCount}`;
       // Compiled once here, so a BullMQ whose script does not wrap falls back instead of failing a submit.
       command = connection.script('LOAD', lua).then(
         () => {
@@ -146,11 +154,11 @@ export class Queues {
         (err: Error) => {
           // Redis refused the script (an error reply): a MULTI from then on. Anything else (Redis away):
           // a MULTI this time, and the next submission asks again.
-          if (err.name !== 'ReplyError') this.riderCommands.delete(key);
+          if (err.name !== 'ReplyError') byRider.delete(rider.lua);
           return undefined;
         },
       );
-      this.riderCommands.set(key, command);
+      byRider.set(rider.lua, command);
     }
     return command;
   }

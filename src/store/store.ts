@@ -345,8 +345,7 @@ export class Store {
    */
   createRider(rec: ExperimentRecord): Rider {
     this.poolCache.set(rec.id, rec.pool);
-    const args: (string | number)[] = [rec.id, Date.parse(rec.createdAt), rec.status, rec.pool];
-    for (const [k, v] of Object.entries(encode(rec))) args.push(k, v);
+    const args = encodeFlat(rec, [rec.id, Date.parse(rec.createdAt), rec.status, rec.pool]);
     return {
       lua: CREATE_RIDER,
       keys: [this.poolKey(rec.pool, 'exp', rec.id), this.poolKey(rec.pool, 'exps'), this.poolKey(rec.pool, 'counts'), this.key('pools'), this.key('pool-of')],
@@ -355,8 +354,10 @@ export class Store {
   }
 
   /** After a transaction with createInto, or a rider from createRider, ran: wait for replicas where configured. */
-  async created(rec: ExperimentRecord): Promise<void> {
-    await this.durable(this.poolKey(rec.pool, 'exp', rec.id), rec.id, `experiment ${rec.id}`);
+  created(rec: ExperimentRecord): Promise<void> {
+    // Without replicas to wait for, nothing is built: this runs once per submission.
+    if (this.waitReplicas <= 0) return Promise.resolve();
+    return this.durable(this.poolKey(rec.pool, 'exp', rec.id), rec.id, `experiment ${rec.id}`);
   }
 
   /**
@@ -620,6 +621,15 @@ export class Store {
 function encode(rec: Partial<ExperimentRecord>): Record<string, string> {
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(rec)) if (v !== undefined) out[k] = JSON.stringify(v);
+  return out;
+}
+
+/** encode's fields as field, value, ... appended to `out`, with no object in between (the submission's rider). */
+function encodeFlat(rec: Partial<ExperimentRecord>, out: (string | number)[]): (string | number)[] {
+  for (const k of Object.keys(rec) as (keyof ExperimentRecord)[]) {
+    const v = rec[k];
+    if (v !== undefined) out.push(k, JSON.stringify(v));
+  }
   return out;
 }
 
