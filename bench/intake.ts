@@ -79,13 +79,12 @@ export function intakeGap(apiOverFloor: number, floorPerSecond: number, apiPerSe
             : `in the same rounds, so the rest of the gap is kvmq's own work.`,
         ]
       : []),
-    `kvmq's own work per submit above that, by a CPU profile of the API under wrk (by hand, 2026-12-01, with the record`,
-    `riding on BullMQ's add script): writing the answer with its ETag and security headers, and the request line, about`,
-    `a sixth of the API's CPU; ioredis building and sending the one EVALSHA (35 keys and arguments), about a tenth; zod`,
-    `validation and the record, about a tenth; garbage collection with the 1 MiB semi-spaces of bin/kvmq.js, about a`,
-    `seventh (16 MiB semi-spaces changed nothing beyond the noise in interleaved rounds and held 13 MiB more at rest).`,
-    `Redis spends 100 to 130 µs on each submission's script on the same two cores, 60 to 80 µs of it BullMQ's add (the`,
-    `library floor's own add) and the rest the record's five writes (Redis 7.0 takes 5 to 10 µs per redis.call).`,
+    `kvmq's own work per submission above that, by a CPU profile of the API under wrk (by hand, 2026-12-01, Node's`,
+    `default young generation, the profiler's own cost included): the one EVALSHA through ioredis, its argument`,
+    `encoding and its socket writes, about 100 µs; zod validation and the normalized spec, about 50 µs; the record`,
+    `and its rider, about 40 µs; the request line through pino, about 20 µs; garbage collection about 18 µs; the`,
+    `response's ETag about 9 µs. Redis spends 100 to 130 µs on each submission's script on the same two cores, 60`,
+    `to 80 µs of it BullMQ's add (the library floor's own add) and the rest the record's five writes.`,
   ].join(' ');
 }
 
