@@ -370,7 +370,7 @@ export class Store {
       await this.redis.multi().sadd(this.key('pools'), rec.pool).hset(this.key('pool-of'), rec.id, rec.pool).exec();
     }
     this.poolCache.set(rec.id, rec.pool);
-    const fields = Object.entries(encode(rec)).flat();
+    const fields = encodeFlat(rec, []);
     const exp = this.poolKey(rec.pool, 'exp', rec.id);
     const id = (await this.script(
       CREATE_ONCE, [exp, this.poolKey(rec.pool, 'exps'), this.poolKey(rec.pool, marker[0], ...marker.slice(1)), this.poolKey(rec.pool, 'counts')],
@@ -619,12 +619,13 @@ export class Store {
 }
 
 function encode(rec: Partial<ExperimentRecord>): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(rec)) if (v !== undefined) out[k] = JSON.stringify(v);
-  return out;
+  return pairs(encodeFlat(rec, []) as string[]);
 }
 
-/** encode's fields as field, value, ... appended to `out`, with no object in between (the submission's rider). */
+/**
+ * The record's fields as field, value, ... appended to `out` (each defined field as JSON): the one rule
+ * for how a record is stored. Flat, so the submission's rider takes them with no object in between.
+ */
 function encodeFlat(rec: Partial<ExperimentRecord>, out: (string | number)[]): (string | number)[] {
   for (const k of Object.keys(rec) as (keyof ExperimentRecord)[]) {
     const v = rec[k];
